@@ -1,0 +1,40 @@
+// swift-tools-version:6.1
+// xdpwg: an AF_XDP WireGuard gateway. Dependencies point one way:
+// WireGuard (pure protocol core) <- Engine (AF_XDP data plane) <- xdpwg (CLI).
+import PackageDescription
+
+let package = Package(
+    name: "xdpwg",
+    products: [
+        .executable(name: "xdpwg", targets: ["xdpwg"]),
+        .library(name: "WireGuard", targets: ["WireGuard"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries, found through pkg-config (scripts/install-deps.sh installs them).
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "CLibXDP", pkgConfig: "libxdp", providers: [.apt(["libxdp-dev"])]),
+        .systemLibrary(name: "CLibBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
+        .systemLibrary(name: "CNUMA", pkgConfig: "numa", providers: [.apt(["libnuma-dev"])]),
+
+        // The protocol core: no I/O, no clock, no threads, no locks.
+        .target(
+            name: "WireGuard",
+            dependencies: ["CSodium"]
+        ),
+        // The AF_XDP data plane.
+        .target(name: "Engine", dependencies: ["WireGuard", "CLibXDP", "CLibBPF", "CNUMA"]),
+        .executableTarget(
+            name: "xdpwg",
+            dependencies: [
+                "WireGuard", "Engine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(name: "WireGuardTests", dependencies: ["WireGuard"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["WireGuard"]),
+    ]
+)
