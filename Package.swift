@@ -19,6 +19,9 @@ let package = Package(
         .systemLibrary(name: "CLibBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
         .systemLibrary(name: "CNUMA", pkgConfig: "numa", providers: [.apt(["libnuma-dev"])]),
 
+        // Thin C shims for glibc functions Swift cannot import (declared only under _GNU_SOURCE).
+        .target(name: "CXDPWG"),
+
         // The protocol core: no I/O, no clock, no threads, no locks.
         .target(
             name: "WireGuard",
@@ -35,6 +38,6 @@ let package = Package(
         ),
 
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["WireGuard"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["WireGuard", "CXDPWG"]),
     ]
 )

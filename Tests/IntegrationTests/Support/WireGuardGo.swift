@@ -1,0 +1,103 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A reference peer: wireguard-go in a namespace, configured with the real `wg` tool.
+final class WireGuardGo: @unchecked Sendable {
+    let namespace: NetworkNamespace
+    let interface: String
+    let privateKey: String
+    let publicKey: String
+    let listenPort: Int
+    private let process: Process
+    private let logFile: URL
+
+    private static let counter = Counter()
+
+    /// Starts wireguard-go in the foreground (we own its PID) and configures the interface.
+    init(in namespace: NetworkNamespace, listenPort: Int, address: String) throws {
+        self.namespace = namespace
+        // The UAPI socket directory is shared by all namespaces: the name must be unique
+        // on the machine, and at most 15 characters.
+        interface = "xwg\(getpid() % 100_000)g\(WireGuardGo.counter.next())"
+        privateKey = try Command.run(["wg", "genkey"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        publicKey = try Command.run(["wg", "pubkey"], input: privateKey).trimmingCharacters(in: .whitespacesAndNewlines)
+        self.listenPort = listenPort
+        logFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(interface).log")
+        process = try namespace.spawn(
+            ["wireguard-go", "-f", interface],
+            environment: ["WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": "debug"],
+            log: logFile)
+        let socketPath = "/var/run/wireguard/\(interface).sock"
+        for _ in 0..<250 where !FileManager.default.fileExists(atPath: socketPath) {
+            guard process.isRunning else { throw StartFailed(log: log) }
+            usleep(20_000)
+        }
+        guard FileManager.default.fileExists(atPath: socketPath) else { throw StartFailed(log: log) }
+        try withSecretFile(privateKey) { path in
+            try namespace.exec(["wg", "set", interface, "private-key", path, "listen-port", String(listenPort)])
+        }
+        try namespace.exec(["ip", "addr", "add", address, "dev", interface])
+        try namespace.exec(["ip", "link", "set", interface, "up"])
+    }
+
+    struct StartFailed: Error, CustomStringConvertible {
+        var log: String
+        var description: String { "wireguard-go did not start: \(log)" }
+    }
+
+    var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+
+    /// `wg set IF peer ...` with the given options; the preshared key goes through a 0600 file.
+    func addPeer(publicKey: String, allowedIPs: String, endpoint: String? = nil,
+                 presharedKey: String? = nil, persistentKeepalive: Int? = nil) throws {
+        var args = ["wg", "set", interface, "peer", publicKey, "allowed-ips", allowedIPs]
+        if let endpoint { args += ["endpoint", endpoint] }
+        if let persistentKeepalive { args += ["persistent-keepalive", String(persistentKeepalive)] }
+        if let presharedKey {
+            try withSecretFile(presharedKey) { path in try namespace.exec(args + ["preshared-key", path]) }
+        } else {
+            try namespace.exec(args)
+        }
+    }
+
+    struct PeerStatus {
+        var publicKey: String
+        var endpoint: String
+        var latestHandshake: Int
+        var receivedBytes: Int
+        var sentBytes: Int
+    }
+
+    /// The peers as `wg show IF dump` reports them.
+    func peers() throws -> [PeerStatus] {
+        let dump = try namespace.exec(["wg", "show", interface, "dump"])
+        return dump.split(separator: "\n").dropFirst().compactMap { line in
+            let f = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+            guard f.count >= 8, let hs = Int(f[4]), let rx = Int(f[5]), let tx = Int(f[6]) else { return nil }
+            return PeerStatus(publicKey: f[0], endpoint: f[2], latestHandshake: hs, receivedBytes: rx, sentBytes: tx)
+        }
+    }
+
+    func close() {
+        NetworkNamespace.stop(process)
+        try? FileManager.default.removeItem(atPath: "/var/run/wireguard/\(interface).sock")
+        try? FileManager.default.removeItem(at: logFile)
+    }
+
+    deinit { close() }
+
+    /// Writes a secret to a fresh 0600 file for the duration of `body`, then removes it.
+    private func withSecretFile<R>(_ secret: String, _ body: (String) throws -> R) throws -> R {
+        let dir = try FileManager.default.url(for: .itemReplacementDirectory, in: .userDomainMask,
+                                              appropriateFor: FileManager.default.temporaryDirectory, create: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("key").path
+        guard FileManager.default.createFile(atPath: path, contents: Data(secret.utf8),
+                                             attributes: [.posixPermissions: 0o600]) else {
+            throw POSIXError(.EIO)
+        }
+        return try body(path)
+    }
+}
