@@ -7,9 +7,12 @@ public enum AEAD {
     public static let keySize = 32
     public static let tagSize = 16
 
-    /// WireGuard's nonce: 4 zero bytes followed by the little-endian 64-bit counter.
+    /// WireGuard's nonce: 4 zero bytes followed by the little-endian 64-bit counter. Three
+    /// UInt32s, not (UInt32, UInt64): the latter has 4 bytes of padding at offset 4.
     @inline(__always)
-    static func nonce(_ counter: UInt64) -> (UInt32, UInt64) { (0, counter.littleEndian) }
+    static func nonce(_ counter: UInt64) -> (UInt32, UInt32, UInt32) {
+        (0, UInt32(truncatingIfNeeded: counter).littleEndian, UInt32(truncatingIfNeeded: counter >> 32).littleEndian)
+    }
 
     /// Seals `length` bytes at `source` into `destination`, writing the tag right after the
     /// ciphertext (`destination + length`).
