@@ -401,3 +401,36 @@ import Testing
         }
     }
 }
+
+/// Random well-framed handshake messages with a correct mac1 (so they reach the DH and AEAD
+/// steps): every one is rejected with a named error, none traps or changes peer state.
+@Suite struct HandshakeFuzzTests {
+    @Test func randomInitiationsAreRejected() throws {
+        let pair = PeerPair()
+        var rng = SplitMix64(seed: 1)
+        for i in 0..<200 {
+            var bytes = (0..<148).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            bytes.replaceSubrange(0..<4, with: [1, 0, 0, 0])
+            if i % 4 == 0 { bytes.replaceSubrange(8..<40, with: [UInt8](repeating: 0, count: 32)) }
+            resealMAC1(&bytes, receiver: pair.responder.publicKey)
+            #expect(throws: HandshakeError.self) { try pair.consume(bytes, now: Fixture.start) }
+        }
+        #expect(pair.responderPeer.state == .zeroed)
+        #expect(pair.responderPeer.latestTimestamp == .zero)
+    }
+
+    @Test func randomResponsesAreRejected() throws {
+        let pair = PeerPair()
+        _ = try pair.initiation(at: 0, now: Fixture.start)
+        let index = pair.initiatorPeer.localIndex
+        var rng = SplitMix64(seed: 2)
+        for _ in 0..<200 {
+            var bytes = (0..<92).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            bytes.replaceSubrange(0..<4, with: [2, 0, 0, 0])
+            withUnsafeBytes(of: index.littleEndian) { bytes.replaceSubrange(8..<12, with: $0) }
+            resealMAC1(&bytes, receiver: pair.initiator.publicKey)
+            #expect(throws: HandshakeError.self) { try pair.initiatorPeer.consumeResponse(bytes, now: Fixture.start) }
+        }
+        #expect(pair.initiatorPeer.state == .createdInitiation)
+    }
+}

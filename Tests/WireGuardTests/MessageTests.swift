@@ -141,6 +141,22 @@ import Testing
         }
     }
 
+    @Test func tai64nLayoutAndRounding() throws {
+        // 2^62 + 1_700_000_000 seconds; 123_456_789 ns rounded down to 7 × 2^24 = 117_440_512.
+        let t = TAI64N(secondsSinceEpoch: 1_700_000_000, nanoseconds: 123_456_789)
+        #expect(t.nanoseconds == 117_440_512)
+        #expect(Hex.encode(t.bytes) == "400000006553f100" + "07000000")
+        #expect(TAI64N(bytes: t.bytes) == t)
+        #expect(TAI64N(bytes: [1, 2, 3]) == nil)
+        let later = TAI64N(secondsSinceEpoch: 1_700_000_000, nanoseconds: 140_000_000)
+        let muchLater = TAI64N(secondsSinceEpoch: 1_700_000_001, nanoseconds: 0)
+        #expect(t < later && later < muchLater)
+        // Within one 2^24 ns step the timestamps are equal: the whitener hides fine timing.
+        #expect(TAI64N(secondsSinceEpoch: 5, nanoseconds: 1) == TAI64N(secondsSinceEpoch: 5, nanoseconds: 16_777_215))
+        // Ordering follows the wire bytes, including out-of-range nanoseconds.
+        #expect(TAI64N(label: 10, nanoseconds: 0xFFFF_FFFF) < TAI64N(label: 11, nanoseconds: 0))
+    }
+
     /// Random bytes of every length up to 200, with each type byte: classification and the
     /// typed views agree and never trap.
     @Test func arbitraryInputNeverTraps() {
