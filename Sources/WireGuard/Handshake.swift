@@ -80,48 +80,27 @@ enum Noise {
 
     /// AEAD(key, 0, plaintext, ad): seals `length` bytes at `source` to `destination`
     /// (ciphertext then tag). Every handshake AEAD uses counter 0, i.e. a 12-byte zero nonce.
-    ///
-    /// Calls libsodium directly rather than `AEAD.seal`: `AEAD.nonce` returns a
-    /// `(UInt32, UInt64)` tuple, whose 4 padding bytes land inside the 12-byte nonce, so the
-    /// shared wrapper does not produce WireGuard's nonce (reported; switch back once fixed).
     @inline(__always)
     static func seal(_ key: Key32, _ source: UnsafeRawPointer?, _ length: Int,
                      _ destination: UnsafeMutableRawPointer, ad: Key32) {
-        var nonce: (UInt32, UInt32, UInt32) = (0, 0, 0)
         key.withUnsafeBytes { k in
             ad.withUnsafeBytes { a in
-                withUnsafeBytes(of: &nonce) { n in
-                    _ = crypto_aead_chacha20poly1305_ietf_encrypt_detached(
-                        destination.assumingMemoryBound(to: UInt8.self),
-                        (destination + length).assumingMemoryBound(to: UInt8.self), nil,
-                        source?.assumingMemoryBound(to: UInt8.self), UInt64(length),
-                        a.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(a.count), nil,
-                        n.baseAddress!.assumingMemoryBound(to: UInt8.self),
-                        k.baseAddress!.assumingMemoryBound(to: UInt8.self))
-                }
+                AEAD.seal(key: k.baseAddress!, counter: 0, source: source ?? UnsafeRawPointer(destination),
+                          length: length, destination: destination, additionalData: a)
             }
         }
     }
 
     /// Opens `ciphertext` (which ends with the tag) into `destination` with counter 0; false
-    /// when it does not authenticate. (libsodium directly: see `seal`.)
+    /// when it does not authenticate.
     @inline(__always)
     static func open(_ key: Key32, _ ciphertext: UnsafeRawBufferPointer,
                      _ destination: UnsafeMutableRawPointer, ad: Key32) -> Bool {
         guard ciphertext.count >= AEAD.tagSize, let c = ciphertext.baseAddress else { return false }
-        let length = ciphertext.count - AEAD.tagSize
-        var nonce: (UInt32, UInt32, UInt32) = (0, 0, 0)
         return key.withUnsafeBytes { k in
             ad.withUnsafeBytes { a in
-                withUnsafeBytes(of: &nonce) { n in
-                    crypto_aead_chacha20poly1305_ietf_decrypt_detached(
-                        destination.assumingMemoryBound(to: UInt8.self), nil,
-                        c.assumingMemoryBound(to: UInt8.self), UInt64(length),
-                        (c + length).assumingMemoryBound(to: UInt8.self),
-                        a.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(a.count),
-                        n.baseAddress!.assumingMemoryBound(to: UInt8.self),
-                        k.baseAddress!.assumingMemoryBound(to: UInt8.self)) == 0
-                }
+                AEAD.open(key: k.baseAddress!, counter: 0, source: c, length: ciphertext.count - AEAD.tagSize,
+                          destination: destination, additionalData: a)
             }
         }
     }

@@ -41,3 +41,8 @@ enum Sodium {
 public func wipe<T: BitwiseCopyable>(_ value: inout T) {
     withUnsafeMutableBytes(of: &value) { Sodium.wipe($0) }
 }
+
+/// The operating system's CSPRNG (through libsodium): the production `RandomBytesSource`.
+public func systemRandomBytes(_ buffer: UnsafeMutableRawBufferPointer) {
+    Sodium.randomBytes(buffer)
+}

@@ -64,7 +64,7 @@ public final class Tunnel {
     /// pass a seeded source, production the default (the OS CSPRNG through libsodium).
     public init(identity: StaticIdentity, peer: PublicKey, presharedKey: PresharedKey = .none,
                 persistentKeepalive: Duration = .zero,
-                random: @escaping RandomBytesSource = { Sodium.randomBytes($0) }) {
+                random: @escaping RandomBytesSource = systemRandomBytes) {
         self.identity = identity
         handshake = PeerHandshake(identity: identity, remoteStatic: peer, presharedKey: presharedKey)
         timers = SessionTimers(persistentKeepaliveInterval: persistentKeepalive)
