@@ -104,6 +104,21 @@ final class NetworkNamespace: @unchecked Sendable {
         return fd
     }
 
+    /// An IPv4 UDP socket inside this namespace, bound to `port` on every address.
+    func udpSocket(port: UInt16) throws -> Int32 {
+        let fd = try socket(domain: AF_INET, type: Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
+        var local = CorePeer.address("0.0.0.0", port)
+        let rc = withUnsafePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else {
+            let e = errno
+            Glibc.close(fd)
+            throw POSIXError(.init(rawValue: e) ?? .EIO)
+        }
+        return fd
+    }
+
     /// Removes namespaces named by this scheme whose creating process no longer exists.
     private static func removeStaleNamespaces() {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/var/run/netns") else { return }
