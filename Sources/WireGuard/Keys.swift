@@ -58,7 +58,14 @@ extension Key32: Hashable {
 extension Key32 {
     /// Standard base64 with padding: exactly 44 characters, canonical (as `wg` requires).
     public init?(base64: some StringProtocol) {
-        guard let k = KeyEncoding.decodeBase64(Array(base64.utf8)) else { return nil }
+        var text = String(base64)
+        guard let k = text.withUTF8({ KeyEncoding.decodeBase64(UnsafeRawBufferPointer($0)) }) else { return nil }
+        self = k
+    }
+
+    /// Decodes base64 text held in the caller's buffer (which the caller wipes).
+    public init?(base64Bytes: UnsafeRawBufferPointer) {
+        guard let k = KeyEncoding.decodeBase64(base64Bytes) else { return nil }
         self = k
     }
 
@@ -239,9 +246,9 @@ enum KeyEncoding {
     }
 
     /// Decodes four characters; the result has bit 31 set when any is invalid.
-    private static func decodeQuad(_ s: ArraySlice<UInt8>) -> Int32 {
+    private static func decodeQuad(_ c0: UInt8, _ c1: UInt8, _ c2: UInt8, _ c3: UInt8) -> Int32 {
         var ret: Int32 = 0
-        for (i, ch) in s.enumerated() {
+        for (i, ch) in [c0, c1, c2, c3].enumerated() {
             let c = Int32(ch)
             var v: Int32 = -1
             v += (((0x40 - c) & (c - 0x5b)) >> 8) & (c - 64)          // 'A'..'Z' -> 0..25 (+1)
@@ -254,22 +261,20 @@ enum KeyEncoding {
         return ret
     }
 
-    static func decodeBase64(_ s: [UInt8]) -> Key32? {
+    /// Decodes from borrowed bytes, so a secret's text is never copied.
+    static func decodeBase64(_ s: UnsafeRawBufferPointer) -> Key32? {
         guard s.count == 44, s[43] == UInt8(ascii: "=") else { return nil }
         var key = Key32()
         var bad: Int32 = 0
         key.withUnsafeMutableBytes { dst in
-            var i = 0
-            while i < 10 {
-                let v = decodeQuad(s[(i * 4)..<(i * 4 + 4)])
+            for i in 0..<10 {
+                let v = decodeQuad(s[i * 4], s[i * 4 + 1], s[i * 4 + 2], s[i * 4 + 3])
                 bad |= Int32(bitPattern: UInt32(bitPattern: v) >> 31)
                 dst[i * 3] = UInt8(truncatingIfNeeded: v >> 16)
                 dst[i * 3 + 1] = UInt8(truncatingIfNeeded: v >> 8)
                 dst[i * 3 + 2] = UInt8(truncatingIfNeeded: v)
-                i += 1
             }
-            let last: [UInt8] = [s[40], s[41], s[42], UInt8(ascii: "A")]
-            let v = decodeQuad(last[...])
+            let v = decodeQuad(s[40], s[41], s[42], UInt8(ascii: "A"))
             bad |= Int32(bitPattern: UInt32(bitPattern: v) >> 31) | (v & 0xff)
             dst[30] = UInt8(truncatingIfNeeded: v >> 16)
             dst[31] = UInt8(truncatingIfNeeded: v >> 8)

@@ -42,6 +42,11 @@ public func wipe<T: BitwiseCopyable>(_ value: inout T) {
     withUnsafeMutableBytes(of: &value) { Sodium.wipe($0) }
 }
 
+/// Zeroes memory that held a secret, in a way the optimiser cannot remove.
+public func wipe(_ buffer: UnsafeMutableRawBufferPointer) {
+    Sodium.wipe(buffer)
+}
+
 /// The operating system's CSPRNG (through libsodium): the production `RandomBytesSource`.
 public func systemRandomBytes(_ buffer: UnsafeMutableRawBufferPointer) {
     Sodium.randomBytes(buffer)

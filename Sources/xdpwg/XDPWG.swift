@@ -41,18 +41,23 @@ struct PubKey: ParsableCommand {
         commandName: "pubkey",
         abstract: "Read a private key in base64 from standard input and write its public key (like `wg pubkey`).")
     func run() throws {
-        var input = [UInt8]()
-        while input.count <= 4096, let line = readLine(strippingNewline: false) {
-            input.append(contentsOf: line.utf8)
+        // Read into one buffer we wipe: the private key's text is never copied into Strings.
+        let input = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 1)
+        defer { wipe(input); input.deallocate() }
+        var length = 0
+        while length < input.count {
+            let n = read(0, input.baseAddress! + length, input.count - length)
+            if n > 0 { length += n } else if n == 0 || errno != EINTR { break }
         }
-        defer { input.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
-        // `wg pubkey` accepts the key followed by whitespace only.
-        let trimmed = input.split(whereSeparator: { $0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 })
-        guard trimmed.count == 1, let key = PrivateKey(base64: String(decoding: trimmed[0], as: UTF8.self)) else {
+        // Like `wg pubkey`: the key, then optional whitespace.
+        var end = length
+        while end > 0, [0x20, 0x0a, 0x0d, 0x09].contains(input[end - 1]) { end -= 1 }
+        guard var raw = Key32(base64Bytes: UnsafeRawBufferPointer(rebasing: input[0..<end])) else {
             var err = StandardError()
             print("xdpwg pubkey: standard input is not a base64 WireGuard private key (44 characters)", to: &err)
             throw ExitCode.failure
         }
+        let key = PrivateKey(consuming: &raw)
         print(key.publicKey.base64)
     }
 }

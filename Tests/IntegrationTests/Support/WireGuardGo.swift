@@ -89,6 +89,7 @@ final class WireGuardGo: @unchecked Sendable {
     deinit { close() }
 
     /// Writes a secret to a fresh 0600 file for the duration of `body`, then removes it.
+    @discardableResult
     private func withSecretFile<R>(_ secret: String, _ body: (String) throws -> R) throws -> R {
         let dir = try FileManager.default.url(for: .itemReplacementDirectory, in: .userDomainMask,
                                               appropriateFor: FileManager.default.temporaryDirectory, create: true)
