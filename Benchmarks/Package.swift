@@ -1,0 +1,49 @@
+// swift-tools-version:6.1
+// xdpwg micro-benchmarks (ordo-one/benchmark). A package of its own, so that building and
+// testing the main package never compiles the benchmark harness. Run from this directory:
+//
+//     swift package --allow-writing-to-package-directory benchmark [--filter REGEX]
+//
+// Benchmark executable targets live in Benchmarks/<Name>/ (the plugin looks for that
+// parent directory name); see README.md.
+import PackageDescription
+
+/// The benchmark targets are built `-c release` by the plugin. Full cross-module
+/// optimisation lets the harness inline across the boundary to the `WireGuard` module as
+/// an application built in release mode would; nothing that changes safety checks.
+let releaseLike: [SwiftSetting] = [
+    .unsafeFlags(["-cross-module-optimization"]),
+]
+
+let package = Package(
+    name: "xdpwg-benchmarks",
+    dependencies: [
+        // `name:` because a path dependency's identity is its directory name, which differs
+        // between checkouts and worktrees; products below refer to it as "xdpwg".
+        .package(name: "xdpwg", path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        // Raw libsodium for baselines. Named apart from the main package's `CSodium`, whose
+        // module would otherwise clash with this one in the same build.
+        .systemLibrary(name: "BenchSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+
+        // Per-packet costs of the protocol core: AEAD (raw libsodium and the core's wrappers),
+        // X25519, AllowedIPs lookups, and the harness's own baseline (noop).
+        .executableTarget(
+            name: "CoreBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "WireGuard", package: "xdpwg"),
+                "BenchSodium",
+            ],
+            path: "Benchmarks/CoreBenchmarks",
+            swiftSettings: releaseLike,
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // Planned (protocol engineers): a `ProtocolBenchmarks` target beside this one, for
+        // `Keypair.seal`/`Keypair.open` (transport, incl. replay check) and the Noise
+        // handshake (initiation, response, consume). Same shape: Benchmarks/ProtocolBenchmarks/,
+        // same plugin, `swiftSettings: releaseLike`, `.kilo` scaling for per-packet paths.
+    ]
+)

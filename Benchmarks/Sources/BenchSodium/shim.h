@@ -1,0 +1,3 @@
+#pragma once
+// libsodium, imported directly by the benchmarks for raw baselines (not through the core).
+#include <sodium.h>
