@@ -152,6 +152,8 @@ public final class Keypair: @unchecked Sendable {
 
     /// Takes the keys out of `keys` and wipes them there.
     public init(consuming keys: inout SessionKeys) {
+        // The data path calls libsodium without checking; make sure it picked its fast code.
+        Sodium.ensureInitialized()
         localIndex = keys.localIndex
         remoteIndex = keys.remoteIndex
         createdAt = keys.createdAt
