@@ -41,9 +41,18 @@ let package = Package(
             swiftSettings: releaseLike,
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
-        // Planned (protocol engineers): a `ProtocolBenchmarks` target beside this one, for
-        // `Keypair.seal`/`Keypair.open` (transport, incl. replay check) and the Noise
-        // handshake (initiation, response, consume). Same shape: Benchmarks/ProtocolBenchmarks/,
-        // same plugin, `swiftSettings: releaseLike`, `.kilo` scaling for per-packet paths.
+        // The protocol layer: transport (`Keypair.seal`/`open`, in and out of place) and the
+        // Noise handshake, each next to the raw libsodium work under it.
+        .executableTarget(
+            name: "ProtocolBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "WireGuard", package: "xdpwg"),
+                "BenchSodium",
+            ],
+            path: "Benchmarks/ProtocolBenchmarks",
+            swiftSettings: releaseLike,
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ]
 )

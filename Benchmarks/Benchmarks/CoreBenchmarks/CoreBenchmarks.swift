@@ -6,9 +6,8 @@
 // per-sample figures (malloc counts per 1000 packets); by default it divides the `*` columns
 // by the scaling factor (per packet). See README.md.
 //
-// Later: transport (`Keypair.seal`/`Keypair.open`) and handshake benchmarks go in a
-// `ProtocolBenchmarks` target beside this one (see Package.swift), or in a new file here
-// registered from `benchmarks` below, with the same metrics and loop shape.
+// Transport (`Keypair.seal`/`Keypair.open`) and handshake benchmarks are in the
+// `ProtocolBenchmarks` target beside this one, with the same metrics and loop shape.
 
 import Benchmark
 import BenchSodium
