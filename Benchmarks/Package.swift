@@ -28,12 +28,20 @@ let package = Package(
         // module would otherwise clash with this one in the same build.
         .systemLibrary(name: "BenchSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
 
+        // What every benchmark executable shares: libsodium set-up, metrics, sizes, defaults.
+        .target(
+            name: "BenchSupport",
+            dependencies: [.product(name: "Benchmark", package: "benchmark"), "BenchSodium"],
+            swiftSettings: releaseLike
+        ),
+
         // Per-packet costs of the protocol core: AEAD (raw libsodium and the core's wrappers),
         // X25519, AllowedIPs lookups, and the harness's own baseline (noop).
         .executableTarget(
             name: "CoreBenchmarks",
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
+                "BenchSupport",
                 .product(name: "WireGuard", package: "xdpwg"),
                 "BenchSodium",
             ],
@@ -47,6 +55,7 @@ let package = Package(
             name: "ProtocolBenchmarks",
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
+                "BenchSupport",
                 .product(name: "WireGuard", package: "xdpwg"),
                 "BenchSodium",
             ],

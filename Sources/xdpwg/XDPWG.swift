@@ -21,7 +21,7 @@ struct GenKey: ParsableCommand {
         commandName: "genkey",
         abstract: "Generate a new private key and write it in base64 to standard output (like `wg genkey`).")
     func run() throws {
-        warnIfUmaskIsLoose()
+        warnIfOutputIsWorldAccessible()
         print(PrivateKey.generate().secret.base64ForDisplay)
     }
 }
@@ -31,7 +31,7 @@ struct GenPSK: ParsableCommand {
         commandName: "genpsk",
         abstract: "Generate a new preshared key and write it in base64 to standard output (like `wg genpsk`).")
     func run() throws {
-        warnIfUmaskIsLoose()
+        warnIfOutputIsWorldAccessible()
         print(PresharedKey.generate().secret.base64ForDisplay)
     }
 }
@@ -66,12 +66,12 @@ struct Version: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the version and the linked system libraries.")
     func run() throws {
         print("xdpwg 0.1.0")
-        print("libsodium \(SystemLibraries.libsodiumVersion), libbpf \(SystemLibraries.libbpfVersion), libxdp linked, libnuma \(SystemLibraries.numaAvailable ? "available" : "unavailable")")
+        print("libsodium \(SystemLibraries.libsodiumVersion), libbpf \(SystemLibraries.libbpfVersion), libxdp \(SystemLibraries.libxdpLinked ? "linked" : "missing"), libnuma \(SystemLibraries.numaAvailable ? "available" : "unavailable")")
     }
 }
 
 /// Like `wg genkey`: warn when standard output is a regular file that others can access.
-private func warnIfUmaskIsLoose() {
+private func warnIfOutputIsWorldAccessible() {
     var st = stat()
     if fstat(1, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_mode & 0o007 != 0 {
         var err = StandardError()

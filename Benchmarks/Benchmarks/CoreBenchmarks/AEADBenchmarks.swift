@@ -2,6 +2,7 @@
 // same buffers, side by side. Out of place, as the data plane decrypts from an uplink frame
 // into a tenant frame.
 
+import BenchSupport
 import Benchmark
 import BenchSodium
 import WireGuard

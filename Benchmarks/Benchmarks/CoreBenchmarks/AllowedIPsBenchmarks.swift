@@ -1,6 +1,7 @@
 // Cryptokey routing: `AllowedIPs` lookups, the per-packet cost of choosing a peer (outbound)
 // or checking an inner source (inbound), on tables of random host routes.
 
+import BenchSupport
 import Benchmark
 import WireGuard
 

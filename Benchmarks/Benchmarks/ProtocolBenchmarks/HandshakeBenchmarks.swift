@@ -13,6 +13,7 @@
 // Ephemeral keys are made once in setup and reused (harmless here, never in production);
 // generating one is benchmarked on its own.
 
+import BenchSupport
 import Benchmark
 import BenchSodium
 import WireGuard

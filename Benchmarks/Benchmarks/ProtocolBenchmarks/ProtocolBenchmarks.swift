@@ -10,30 +10,13 @@
 // throughput and malloc counts then cover the loop only. The two "measured region" baselines
 // below prove that bracketing works for malloc counts in both directions.
 
+import BenchSupport
 import Benchmark
 import BenchSodium
 import WireGuard
 
-/// Packets per sample (see CoreBenchmarks): a per-packet allocation shows as ≥ 1000 mallocs
-/// per sample with `--scale`.
-var packetsPerSample: BenchmarkScalingFactor { .kilo }
-
-var packetMetrics: [BenchmarkMetric] { [.throughput, .wallClock, .mallocCountTotal] }
-
-/// Inner packet sizes, as in CoreBenchmarks.
-let packetSizes = [64, 512, 1420]
-
 let benchmarks: @Sendable () -> Void = {
-    precondition(sodium_init() >= 0, "sodium_init failed")
-
-    Benchmark.defaultConfiguration = .init(
-        metrics: packetMetrics,
-        timeUnits: .nanoseconds,
-        warmupIterations: 10,
-        scalingFactor: packetsPerSample,
-        maxDuration: .seconds(1),
-        maxIterations: 10_000
-    )
+    configureBenchmarkSuite()
 
     registerProtocolBaselines()
     registerTransportBenchmarks()

@@ -1,6 +1,7 @@
 // Transport data messages: `Keypair.seal`/`Keypair.open` (header, counter, expiry checks,
 // padding rule, replay window) next to raw libsodium ChaCha20-Poly1305 on the same buffers.
 
+import BenchSupport
 import Benchmark
 import BenchSodium
 import WireGuard
