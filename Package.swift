@@ -1,6 +1,7 @@
 // swift-tools-version:6.1
 // xdpwg: an AF_XDP WireGuard gateway. Dependencies point one way:
-// WireGuard (pure protocol core) <- Engine (AF_XDP data plane) <- xdpwg (CLI).
+// WireGuard (pure protocol core) <- Engine (AF_XDP data plane) <- Gateway (control plane)
+// <- xdpwg (CLI).
 import PackageDescription
 
 let package = Package(
@@ -27,17 +28,21 @@ let package = Package(
             name: "WireGuard",
             dependencies: ["CSodium"]
         ),
-        // The AF_XDP data plane.
-        .target(name: "Engine", dependencies: ["WireGuard", "CLibXDP", "CLibBPF", "CNUMA"]),
+        // The AF_XDP data plane: BPF loading, UMEM, rings, sockets, workers, the per-packet pipeline.
+        .target(name: "Engine", dependencies: ["WireGuard", "CLibXDP", "CLibBPF", "CNUMA", "CXDPWG"]),
+        // The control plane: configuration, tenants, handshakes, timers.
+        .target(name: "Gateway", dependencies: ["WireGuard", "Engine"]),
         .executableTarget(
             name: "xdpwg",
             dependencies: [
-                "WireGuard", "Engine",
+                "WireGuard", "Engine", "Gateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard"], exclude: ["Vectors"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "WireGuard", "CXDPWG"]),
+        .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Engine", "WireGuard"]),
         .testTarget(name: "IntegrationTests", dependencies: ["WireGuard", "CXDPWG"]),
     ]
 )

@@ -1,0 +1,5 @@
+import Engine
+import WireGuard
+
+/// The control plane of one running gateway.
+public enum GatewayModule {}
