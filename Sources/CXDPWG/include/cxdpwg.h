@@ -4,3 +4,7 @@
 
 /// setns(2) for a network namespace file descriptor (CLONE_NEWNET).
 int cxdpwg_setns_net(int fd);
+
+/// eventfd(2), non-blocking and close-on-exec: the workers' doorbell for the control thread
+/// (Glibc's Swift module does not export <sys/eventfd.h>).
+int cxdpwg_eventfd_nonblocking(void);

@@ -1,0 +1,166 @@
+import Synchronization
+import WireGuard
+
+/// Every counter a worker keeps. Each worker owns one `WorkerCounters` block and is its only
+/// writer (relaxed load + store: a plain `mov`, no locked instruction); readers (the control
+/// plane, stats) load relaxed at any time and may see a value one batch old.
+public enum WorkerCounter: Int, CaseIterable, Sendable {
+    case uplinkRxPackets, uplinkRxBytes, uplinkTxPackets, uplinkTxBytes
+    case tenantRxPackets, tenantRxBytes, tenantTxPackets, tenantTxBytes
+    /// Loop iterations that found work, and the frames they carried (mean fill = frames / batches).
+    case batches, batchFrames
+    /// Transport messages decrypted and delivered / encrypted and sent; keepalives received.
+    case decrypted, encrypted, keepalivesReceived
+    /// Handshake messages and staged packets handed to the control plane.
+    case handshakeMessagesForwarded, packetsStaged
+    /// Ring events: RX polls that found nothing, TX ring full, fill ring found empty by the
+    /// kernel (from XDP_STATISTICS), transmit kicks (sendto), fill wakeups.
+    case rxEmptyPolls, txRingFull, transmitKicks, fillWakeups
+
+    public var name: String {
+        switch self {
+        case .uplinkRxPackets: "uplink_rx_packets"
+        case .uplinkRxBytes: "uplink_rx_bytes"
+        case .uplinkTxPackets: "uplink_tx_packets"
+        case .uplinkTxBytes: "uplink_tx_bytes"
+        case .tenantRxPackets: "tenant_rx_packets"
+        case .tenantRxBytes: "tenant_rx_bytes"
+        case .tenantTxPackets: "tenant_tx_packets"
+        case .tenantTxBytes: "tenant_tx_bytes"
+        case .batches: "batches"
+        case .batchFrames: "batch_frames"
+        case .decrypted: "decrypted"
+        case .encrypted: "encrypted"
+        case .keepalivesReceived: "keepalives_received"
+        case .handshakeMessagesForwarded: "handshake_messages_forwarded"
+        case .packetsStaged: "packets_staged"
+        case .rxEmptyPolls: "rx_empty_polls"
+        case .txRingFull: "tx_ring_full"
+        case .transmitKicks: "transmit_kicks"
+        case .fillWakeups: "fill_wakeups"
+        }
+    }
+}
+
+/// Why the data path dropped a packet. Every drop has exactly one, and a counter.
+public enum DropReason: Int, CaseIterable, Sendable {
+    // Uplink → tenant (decrypt direction).
+    /// Not Ethernet/IP/UDP as the XDP program promised (truncated or inconsistent).
+    case outerMalformed
+    /// UDP to a port no tenant listens on (a reload raced the XDP port map).
+    case unknownPort
+    /// Not a WireGuard message of a known type and a valid length.
+    case messageMalformed
+    /// A transport message for a receiver index we do not hold (or that belongs to another tenant).
+    case unknownReceiver
+    case keypairInvalid, keypairExpired, keypairExhausted, counterBeyondLimit, counterTooOld
+    case replayed
+    case authenticationFailed
+    /// Decrypted data that is not a whole IPv4/IPv6 packet.
+    case innerMalformed
+    /// The inner source address is not in the sending peer's AllowedIPs (cryptokey routing).
+    case innerSourceNotAllowed
+    /// No free tenant frame to decrypt into.
+    case tenantFramesExhausted
+    /// The tenant socket's TX ring was full.
+    case tenantTxRingFull
+    /// The control plane's queue was full (handshake message or staged packet).
+    case controlQueueFull
+
+    // Tenant → uplink (encrypt direction).
+    /// Not an IPv4/IPv6 frame of consistent length.
+    case tenantMalformed
+    /// The inner destination is in no peer's AllowedIPs.
+    case noRoute
+    /// The peer has a session but no known endpoint yet.
+    case noEndpoint
+    /// No free uplink frame to encrypt into.
+    case uplinkFramesExhausted
+    /// The uplink socket's TX ring was full.
+    case uplinkTxRingFull
+    /// The packet does not fit one uplink frame after encryption.
+    case packetTooBig
+
+    public var name: String {
+        switch self {
+        case .outerMalformed: "outer_malformed"
+        case .unknownPort: "unknown_port"
+        case .messageMalformed: "message_malformed"
+        case .unknownReceiver: "unknown_receiver"
+        case .keypairInvalid: "keypair_invalid"
+        case .keypairExpired: "keypair_expired"
+        case .keypairExhausted: "keypair_exhausted"
+        case .counterBeyondLimit: "counter_beyond_limit"
+        case .counterTooOld: "counter_too_old"
+        case .replayed: "replayed"
+        case .authenticationFailed: "authentication_failed"
+        case .innerMalformed: "inner_malformed"
+        case .innerSourceNotAllowed: "inner_source_not_allowed"
+        case .tenantFramesExhausted: "tenant_frames_exhausted"
+        case .tenantTxRingFull: "tenant_tx_ring_full"
+        case .controlQueueFull: "control_queue_full"
+        case .tenantMalformed: "tenant_malformed"
+        case .noRoute: "no_route"
+        case .noEndpoint: "no_endpoint"
+        case .uplinkFramesExhausted: "uplink_frames_exhausted"
+        case .uplinkTxRingFull: "uplink_tx_ring_full"
+        case .packetTooBig: "packet_too_big"
+        }
+    }
+
+    /// The drop for a transport message the keypair refused.
+    @inline(__always)
+    public init(_ rejection: TransportRejection) {
+        switch rejection {
+        case .tooShort, .notTransport, .destinationTooSmall: self = .messageMalformed
+        case .wrongReceiver: self = .unknownReceiver
+        case .keypairInvalid: self = .keypairInvalid
+        case .keypairExpired: self = .keypairExpired
+        case .keypairExhausted: self = .keypairExhausted
+        case .counterBeyondLimit: self = .counterBeyondLimit
+        case .counterTooOld: self = .counterTooOld
+        case .replayed: self = .replayed
+        case .authenticationFailed: self = .authenticationFailed
+        }
+    }
+}
+
+/// One worker's counters: `WorkerCounter`s then `DropReason`s, one 64-bit atomic each, in
+/// memory the owner provides (so the block can later live in a shared stats segment).
+public struct WorkerCounters: @unchecked Sendable {
+    public static let slotCount = WorkerCounter.allCases.count + DropReason.allCases.count
+    public static let byteCount = slotCount * 8
+
+    private let slots: UnsafeMutablePointer<Atomic<UInt64>>
+
+    /// Allocates a zeroed block (for tests and until a stats segment exists).
+    public static func allocate() -> WorkerCounters {
+        let p = UnsafeMutablePointer<Atomic<UInt64>>.allocate(capacity: slotCount)
+        for i in 0..<slotCount { (p + i).initialize(to: Atomic(0)) }
+        return WorkerCounters(slots: p)
+    }
+
+    private init(slots: UnsafeMutablePointer<Atomic<UInt64>>) { self.slots = slots }
+
+    @inline(__always)
+    public func add(_ counter: WorkerCounter, _ n: UInt64 = 1) {
+        let s = slots + counter.rawValue
+        s.pointee.store(s.pointee.load(ordering: .relaxed) &+ n, ordering: .relaxed)
+    }
+
+    @inline(__always)
+    public func drop(_ reason: DropReason, _ n: UInt64 = 1) {
+        let s = slots + WorkerCounter.allCases.count + reason.rawValue
+        s.pointee.store(s.pointee.load(ordering: .relaxed) &+ n, ordering: .relaxed)
+    }
+
+    public func value(_ counter: WorkerCounter) -> UInt64 {
+        slots[counter.rawValue].load(ordering: .relaxed)
+    }
+
+    public func value(_ reason: DropReason) -> UInt64 {
+        slots[WorkerCounter.allCases.count + reason.rawValue].load(ordering: .relaxed)
+    }
+
+    public var totalDrops: UInt64 { DropReason.allCases.reduce(0) { $0 + value($1) } }
+}

@@ -1,0 +1,250 @@
+import Synchronization
+import WireGuard
+
+/// What a receiver index resolves to on the data path: one published keypair, with its
+/// peer and tenant. Immutable once published; the entry owns one retain of the keypair.
+/// Published as one pointer so a worker always sees a consistent triple.
+public struct KeypairEntry {
+    public let keypair: Unmanaged<Keypair>
+    public let localIndex: UInt32
+    public let peer: UInt32
+    public let tenant: UInt32
+
+    /// Control plane: a new entry holding a retain of `keypair`.
+    public static func make(_ keypair: Keypair, peer: UInt32, tenant: UInt32) -> UnsafeMutablePointer<KeypairEntry> {
+        let p = UnsafeMutablePointer<KeypairEntry>.allocate(capacity: 1)
+        p.initialize(to: KeypairEntry(keypair: .passRetained(keypair), localIndex: keypair.localIndex,
+                                      peer: peer, tenant: tenant))
+        return p
+    }
+
+    /// Control plane, after quiescence: drops the retain and frees the entry.
+    static func destroy(_ p: UnsafeMutablePointer<KeypairEntry>) {
+        p.pointee.keypair.release()
+        p.deinitialize(count: 1)
+        p.deallocate()
+    }
+}
+
+/// Receiver index → keypair, for every tenant: the data path's only lookup on receive.
+///
+/// A local index is `random high bits | slot`: the slot makes the lookup one load, the random
+/// bits keep indices unpredictable (as the kernel's random indices are) and let a stale index
+/// miss after its slot was reused. The control plane allocates and publishes (release
+/// stores); workers load with acquire and compare the whole index.
+public final class KeypairTable: @unchecked Sendable {
+    public let capacity: Int
+    private let mask: UInt32
+    private let slots: UnsafeMutablePointer<Atomic<UInt>>
+    // Control-plane state: which slots are free (used by handshakes or keypairs otherwise).
+    private var free: [UInt32]
+
+    /// `capacity` is rounded up to a power of two, at least 64.
+    public init(capacity: Int) {
+        var c = 64
+        while c < capacity { c <<= 1 }
+        self.capacity = c
+        mask = UInt32(c - 1)
+        slots = .allocate(capacity: c)
+        for i in 0..<c { (slots + i).initialize(to: Atomic(0)) }
+        free = (0..<UInt32(c)).reversed()
+    }
+
+    deinit {
+        for i in 0..<capacity {
+            if let p = UnsafeMutablePointer<KeypairEntry>(bitPattern: slots[i].load(ordering: .relaxed)) {
+                KeypairEntry.destroy(p)
+            }
+        }
+        slots.deinitialize(count: capacity)
+        slots.deallocate()
+    }
+
+    /// Data path: the entry for `receiverIndex`, or nil.
+    @inline(__always)
+    public func lookup(_ receiverIndex: UInt32) -> UnsafePointer<KeypairEntry>? {
+        let bits = slots[Int(receiverIndex & mask)].load(ordering: .acquiring)
+        guard let entry = UnsafePointer<KeypairEntry>(bitPattern: bits),
+              entry.pointee.localIndex == receiverIndex
+        else { return nil }
+        return entry
+    }
+
+    // MARK: Control plane (one thread)
+
+    /// A fresh local index whose slot is reserved until `release(index:)`; nil when full.
+    public func allocateIndex(random: () -> UInt32) -> UInt32? {
+        guard let slot = free.popLast() else { return nil }
+        return (random() & ~mask) | slot
+    }
+
+    /// Gives a reserved slot back (a handshake that produced no keypair). The caller must
+    /// have unpublished and retired whatever was published there first.
+    public func release(index: UInt32) {
+        free.append(index & mask)
+    }
+
+    /// Publishes `entry` at its index's slot (reserved by `allocateIndex`).
+    public func publish(_ entry: UnsafeMutablePointer<KeypairEntry>) {
+        slots[Int(entry.pointee.localIndex & mask)].store(UInt(bitPattern: entry), ordering: .releasing)
+    }
+
+    /// Unpublishes the entry at `index`'s slot (if it is still that index's) and returns it
+    /// for retirement. The slot stays reserved: release it after quiescence.
+    public func unpublish(index: UInt32) -> UnsafeMutablePointer<KeypairEntry>? {
+        let slot = Int(index & mask)
+        guard let p = UnsafeMutablePointer<KeypairEntry>(bitPattern: slots[slot].load(ordering: .relaxed)),
+              p.pointee.localIndex == index
+        else { return nil }
+        slots[slot].store(0, ordering: .releasing)
+        return p
+    }
+
+    public var freeSlots: Int { free.count }
+}
+
+/// The per-peer state the data path reads and writes. Fixed slots, one per peer handle.
+public struct PeerSlot: ~Copyable {
+    /// The keypair entry to send with (the session's current keypair), or 0.
+    let sending = Atomic<UInt>(0)
+    /// The outer header template (`UnsafeMutablePointer<OuterHeaderTemplate>`), or 0.
+    let route = Atomic<UInt>(0)
+    /// The endpoint key a worker last reported as new, so each change is reported once.
+    let reportedEndpoint = Atomic<UInt64>(0)
+    /// The local index of the keypair a worker last reported as confirmed (received with
+    /// while not yet the sending keypair), so each is reported once.
+    let reportedKeypair = Atomic<UInt32>(0)
+    /// Activity for the timers, in `Instant` nanoseconds: the control plane turns these into
+    /// timer events. Stored at most once per millisecond per peer, to keep the line quiet.
+    let lastDataReceived = Atomic<UInt64>(0)
+    let lastKeepaliveReceived = Atomic<UInt64>(0)
+    let lastDataSent = Atomic<UInt64>(0)
+    let rxPackets = Atomic<UInt64>(0), rxBytes = Atomic<UInt64>(0)
+    let txPackets = Atomic<UInt64>(0), txBytes = Atomic<UInt64>(0)
+    var tenant: UInt32 = 0
+    var active = false
+}
+
+/// Every peer's `PeerSlot`, indexed by the peer handle the tenants' AllowedIPs map to.
+public final class PeerTable: @unchecked Sendable {
+    public let capacity: Int
+    let slots: UnsafeMutablePointer<PeerSlot>
+
+    public init(capacity: Int) {
+        self.capacity = max(capacity, 1)
+        slots = .allocate(capacity: self.capacity)
+        for i in 0..<self.capacity { (slots + i).initialize(to: PeerSlot()) }
+    }
+
+    deinit {
+        for i in 0..<capacity {
+            if let p = UnsafeMutablePointer<OuterHeaderTemplate>(bitPattern: slots[i].route.load(ordering: .relaxed)) {
+                p.deallocate()
+            }
+        }
+        slots.deinitialize(count: capacity)
+        slots.deallocate()
+    }
+
+    // MARK: Data path
+
+    @inline(__always)
+    func sendingEntry(_ peer: UInt32) -> UnsafePointer<KeypairEntry>? {
+        UnsafePointer(bitPattern: slots[Int(peer)].sending.load(ordering: .acquiring))
+    }
+
+    @inline(__always)
+    func route(_ peer: UInt32) -> UnsafePointer<OuterHeaderTemplate>? {
+        UnsafePointer(bitPattern: slots[Int(peer)].route.load(ordering: .acquiring))
+    }
+
+    @inline(__always)
+    static func touch(_ a: borrowing Atomic<UInt64>, _ now: Instant) {
+        if now.nanoseconds &- a.load(ordering: .relaxed) > 1_000_000 { a.store(now.nanoseconds, ordering: .relaxed) }
+    }
+
+    @inline(__always)
+    func noteReceived(_ peer: UInt32, bytes: Int, keepalive: Bool, now: Instant) {
+        let s = slots + Int(peer)
+        s.pointee.rxPackets.wrappingAdd(1, ordering: .relaxed)
+        s.pointee.rxBytes.wrappingAdd(UInt64(bytes), ordering: .relaxed)
+        if keepalive { PeerTable.touch(s.pointee.lastKeepaliveReceived, now) } else { PeerTable.touch(s.pointee.lastDataReceived, now) }
+    }
+
+    @inline(__always)
+    func noteSent(_ peer: UInt32, bytes: Int, now: Instant) {
+        let s = slots + Int(peer)
+        s.pointee.txPackets.wrappingAdd(1, ordering: .relaxed)
+        s.pointee.txBytes.wrappingAdd(UInt64(bytes), ordering: .relaxed)
+        PeerTable.touch(s.pointee.lastDataSent, now)
+    }
+
+    /// True the first time a worker sees `key` as this peer's new endpoint.
+    @inline(__always)
+    func shouldReportEndpoint(_ peer: UInt32, key: UInt64) -> Bool {
+        let s = slots + Int(peer)
+        guard s.pointee.reportedEndpoint.load(ordering: .relaxed) != key else { return false }
+        s.pointee.reportedEndpoint.store(key, ordering: .relaxed)
+        return true
+    }
+
+    /// True the first time a worker sees keypair `localIndex` in use while it is not the
+    /// peer's sending keypair.
+    @inline(__always)
+    func shouldReportKeypair(_ peer: UInt32, localIndex: UInt32) -> Bool {
+        let s = slots + Int(peer)
+        guard s.pointee.reportedKeypair.load(ordering: .relaxed) != localIndex else { return false }
+        s.pointee.reportedKeypair.store(localIndex, ordering: .relaxed)
+        return true
+    }
+
+    // MARK: Control plane
+
+    public func activate(_ peer: UInt32, tenant: UInt32) {
+        slots[Int(peer)].tenant = tenant
+        slots[Int(peer)].active = true
+    }
+
+    /// Publishes the keypair entry to send with (nil: none) and returns the previous one.
+    /// The previous entry is still published in the keypair table; it is not retired here.
+    @discardableResult
+    public func setSending(_ peer: UInt32, _ entry: UnsafeMutablePointer<KeypairEntry>?) -> UnsafeMutablePointer<KeypairEntry>? {
+        let old = slots[Int(peer)].sending.exchange(UInt(bitPattern: entry), ordering: .acquiringAndReleasing)
+        return UnsafeMutablePointer(bitPattern: old)
+    }
+
+    /// Publishes a new outer header template; returns the old one for retirement.
+    public func setRoute(_ peer: UInt32, _ template: OuterHeaderTemplate?) -> UnsafeMutableRawPointer? {
+        var bits: UInt = 0
+        if let template {
+            let p = UnsafeMutablePointer<OuterHeaderTemplate>.allocate(capacity: 1)
+            p.initialize(to: template)
+            bits = UInt(bitPattern: p)
+        }
+        let old = slots[Int(peer)].route.exchange(bits, ordering: .acquiringAndReleasing)
+        return UnsafeMutableRawPointer(bitPattern: old)
+    }
+
+    public func currentRoute(_ peer: UInt32) -> OuterHeaderTemplate? {
+        route(peer)?.pointee
+    }
+
+    public struct Activity: Sendable, Equatable {
+        public var lastDataReceived: Instant?
+        public var lastKeepaliveReceived: Instant?
+        public var lastDataSent: Instant?
+        public var rxPackets: UInt64, rxBytes: UInt64, txPackets: UInt64, txBytes: UInt64
+    }
+
+    public func activity(_ peer: UInt32) -> Activity {
+        let s = slots + Int(peer)
+        func instant(_ v: UInt64) -> Instant? { v == 0 ? nil : Instant(nanoseconds: v) }
+        return Activity(lastDataReceived: instant(s.pointee.lastDataReceived.load(ordering: .relaxed)),
+                        lastKeepaliveReceived: instant(s.pointee.lastKeepaliveReceived.load(ordering: .relaxed)),
+                        lastDataSent: instant(s.pointee.lastDataSent.load(ordering: .relaxed)),
+                        rxPackets: s.pointee.rxPackets.load(ordering: .relaxed),
+                        rxBytes: s.pointee.rxBytes.load(ordering: .relaxed),
+                        txPackets: s.pointee.txPackets.load(ordering: .relaxed),
+                        txBytes: s.pointee.txBytes.load(ordering: .relaxed))
+    }
+}

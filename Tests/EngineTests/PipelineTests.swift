@@ -1,0 +1,266 @@
+import Testing
+@testable import Engine
+import WireGuard
+
+/// The per-packet pipeline in memory: frames built here, decrypted and encrypted by
+/// `PacketProcessor`, checked against the core's keypairs on the other side.
+@Suite struct PipelineTests {
+    static let gatewayIndex: UInt32 = 0x0000_0005    // slot 5 of the keypair table
+    static let peerIndex: UInt32 = 0x7777_0001
+    static let uplinkMAC = EthernetAddressBytes([0x02, 0, 0, 0, 0, 0x01])
+    static let nextHopMAC = EthernetAddressBytes([0x02, 0, 0, 0, 0, 0x02])
+    static let hostMAC = EthernetAddressBytes([0x02, 0, 0, 0, 0, 0x11])
+    static let innerMAC = EthernetAddressBytes([0x02, 0, 0, 0, 0, 0x12])
+
+    /// A gateway with two tenants (ports 51820 and 51821, the same address ranges), one peer
+    /// each (handles 0 and 1), and a session for peer 0: `gateway` is our side, `peer` theirs.
+    struct Fixture {
+        let state: DataPlaneState
+        let counters = WorkerCounters.allocate()
+        let control = ControlQueue(capacity: 8)
+        var processor: PacketProcessor
+        let gateway: Keypair
+        let peer: Keypair
+
+        init(publishSending: Bool = true, publishRoute: Bool = true) {
+            var routes: [TenantRoute] = []
+            for (i, port) in [UInt16(51820), 51821].enumerated() {
+                var table = AllowedIPs()
+                table.insert(IPPrefix("10.10.1.0/24")!, peer: UInt32(i))
+                table.insert(IPPrefix("fd00:a::/64")!, peer: UInt32(i))
+                routes.append(TenantRoute(listenPort: port, allowedIPs: table, hostMAC: PipelineTests.hostMAC,
+                                          innerMAC: PipelineTests.innerMAC, mtu: 1420))
+            }
+            state = DataPlaneState(tenants: routes, peerCapacity: 2, keypairCapacity: 64, workerCount: 1)
+            state.peers.activate(0, tenant: 0)
+            state.peers.activate(1, tenant: 1)
+            let k1 = Key32(bytes: [UInt8](repeating: 1, count: 32))!, k2 = Key32(bytes: [UInt8](repeating: 2, count: 32))!
+            var ours = SessionKeys(sendKey: k1, receiveKey: k2, localIndex: PipelineTests.gatewayIndex,
+                                   remoteIndex: PipelineTests.peerIndex, isInitiator: false, createdAt: .zero)
+            var theirs = SessionKeys(sendKey: k2, receiveKey: k1, localIndex: PipelineTests.peerIndex,
+                                     remoteIndex: PipelineTests.gatewayIndex, isInitiator: true, createdAt: .zero)
+            gateway = Keypair(consuming: &ours)
+            peer = Keypair(consuming: &theirs)
+            let entry = KeypairEntry.make(gateway, peer: 0, tenant: 0)
+            state.keypairs.publish(entry)
+            if publishSending { state.peers.setSending(0, entry) }
+            if publishRoute {
+                _ = state.peers.setRoute(0, PipelineTests.template(endpointKey: 0))
+            }
+            processor = PacketProcessor(state: state, counters: counters, control: control, workerIndex: 0)
+        }
+    }
+
+    static func template(endpointKey: UInt64) -> OuterHeaderTemplate {
+        OuterHeaderTemplate(sourceMAC: uplinkMAC, destinationMAC: nextHopMAC, vlanTCI: 0,
+                            source: IPAddress("192.0.2.2")!, sourcePort: 51820,
+                            destination: IPAddress("192.0.2.1")!, destinationPort: 40000, endpointKey: endpointKey)
+    }
+
+    /// An IPv4/UDP inner packet from `source` to `destination` with `payload` bytes.
+    static func innerPacket(source: String, destination: String, payload: Int = 100) -> [UInt8] {
+        let total = 28 + payload
+        var p = [UInt8](repeating: 0, count: total)
+        p[0] = 0x45; p[2] = UInt8(total >> 8); p[3] = UInt8(total & 0xff); p[8] = 64; p[9] = 17
+        p.replaceSubrange(12..<16, with: IPAddress(source)!.bytes)
+        p.replaceSubrange(16..<20, with: IPAddress(destination)!.bytes)
+        for i in 0..<payload { p[28 + i] = UInt8(truncatingIfNeeded: i &* 7) }
+        return p
+    }
+
+    /// The peer's transport message for `inner`, inside Ethernet/IPv4/UDP to `port`.
+    static func uplinkFrame(_ peer: Keypair, inner: [UInt8], port: UInt16 = 51820) -> [UInt8] {
+        let t = OuterHeaderTemplate(sourceMAC: nextHopMAC, destinationMAC: uplinkMAC, vlanTCI: 0,
+                                    source: IPAddress("192.0.2.1")!, sourcePort: 40000,
+                                    destination: IPAddress("192.0.2.2")!, destinationPort: port)
+        var frame = [UInt8](repeating: 0, count: 2048)
+        let length = frame.withUnsafeMutableBytes { f -> Int in
+            let sealed = inner.withUnsafeBytes { src in
+                try! peer.seal(src.baseAddress!, length: src.count, into: f.baseAddress! + t.length,
+                               capacity: 2048 - t.length, now: .zero)
+            }
+            t.write(to: f.baseAddress!, payloadLength: sealed.length)
+            return t.length + sealed.length
+        }
+        return Array(frame.prefix(length))
+    }
+
+    static func run(_ fixture: inout Fixture, _ frame: [UInt8]) -> (PacketProcessor.DecryptResult, [UInt8]) {
+        var input = frame
+        var out = [UInt8](repeating: 0, count: 2048)
+        let r = input.withUnsafeMutableBytes { i in
+            out.withUnsafeMutableBytes { o in
+                fixture.processor.decrypt(i.baseAddress!, length: i.count, into: o.baseAddress!, tenantCapacity: 2048,
+                                          now: .zero)
+            }
+        }
+        return (r, out)
+    }
+
+    @Test func decryptsIntoTheTenantFrameWithAnEthernetHeader() {
+        var f = Fixture()
+        let inner = Self.innerPacket(source: "10.10.1.2", destination: "10.10.0.1")
+        let (result, out) = Self.run(&f, Self.uplinkFrame(f.peer, inner: inner))
+        #expect(result == .deliver(tenant: 0, length: 14 + inner.count))
+        #expect(Array(out[0..<6]) == [0x02, 0, 0, 0, 0, 0x12])       // to the namespace end
+        #expect(Array(out[6..<12]) == [0x02, 0, 0, 0, 0, 0x11])      // from the host end
+        #expect(out[12] == 0x08 && out[13] == 0x00)
+        #expect(Array(out[14..<(14 + inner.count)]) == inner)
+        #expect(f.counters.value(.decrypted) == 1)
+        let activity = f.state.peers.activity(0)
+        #expect(activity.rxPackets == 1)
+    }
+
+    @Test func replayedMessageIsDroppedAndCounted() {
+        var f = Fixture()
+        let frame = Self.uplinkFrame(f.peer, inner: Self.innerPacket(source: "10.10.1.2", destination: "10.10.0.1"))
+        #expect(Self.run(&f, frame).0 == .deliver(tenant: 0, length: 14 + 128))
+        #expect(Self.run(&f, frame).0 == .dropped(.replayed))
+    }
+
+    @Test func innerSourceOutsideThePeersAllowedIPsIsDropped() {
+        var f = Fixture()
+        let spoofed = Self.innerPacket(source: "10.10.9.9", destination: "10.10.0.1")
+        #expect(Self.run(&f, Self.uplinkFrame(f.peer, inner: spoofed)).0 == .dropped(.innerSourceNotAllowed))
+    }
+
+    @Test func aReceiverIndexOfAnotherTenantIsUnknownOnThisPort() {
+        var f = Fixture()
+        // Tenant 0's session, sent to tenant 1's port: tenants never share receiver indices.
+        let frame = Self.uplinkFrame(f.peer, inner: Self.innerPacket(source: "10.10.1.2", destination: "10.10.0.1"),
+                                     port: 51821)
+        #expect(Self.run(&f, frame).0 == .dropped(.unknownReceiver))
+    }
+
+    @Test func forgedMessageFailsAuthentication() {
+        var f = Fixture()
+        var frame = Self.uplinkFrame(f.peer, inner: Self.innerPacket(source: "10.10.1.2", destination: "10.10.0.1"))
+        frame[frame.count - 1] ^= 1
+        #expect(Self.run(&f, frame).0 == .dropped(.authenticationFailed))
+    }
+
+    @Test func truncatedAndUnknownFramesAreDroppedByName() {
+        var f = Fixture()
+        let frame = Self.uplinkFrame(f.peer, inner: Self.innerPacket(source: "10.10.1.2", destination: "10.10.0.1"))
+        #expect(Self.run(&f, Array(frame.prefix(30))).0 == .dropped(.outerMalformed))
+        var junk = frame
+        junk[42] = 9   // message type 9
+        #expect(Self.run(&f, junk).0 == .dropped(.messageMalformed))
+    }
+
+    @Test func handshakeMessagesGoToTheControlQueueWithTheirOrigin() {
+        var f = Fixture()
+        var frame = Self.uplinkFrame(f.peer, inner: Self.innerPacket(source: "10.10.1.2", destination: "10.10.0.1"))
+        frame[42] = 1   // pretend initiation: the worker only forwards it
+        #expect(Self.run(&f, frame).0 == .consumed)
+        #expect(f.processor.controlPending)
+        var seen = 0
+        f.control.drain { header, payload in
+            seen += 1
+            #expect(header.pointee.kind == .handshake)
+            #expect(header.pointee.tenant == 0)
+            #expect(header.pointee.sourceAddress == IPAddress("192.0.2.1")!)
+            #expect(header.pointee.destinationAddress == IPAddress("192.0.2.2")!)
+            #expect(header.pointee.sourcePort == 40000)
+            #expect(header.pointee.sourceMAC == PipelineTests.nextHopMAC)
+            #expect(payload.first == 1)
+            #expect(payload.count == frame.count - 42)
+        }
+        #expect(seen == 1)
+    }
+
+    @Test func aNewEndpointIsReportedOnceAndTheConfirmedKeypairOnce() {
+        var f = Fixture(publishSending: false)
+        for _ in 0..<3 {
+            let frame = Self.uplinkFrame(f.peer, inner: Self.innerPacket(source: "10.10.1.2", destination: "10.10.0.1"))
+            _ = Self.run(&f, frame)
+        }
+        var kinds: [ControlMessageKind] = []
+        f.control.drain { header, _ in kinds.append(header.pointee.kind) }
+        #expect(kinds.sorted { $0.rawValue < $1.rawValue } == [.keypairConfirmed, .endpointChanged])
+    }
+
+    /// Encrypts a tenant frame for peer 0, then opens it with the peer's keypair.
+    @Test func encryptsTenantFramesBehindTheOuterHeader() throws {
+        var f = Fixture()
+        let inner = Self.innerPacket(source: "10.10.0.1", destination: "10.10.1.2", payload: 1000)
+        var tenantFrame = [UInt8](repeating: 0, count: 14) + inner
+        tenantFrame[12] = 0x08
+        var out = [UInt8](repeating: 0, count: 2048)
+        let result = tenantFrame.withUnsafeBytes { i in
+            out.withUnsafeMutableBytes { o in
+                f.processor.encrypt(tenant: 0, frame: i.baseAddress!, length: i.count, into: o.baseAddress!,
+                                    uplinkCapacity: 2048, now: .zero)
+            }
+        }
+        guard case .send(let length) = result else { Issue.record("not sent: \(result)"); return }
+        let parsed = try #require(out.withUnsafeBytes { OuterFrame.parse($0.baseAddress!, length: length) })
+        #expect(parsed.destinationPort == 40000 && parsed.sourcePort == 51820)
+        // The IPv4 header checksum verifies.
+        #expect(out.withUnsafeBytes { Wire.ipv4HeaderChecksum($0.baseAddress! + 14) } == 0)
+        var plain = [UInt8](repeating: 0, count: 2048)
+        let n = try out.withUnsafeBytes { o in
+            try plain.withUnsafeMutableBytes { p in
+                try f.peer.open(o.baseAddress! + parsed.payloadOffset, length: parsed.payloadLength,
+                                into: p.baseAddress!, capacity: 2048, now: .zero)
+            }
+        }
+        #expect(n == 1040)   // 1028 padded to 16
+        #expect(Array(plain.prefix(inner.count)) == inner)
+        #expect(f.counters.value(.encrypted) == 1)
+    }
+
+    @Test func withoutASessionThePacketIsStagedForTheControlPlane() {
+        var f = Fixture(publishSending: false)
+        let inner = Self.innerPacket(source: "10.10.0.1", destination: "10.10.1.2")
+        var tenantFrame = [UInt8](repeating: 0, count: 14) + inner
+        tenantFrame[12] = 0x08
+        var out = [UInt8](repeating: 0, count: 2048)
+        let result = tenantFrame.withUnsafeBytes { i in
+            out.withUnsafeMutableBytes { o in
+                f.processor.encrypt(tenant: 0, frame: i.baseAddress!, length: i.count, into: o.baseAddress!,
+                                    uplinkCapacity: 2048, now: .zero)
+            }
+        }
+        #expect(result == .staged)
+        var staged: [[UInt8]] = []
+        f.control.drain { header, payload in
+            #expect(header.pointee.kind == .stagedPacket && header.pointee.peer == 0)
+            staged.append(Array(payload))
+        }
+        #expect(staged == [inner])
+    }
+
+    @Test func destinationsOutsideEveryAllowedIPAreDropped() {
+        var f = Fixture()
+        var tenantFrame = [UInt8](repeating: 0, count: 14) + Self.innerPacket(source: "10.10.0.1", destination: "192.168.7.7")
+        tenantFrame[12] = 0x08
+        var out = [UInt8](repeating: 0, count: 2048)
+        let result = tenantFrame.withUnsafeBytes { i in
+            out.withUnsafeMutableBytes { o in
+                f.processor.encrypt(tenant: 0, frame: i.baseAddress!, length: i.count, into: o.baseAddress!,
+                                    uplinkCapacity: 2048, now: .zero)
+            }
+        }
+        #expect(result == .dropped(.noRoute))
+    }
+
+    @Test func ipv6OuterHeaderCarriesAValidUDPChecksum() throws {
+        let t = OuterHeaderTemplate(sourceMAC: Self.uplinkMAC, destinationMAC: Self.nextHopMAC, vlanTCI: 7,
+                                    source: IPAddress("fd00::2")!, sourcePort: 51820,
+                                    destination: IPAddress("fd00::1")!, destinationPort: 40000)
+        var frame = [UInt8](repeating: 0, count: 200)
+        for i in 0..<37 { frame[t.length + i] = UInt8(i * 3) }
+        frame.withUnsafeMutableBytes { t.write(to: $0.baseAddress!, payloadLength: 37) }
+        let parsed = try #require(frame.withUnsafeBytes { OuterFrame.parse($0.baseAddress!, length: t.length + 37) })
+        #expect(parsed.vlanTCI == 7 && parsed.isIPv6 && parsed.payloadLength == 37)
+        // Verify: the sum over the pseudo-header and the datagram (checksum included) is 0xffff.
+        var pseudo: [UInt8] = Array(frame[(parsed.ipOffset + 8)..<(parsed.ipOffset + 40)])
+        pseudo += [0, 0, 0, 45, 0, 0, 0, 17]
+        let udp = Array(frame[(parsed.ipOffset + 40)..<(parsed.ipOffset + 40 + 45)])
+        let sum = (pseudo + udp + (udp.count % 2 == 1 ? [0] : [])).withUnsafeBytes {
+            Wire.finishChecksum(Wire.onesComplementSum($0.baseAddress!, length: $0.count))
+        }
+        #expect(sum == 0)
+    }
+}
