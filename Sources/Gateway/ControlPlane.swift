@@ -1,0 +1,548 @@
+import Engine
+import WireGuard
+
+/// Everything about one peer that only the control thread touches: the Noise handshake, the
+/// keypair slots, the timers, the packets staged while no session exists, the endpoint.
+/// The data path sees the peer only through its `PeerTable` slot (handle `handle`).
+final class PeerSession {
+    let handle: UInt32
+    let tenant: Int
+    let publicKey: PublicKey
+    let handshake: PeerHandshake
+    var slots = KeypairSlots()
+    var timers: SessionTimers
+    /// Keypair entries published in the keypair table, by local index.
+    var entries: [UInt32: UnsafeMutablePointer<KeypairEntry>] = [:]
+    /// The local index of our handshake in progress (an initiation we sent).
+    var handshakeIndex: UInt32?
+    var staged: [[UInt8]] = []
+    var endpoint: (address: IPAddress, port: UInt16)?
+    var pending: TimerActions = []
+    var flushStaged = false
+    /// Activity timestamps already turned into timer events.
+    var seen = (sent: Instant.zero, received: Instant.zero, keepalive: Instant.zero)
+    var lastHandshake: TAI64N?
+    var handshakesCompleted = 0
+
+    init(handle: UInt32, tenant: Int, publicKey: PublicKey, handshake: PeerHandshake, persistentKeepalive: Duration) {
+        self.handle = handle
+        self.tenant = tenant
+        self.publicKey = publicKey
+        self.handshake = handshake
+        timers = SessionTimers(persistentKeepaliveInterval: persistentKeepalive)
+    }
+}
+
+/// One tenant as the control plane sees it: its identity, cookie state, rate limiter and
+/// the kernel socket its handshake messages leave through.
+final class TenantControl {
+    let name: String
+    let identity: StaticIdentity
+    var cookies: CookieChecker
+    var rateLimiter = RateLimiter()
+    let socket: HandshakeSocket
+    var peersByKey: [PublicKey: UInt32]
+    let mtu: Int
+
+    init(name: String, identity: StaticIdentity, cookies: CookieChecker, socket: HandshakeSocket,
+         peersByKey: [PublicKey: UInt32], mtu: Int) {
+        self.name = name; self.identity = identity; self.cookies = cookies; self.socket = socket
+        self.peersByKey = peersByKey; self.mtu = mtu
+    }
+}
+
+/// Counters of the control plane (handshakes), read by the gateway's reports.
+public struct HandshakeCounters: Sendable {
+    public var initiationsReceived = 0, responsesReceived = 0, cookieRepliesReceived = 0
+    public var initiationsSent = 0, responsesSent = 0, cookieRepliesSent = 0
+    public var sessionsEstablished = 0
+    public var failures: [String: Int] = [:]
+    public var stagedDropped = 0
+    public var sendErrors = 0
+
+    mutating func fail(_ reason: String) { failures[reason, default: 0] += 1 }
+}
+
+/// The control thread's state machine: handshakes (responder and initiator), cookies under
+/// load, timers, keypair rotation and publication, endpoint learning, staged packets.
+/// One thread owns it; workers reach it only through their `ControlQueue`s and the tables.
+public final class ControlPlane {
+    let state: DataPlaneState
+    var reclaimer: Reclaimer
+    var tenants: [TenantControl]
+    var peers: [PeerSession]
+    /// Our handshakes in progress, by local index (responses and cookie replies name it).
+    var pendingHandshakes: [UInt32: UInt32] = [:]
+    public private(set) var counters = HandshakeCounters()
+    private var underLoadUntil = Instant.zero
+    /// Where outgoing handshake and transport messages are built (one at a time).
+    private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
+
+    public struct TenantSetup {
+        public var name: String
+        public var privateKey: PrivateKey
+        public var socket: HandshakeSocket
+        public var mtu: Int
+        public var peers: [PeerSetup]
+        public init(name: String, privateKey: PrivateKey, socket: HandshakeSocket, mtu: Int, peers: [PeerSetup]) {
+            self.name = name; self.privateKey = privateKey; self.socket = socket; self.mtu = mtu; self.peers = peers
+        }
+    }
+
+    public struct PeerSetup {
+        public var handle: UInt32
+        public var publicKey: PublicKey
+        public var presharedKey: PresharedKey?
+        public var endpoint: (address: IPAddress, port: UInt16)?
+        public var endpointTemplate: OuterHeaderTemplate?
+        public var persistentKeepalive: Int
+        public init(handle: UInt32, publicKey: PublicKey, presharedKey: PresharedKey?,
+                    endpoint: (address: IPAddress, port: UInt16)?, endpointTemplate: OuterHeaderTemplate?,
+                    persistentKeepalive: Int) {
+            self.handle = handle; self.publicKey = publicKey; self.presharedKey = presharedKey
+            self.endpoint = endpoint; self.endpointTemplate = endpointTemplate
+            self.persistentKeepalive = persistentKeepalive
+        }
+    }
+
+    public init(state: DataPlaneState, tenants setups: [TenantSetup], now: Instant) {
+        self.state = state
+        reclaimer = Reclaimer(epochs: state.epochs)
+        tenants = []
+        var sessions: [PeerSession] = []
+        for (t, setup) in setups.enumerated() {
+            let identity = StaticIdentity(privateKey: setup.privateKey)
+            var byKey: [PublicKey: UInt32] = [:]
+            for p in setup.peers {
+                let handshake = PeerHandshake(identity: identity, remoteStatic: p.publicKey,
+                                              presharedKey: p.presharedKey ?? .none)
+                let session = PeerSession(handle: p.handle, tenant: t, publicKey: p.publicKey, handshake: handshake,
+                                          persistentKeepalive: .seconds(Int64(p.persistentKeepalive)))
+                session.endpoint = p.endpoint
+                precondition(Int(p.handle) == sessions.count, "peer handles are dense and in order")
+                sessions.append(session)
+                byKey[p.publicKey] = p.handle
+                state.peers.activate(p.handle, tenant: UInt32(t))
+                if let template = p.endpointTemplate { _ = state.peers.setRoute(p.handle, template) }
+                if p.persistentKeepalive > 0 {
+                    session.pending.formUnion(session.timers.setPersistentKeepalive(
+                        interval: .seconds(Int64(p.persistentKeepalive)), now: now))
+                }
+            }
+            tenants.append(TenantControl(name: setup.name, identity: identity, cookies: CookieChecker(identity: identity),
+                                         socket: setup.socket, peersByKey: byKey, mtu: setup.mtu))
+        }
+        peers = sessions
+    }
+
+    deinit {
+        // Workers are stopped before the control plane goes away.
+        reclaimer.releaseAll()
+        buffer.deallocate()
+    }
+
+    // MARK: Messages from the workers
+
+    /// Drains every worker queue and handles what they carried.
+    public func drain(_ queues: [ControlQueue], now: Instant) {
+        var handshakes = 0
+        for q in queues {
+            q.drain { header, payload in
+                switch header.pointee.kind {
+                case .handshake:
+                    handshakes += 1
+                    if handshakes > ControlPlane.underLoadThreshold { underLoadUntil = now + .seconds(1) }
+                    handleHandshake(header, payload, now: now)
+                case .stagedPacket:
+                    stage(peer: header.pointee.peer, payload, now: now)
+                case .keypairConfirmed:
+                    confirm(peer: header.pointee.peer, localIndex: header.pointee.localIndex, now: now)
+                case .endpointChanged:
+                    learnEndpoint(peers[Int(header.pointee.peer)], from: header)
+                }
+            }
+        }
+    }
+
+    /// Handshake messages in one drain above which we are "under load" (for a second after):
+    /// an eighth of a worker queue, as the kernel's MAX_QUEUED_INCOMING_HANDSHAKES / 8.
+    static let underLoadThreshold = 64
+
+    private func handleHandshake(_ header: UnsafePointer<ControlMessage>, _ payload: UnsafeRawBufferPointer, now: Instant) {
+        let t = Int(header.pointee.tenant)
+        guard t < tenants.count else { return }
+        let h = header.pointee
+        let source = h.sourceAddress
+        guard let sourceKey = source.bytes.withUnsafeBytes({ SourceAddress(bytes: $0) }) else { return }
+        let underLoad = now < underLoadUntil
+        switch payload.first {
+        case 1:
+            counters.initiationsReceived += 1
+            let message: InitiationMessage
+            do throws(MessageError) { message = try InitiationMessage(payload) } catch {
+                counters.fail("malformed_initiation"); return
+            }
+            guard admit(message, tenant: t, source: sourceKey, header: h, now: now, underLoad: underLoad) else { return }
+            let session: PeerSession
+            do throws(HandshakeError) {
+                let peersByKey = tenants[t].peersByKey
+                let all = peers
+                let handshake = try tenants[t].identity.consumeInitiation(message, now: now) { key in
+                    peersByKey[key].map { all[Int($0)].handshake }
+                }
+                guard let handle = tenants[t].peersByKey[handshake.remoteStatic] else { return }
+                session = peers[Int(handle)]
+            } catch {
+                counters.fail(Self.name(error)); return
+            }
+            session.timers.handshakeMessageReceived(now: now)
+            abandonHandshake(session)   // a response replaces any initiation of ours in progress
+            guard let index = allocateIndex() else { counters.fail("no_free_index"); return }
+            var keys: SessionKeys
+            do throws(HandshakeError) {
+                keys = try session.handshake.createResponse(ephemeral: .generate(), localIndex: index, now: now,
+                                                            into: buffer)
+            } catch {
+                state.keypairs.release(index: index)
+                counters.fail(Self.name(error)); return
+            }
+            install(Keypair(consuming: &keys), in: session)
+            session.timers.handshakeResponseSent(now: now)
+            learnEndpoint(session, from: header)
+            send(ResponseMessage.size, for: session)
+            counters.responsesSent += 1
+        case 2:
+            counters.responsesReceived += 1
+            let message: ResponseMessage
+            do throws(MessageError) { message = try ResponseMessage(payload) } catch {
+                counters.fail("malformed_response"); return
+            }
+            guard let handle = pendingHandshakes[message.receiverIndex], peers[Int(handle)].tenant == t else {
+                counters.fail("response_to_no_initiation"); return
+            }
+            guard admit(message, tenant: t, source: sourceKey, header: h, now: now, underLoad: underLoad) else { return }
+            let session = peers[Int(handle)]
+            var keys: SessionKeys
+            do throws(HandshakeError) { keys = try session.handshake.consumeResponse(message, now: now) } catch {
+                counters.fail(Self.name(error)); return
+            }
+            pendingHandshakes.removeValue(forKey: message.receiverIndex)
+            session.handshakeIndex = nil
+            install(Keypair(consuming: &keys), in: session)
+            session.timers.handshakeMessageReceived(now: now)
+            session.pending.formUnion(session.timers.handshakeResponseConsumed(now: now))
+            session.flushStaged = true
+            sessionEstablished(session)
+            learnEndpoint(session, from: header)
+            perform(session, now: now)
+        case 3:
+            counters.cookieRepliesReceived += 1
+            let message: CookieReplyMessage
+            do throws(MessageError) { message = try CookieReplyMessage(payload) } catch {
+                counters.fail("malformed_cookie_reply"); return
+            }
+            guard let handle = pendingHandshakes[message.receiverIndex], peers[Int(handle)].tenant == t else {
+                counters.fail("cookie_reply_to_no_initiation"); return
+            }
+            do throws(HandshakeError) { try peers[Int(handle)].handshake.consumeCookieReply(payload, now: now) } catch {
+                counters.fail(Self.name(error))
+            }
+        default:
+            counters.fail("unknown_message_type")
+        }
+    }
+
+    /// The cookie and rate-limit gate in front of every handshake message (Tunnel.admit).
+    private func admit(_ message: some MACProtectedMessage, tenant t: Int, source: SourceAddress,
+                       header: ControlMessage, now: Instant, underLoad: Bool) -> Bool {
+        let tenant = tenants[t]
+        let (decision, limit) = tenant.cookies.evaluate(message, source: source, port: header.sourcePort,
+                                                        underLoad: underLoad, now: now, rateLimiter: &tenant.rateLimiter)
+        switch decision {
+        case .process:
+            return true
+        case .dropInvalidMAC1:
+            counters.fail("invalid_mac1")
+            return false
+        case .sendCookieReply:
+            let ok = tenants[t].cookies.createCookieReply(to: message, source: source, port: header.sourcePort,
+                                                          now: now, into: buffer)
+            if ok {
+                sendRaw(CookieReplyMessage.size, tenant: t, to: header.sourceAddress, port: header.sourcePort)
+                counters.cookieRepliesSent += 1
+            }
+            return false
+        case .processIfRateLimiterAllows:
+            if limit == .allowed { return true }
+            counters.fail("rate_limited")
+            return false
+        }
+    }
+
+    private static func name(_ error: HandshakeError) -> String {
+        var s = "\(error)"
+        if let paren = s.firstIndex(of: "(") { s = String(s[..<paren]) }
+        return "handshake_" + s
+    }
+
+    // MARK: Keypairs
+
+    private func allocateIndex() -> UInt32? {
+        state.keypairs.allocateIndex {
+            var r: UInt32 = 0
+            withUnsafeMutableBytes(of: &r) { systemRandomBytes($0) }
+            return r
+        }
+    }
+
+    /// Our initiation in progress is replaced: its index is free again.
+    private func abandonHandshake(_ session: PeerSession) {
+        guard let index = session.handshakeIndex else { return }
+        pendingHandshakes.removeValue(forKey: index)
+        state.keypairs.release(index: index)
+        session.handshakeIndex = nil
+    }
+
+    /// Puts a new keypair in the slots, publishes it for the workers and retires what it
+    /// pushed out.
+    private func install(_ keypair: Keypair, in session: PeerSession) {
+        let dropped = session.slots.install(keypair)
+        let entry = KeypairEntry.make(keypair, peer: session.handle, tenant: UInt32(session.tenant))
+        session.entries[keypair.localIndex] = entry
+        state.keypairs.publish(entry)
+        publishSending(session)
+        retire(dropped, of: session)
+    }
+
+    /// The workers send with the session's current keypair.
+    private func publishSending(_ session: PeerSession) {
+        let entry = session.slots.current.flatMap { session.entries[$0.localIndex] }
+        state.peers.setSending(session.handle, entry)
+    }
+
+    private func retire(_ dropped: DroppedKeypairs, of session: PeerSession) {
+        for keypair in dropped {
+            keypair.invalidate()
+            guard let entry = session.entries.removeValue(forKey: keypair.localIndex) else { continue }
+            _ = state.keypairs.unpublish(index: keypair.localIndex)
+            state.keypairs.release(index: keypair.localIndex)
+            reclaimer.retire(.keypairEntry(entry))
+        }
+    }
+
+    /// A worker decrypted with a keypair that is not the sending one: if it is the
+    /// responder's "next" keypair, the initiator has confirmed the session.
+    private func confirm(peer handle: UInt32, localIndex: UInt32, now: Instant) {
+        let session = peers[Int(handle)]
+        guard let next = session.slots.next, next.localIndex == localIndex else { return }
+        let (confirmed, dropped) = session.slots.receivedWith(next)
+        guard confirmed else { return }
+        publishSending(session)
+        retire(dropped, of: session)
+        session.timers.handshakeComplete(now: now)
+        session.flushStaged = true
+        sessionEstablished(session)
+        perform(session, now: now)
+    }
+
+    private func sessionEstablished(_ session: PeerSession) {
+        counters.sessionsEstablished += 1
+        session.handshakesCompleted += 1
+        session.lastHandshake = Clock.wall()
+        if session.handshakesCompleted == 1 {
+            Log.info("\(tenants[session.tenant].name): session with peer \(session.publicKey.shortName) established")
+        } else {
+            Log.debug("\(tenants[session.tenant].name): peer \(session.publicKey.shortName) rekeyed")
+        }
+    }
+
+    // MARK: Endpoints
+
+    /// An authenticated message came from `header`'s source: send there from now on, through
+    /// the hop it came from.
+    private func learnEndpoint(_ session: PeerSession, from header: UnsafePointer<ControlMessage>) {
+        let h = header.pointee
+        let template = OuterHeaderTemplate(sourceMAC: h.destinationMAC, destinationMAC: h.sourceMAC, vlanTCI: h.vlanTCI,
+                                           source: h.destinationAddress, sourcePort: h.destinationPort,
+                                           destination: h.sourceAddress, destinationPort: h.sourcePort,
+                                           endpointKey: h.endpointKey)
+        let old = session.endpoint
+        session.endpoint = (h.sourceAddress, h.sourcePort)
+        if state.peers.currentRoute(session.handle) == template { return }
+        if let retired = state.peers.setRoute(session.handle, template) { reclaimer.retire(.memory(retired)) }
+        if let old, old.address != h.sourceAddress || old.port != h.sourcePort {
+            Log.info("\(tenants[session.tenant].name): peer \(session.publicKey.shortName) moved to \(Self.format(h.sourceAddress, h.sourcePort))")
+        }
+    }
+
+    static func format(_ a: IPAddress, _ port: UInt16) -> String {
+        a.isV4 ? "\(a):\(port)" : "[\(a)]:\(port)"
+    }
+
+    // MARK: Staging
+
+    private func stage(peer handle: UInt32, _ packet: UnsafeRawBufferPointer, now: Instant) {
+        let session = peers[Int(handle)]
+        if session.staged.count >= Tunnel.maxStagedPackets {
+            session.staged.removeFirst()   // the kernel drops the oldest
+            counters.stagedDropped += 1
+        }
+        session.staged.append(Array(packet))
+        if session.slots.sendingKeypair(at: now) != nil {
+            session.flushStaged = true       // a session appeared after the worker looked
+        } else {
+            session.pending.formUnion(session.timers.requestHandshake(now: now))
+        }
+        perform(session, now: now)
+    }
+
+    // MARK: Timers
+
+    /// Turns the workers' activity into timer events, fires due timers and carries out what
+    /// they ask, for every peer; frees what no worker can hold any more.
+    public func tick(now: Instant) {
+        for session in peers {
+            let a = state.peers.activity(session.handle)
+            if let t = a.lastDataSent, t > session.seen.sent {
+                session.seen.sent = t
+                session.pending.formUnion(session.timers.transportSent(now: t, isKeepalive: false, jitter: jitter(),
+                                                                       keypair: session.slots.current))
+            }
+            if let t = a.lastKeepaliveReceived, t > session.seen.keepalive {
+                session.seen.keepalive = t
+                session.pending.formUnion(session.timers.transportReceived(now: t, isKeepalive: true,
+                                                                           current: session.slots.current))
+            }
+            if let t = a.lastDataReceived, t > session.seen.received {
+                session.seen.received = t
+                session.pending.formUnion(session.timers.transportReceived(now: t, isKeepalive: false,
+                                                                           current: session.slots.current))
+            }
+            perform(session, now: now)
+        }
+        reclaimer.collect()
+    }
+
+    /// Carries out the session's pending actions (Tunnel.poll's order).
+    private func perform(_ session: PeerSession, now: Instant) {
+        session.pending.formUnion(session.timers.poll(now: now))
+        if session.pending.contains(.wipeKeyMaterial) {
+            session.pending.remove(.wipeKeyMaterial)
+            retire(session.slots.clear(), of: session)
+            publishSending(session)
+            abandonHandshake(session)
+            session.handshake.reset()
+            session.staged.removeAll()
+        }
+        if session.pending.contains(.clearStagedPackets) {
+            session.pending.remove(.clearStagedPackets)
+            counters.stagedDropped += session.staged.count
+            session.staged.removeAll()
+        }
+        if session.flushStaged || session.pending.contains(.sendKeepalive),
+           let keypair = session.slots.sendingKeypair(at: now), session.endpoint != nil {
+            if !session.staged.isEmpty {
+                session.pending.remove(.sendKeepalive)
+                let packets = session.staged
+                session.staged.removeAll()
+                for packet in packets {
+                    packet.withUnsafeBytes { sendTransport($0, keypair: keypair, session: session, now: now) }
+                }
+            } else if session.pending.contains(.sendKeepalive) {
+                sendTransport(UnsafeRawBufferPointer(start: nil, count: 0), keypair: keypair, session: session, now: now)
+            }
+            session.flushStaged = false
+        }
+        session.pending.remove(.sendKeepalive)
+        if session.pending.contains(.sendHandshakeInitiation) {
+            session.pending.remove(.sendHandshakeInitiation)
+            sendInitiation(session, now: now)
+        }
+    }
+
+    private func sendTransport(_ packet: UnsafeRawBufferPointer, keypair: Keypair, session: PeerSession, now: Instant) {
+        let sealed: SealedMessage
+        do throws(SealFailure) {
+            sealed = try keypair.seal(packet.baseAddress ?? UnsafeRawPointer(buffer.baseAddress!), length: packet.count,
+                                      into: buffer.baseAddress!, capacity: buffer.count, now: now,
+                                      mtu: tenants[session.tenant].mtu)
+        } catch {
+            session.pending.formUnion(session.timers.requestHandshake(now: now))
+            return
+        }
+        send(sealed.length, for: session)
+        session.pending.formUnion(session.timers.transportSent(now: now, isKeepalive: packet.isEmpty, jitter: jitter(),
+                                                               keypair: session.slots.current))
+    }
+
+    private func sendInitiation(_ session: PeerSession, now: Instant) {
+        guard session.endpoint != nil else {
+            Log.debug("\(tenants[session.tenant].name): no endpoint for peer \(session.publicKey.shortName): cannot initiate")
+            return
+        }
+        abandonHandshake(session)
+        guard let index = allocateIndex() else { counters.fail("no_free_index"); return }
+        do throws(HandshakeError) {
+            try session.handshake.createInitiation(ephemeral: .generate(), localIndex: index, timestamp: Clock.wall(),
+                                                   now: now, into: buffer)
+        } catch {
+            state.keypairs.release(index: index)
+            counters.fail(Self.name(error))
+            return
+        }
+        session.handshakeIndex = index
+        pendingHandshakes[index] = session.handle
+        send(InitiationMessage.size, for: session)
+        counters.initiationsSent += 1
+        session.timers.handshakeInitiationSent(now: now, jitter: jitter())
+    }
+
+    // MARK: Sending
+
+    private func send(_ length: Int, for session: PeerSession) {
+        guard let endpoint = session.endpoint else { return }
+        sendRaw(length, tenant: session.tenant, to: endpoint.address, port: endpoint.port)
+    }
+
+    private func sendRaw(_ length: Int, tenant: Int, to address: IPAddress, port: UInt16) {
+        let error = tenants[tenant].socket.send(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), to: address,
+                                                port: port)
+        if error != nil { counters.sendErrors += 1 }
+    }
+
+    /// Uniform in [0, 333 ms), as Tunnel.jitter.
+    private func jitter() -> Duration {
+        var r: UInt32 = 0
+        withUnsafeMutableBytes(of: &r) { systemRandomBytes($0) }
+        return .nanoseconds(Int64(r % UInt32(WireGuardProtocol.rekeyTimeoutJitterMax.nanoseconds)))
+    }
+
+    // MARK: Reports
+
+    public struct PeerReport: Sendable {
+        public var tenant: String
+        public var publicKey: PublicKey
+        public var endpoint: String?
+        public var handshakes: Int
+        public var activity: PeerTable.Activity
+    }
+
+    public func peerReports() -> [PeerReport] {
+        peers.map { s in
+            PeerReport(tenant: tenants[s.tenant].name, publicKey: s.publicKey,
+                       endpoint: s.endpoint.map { Self.format($0.address, $0.port) },
+                       handshakes: s.handshakesCompleted, activity: state.peers.activity(s.handle))
+        }
+    }
+
+    /// Stops every session: wipes keys (used at shutdown, after the workers stopped).
+    public func shutdown() {
+        for session in peers {
+            retire(session.slots.clear(), of: session)
+            publishSending(session)
+            abandonHandshake(session)
+            session.staged.removeAll()
+        }
+        reclaimer.releaseAll()
+    }
+}

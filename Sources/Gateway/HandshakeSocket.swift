@@ -1,0 +1,109 @@
+import WireGuard
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads the clocks the control plane passes into the core.
+public enum Clock {
+    /// The monotonic clock, for every protocol timer.
+    public static func now() -> Instant {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Instant(nanoseconds: UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec))
+    }
+
+    /// The wall clock as a handshake timestamp.
+    public static func wall() -> TAI64N {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return TAI64N(secondsSinceEpoch: UInt64(ts.tv_sec), nanoseconds: UInt32(ts.tv_nsec))
+    }
+}
+
+/// A tenant's UDP socket in the kernel, bound to its ListenPort (dual stack). The control
+/// plane *sends* handshake messages, keepalives and staged packets through it: rare packets,
+/// and the kernel then resolves the next hop (ARP/ND) that the data path later reads back.
+/// It receives nothing while the XDP program runs (every WireGuard-shaped datagram to the port
+/// goes to the AF_XDP sockets); holding the port also keeps other programs off it.
+public final class HandshakeSocket {
+    public let port: UInt16
+    private let fd: Int32
+
+    public init(port: UInt16) throws(GatewayError) {
+        let fd = socket(AF_INET6, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw GatewayError("cannot create the UDP socket for port \(port)", errno: errno) }
+        var off: Int32 = 0
+        setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &off, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in6()
+        address.sin6_family = sa_family_t(AF_INET6)
+        address.sin6_port = port.bigEndian
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+        }
+        guard bound == 0 else {
+            let e = errno
+            close(fd)
+            throw GatewayError("cannot bind UDP port \(port) (is another WireGuard or xdpwg using it?)", errno: e)
+        }
+        self.fd = fd
+        self.port = port
+    }
+
+    deinit { close(fd) }
+
+    /// Sends one datagram; returns false (and the errno) when the kernel refused it.
+    @discardableResult
+    public func send(_ bytes: UnsafeRawBufferPointer, to address: IPAddress, port: UInt16) -> Int32? {
+        var to = sockaddr_in6()
+        to.sin6_family = sa_family_t(AF_INET6)
+        to.sin6_port = port.bigEndian
+        let raw: [UInt8] = address.isV4 ? [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] + address.bytes : address.bytes
+        withUnsafeMutableBytes(of: &to.sin6_addr) { $0.copyBytes(from: raw) }
+        while true {
+            let n = withUnsafePointer(to: &to) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+                }
+            }
+            if n >= 0 { return nil }
+            if errno == EINTR { continue }
+            return errno
+        }
+    }
+}
+
+/// An error that stops the gateway from starting, or a failure worth a log line.
+public struct GatewayError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ message: String) { description = message }
+    public init(_ message: String, errno code: Int32) {
+        description = "\(message): \(String(cString: strerror(code)))"
+    }
+}
+
+/// Log lines to standard error, with a level and no secrets: callers pass public keys
+/// (as short fingerprints) and addresses only.
+public enum Log {
+    public enum Level: Int, Comparable, Sendable {
+        case debug, info, warning, error
+        public static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }
+        var label: String { ["debug", "info", "warning", "error"][rawValue] }
+    }
+    nonisolated(unsafe) public static var minimum: Level = .info
+
+    public static func log(_ level: Level, _ message: @autoclosure () -> String) {
+        guard level >= minimum else { return }
+        var line = "xdpwg: \(level.label): \(message())\n"
+        line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    }
+    public static func debug(_ m: @autoclosure () -> String) { log(.debug, m()) }
+    public static func info(_ m: @autoclosure () -> String) { log(.info, m()) }
+    public static func warning(_ m: @autoclosure () -> String) { log(.warning, m()) }
+    public static func error(_ m: @autoclosure () -> String) { log(.error, m()) }
+}
+
+extension PublicKey {
+    /// The first 8 characters of the base64 key: enough to tell peers apart in logs.
+    var shortName: String { String(description.prefix(8)) + "…" }
+}
