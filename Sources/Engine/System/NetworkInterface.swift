@@ -39,17 +39,6 @@ public struct NetworkInterface: Equatable, Sendable {
         return try NetworkInterface(link, role: role)
     }
 
-    /// Looks up `name` in the network namespace of an existing netlink socket.
-    static func named(_ name: String, role: String = "interface", using netlink: RouteNetlink,
-                      consultSysfs: Bool) throws(SystemError) -> NetworkInterface {
-        try Names.validateInterface(name, role: role)
-        do {
-            return try NetworkInterface(netlink.link(named: name), role: role, consultSysfs: consultSysfs)
-        } catch .noSuchInterface {
-            throw .noSuchInterface(name: name, role: role)
-        }
-    }
-
     init(_ link: LinkAttributes, role: String, consultSysfs: Bool = true) throws(SystemError) {
         guard let bytes = link.address, let mac = EthernetAddress(bytes: bytes) else {
             throw .invalidArgument("\(role) '\(link.name)' has no Ethernet address (link type \(link.hardwareType))")
