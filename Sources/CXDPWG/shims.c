@@ -1,10 +1,34 @@
 #define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include "cxdpwg.h"
 
 int cxdpwg_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }
 
-#include <sys/eventfd.h>
+int cxdpwg_pin_current_thread(int cpu) {
+    if (cpu < 0 || cpu >= CPU_SETSIZE) return EINVAL;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+int cxdpwg_current_thread_cpus(int *cpus, int capacity) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return -errno;
+    int count = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && count < capacity; cpu++) {
+        if (CPU_ISSET(cpu, &set)) cpus[count++] = cpu;
+    }
+    return count;
+}
+
+int cxdpwg_set_current_thread_name(const char *name) {
+    return pthread_setname_np(pthread_self(), name);
+}
 
 int cxdpwg_eventfd_nonblocking(void) {
     return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

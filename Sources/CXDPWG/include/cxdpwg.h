@@ -5,6 +5,17 @@
 /// setns(2) for a network namespace file descriptor (CLONE_NEWNET).
 int cxdpwg_setns_net(int fd);
 
+/// pthread_setaffinity_np(pthread_self()) to the one CPU `cpu` (CPU_SET is a macro Swift
+/// cannot call). Returns 0 or an errno value (EINVAL for a CPU outside CPU_SETSIZE).
+int cxdpwg_pin_current_thread(int cpu);
+
+/// sched_getaffinity(0): the CPUs the calling thread may run on, in ascending order, up to
+/// `capacity` of them into `cpus`. Returns how many, or -errno.
+int cxdpwg_current_thread_cpus(int *cpus, int capacity);
+
+/// pthread_setname_np(pthread_self(), name); the name must fit in 15 bytes. Returns 0 or an errno.
+int cxdpwg_set_current_thread_name(const char *name);
+
 /// eventfd(2), non-blocking and close-on-exec: the workers' doorbell for the control thread
 /// (Glibc's Swift module does not export <sys/eventfd.h>).
 int cxdpwg_eventfd_nonblocking(void);

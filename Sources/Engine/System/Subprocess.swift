@@ -1,0 +1,131 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs a short-lived external program (iproute2's `ip`) to completion with posix_spawn and
+/// captures its output. Control-plane setup only: the output is expected to be small.
+enum Subprocess {
+    struct Result {
+        /// The exit code, or 128 + the signal number if the program was killed.
+        var status: Int32
+        var standardOutput: String
+        var standardError: String
+    }
+
+    /// The absolute path of `program` on PATH, then in the sbin directories where root tools
+    /// live (a service's PATH often lacks them); nil if none is executable.
+    static func which(_ program: String) -> String? {
+        if program.hasPrefix("/") { return access(program, X_OK) == 0 ? program : nil }
+        let path = (getenv("PATH").map { String(cString: $0) } ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
+        for directory in path.split(separator: ":") where directory.hasPrefix("/") {
+            let candidate = "\(directory)/\(program)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
+    }
+
+    /// Runs `arguments[0]` (an absolute path) with the rest as its arguments, standard input
+    /// from /dev/null, and waits for it. Throws only if it cannot be started or waited for.
+    static func run(_ arguments: [String]) throws(SystemError) -> Result {
+        // Socket pairs rather than pipes: they can be created close-on-exec atomically
+        // (pipe2 is not imported), so a program another thread spawns at the same moment
+        // cannot inherit our ends and hold them open.
+        let out = try socketPair(for: arguments[0])
+        let err: (Int32, Int32)
+        do { err = try socketPair(for: arguments[0]) } catch {
+            close(out.0); close(out.1)
+            throw error
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        // dup2 onto 1 and 2 clears close-on-exec on the copies; the originals close at exec.
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, out.1, 1)
+        posix_spawn_file_actions_adddup2(&actions, err.1, 2)
+
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ)
+        close(out.1)
+        close(err.1)
+        guard spawned == 0 else {
+            close(out.0); close(err.0)
+            throw .syscall(operation: "posix_spawn(\(arguments[0]))", errno: spawned)
+        }
+        // Read both streams until both close, so a chatty program never blocks on a full buffer.
+        let (stdout, stderr) = drain(out.0, err.0)
+        close(out.0)
+        close(err.0)
+
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            guard errno == EINTR else {
+                throw .syscall(operation: "waitpid(\(arguments[0]))", errno: errno)
+            }
+        }
+        // WIFEXITED / WEXITSTATUS / WTERMSIG are macros: the status word is
+        // (code << 8) for an exit, the signal number in the low 7 bits for a kill.
+        let signal = status & 0x7f
+        let code = signal == 0 ? (status >> 8) & 0xff : 128 + signal
+        return Result(status: code, standardOutput: String(decoding: stdout, as: UTF8.self),
+                      standardError: String(decoding: stderr, as: UTF8.self))
+    }
+
+    private static func socketPair(for program: String) throws(SystemError) -> (Int32, Int32) {
+        var fds: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+            throw .syscall(operation: "socketpair() for the output of \(program)", errno: errno)
+        }
+        return (fds[0], fds[1])
+    }
+
+    private static func drain(_ a: Int32, _ b: Int32) -> ([UInt8], [UInt8]) {
+        var outputs: [[UInt8]] = [[], []]
+        var open = [true, true]
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while open[0] || open[1] {
+            var fds = [pollfd(fd: open[0] ? a : -1, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: open[1] ? b : -1, events: Int16(POLLIN), revents: 0)]
+            let ready = poll(&fds, 2, -1)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            for i in 0..<2 where open[i] && fds[i].revents != 0 {
+                let n = chunk.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
+                if n > 0 {
+                    outputs[i] += chunk[..<n]
+                } else if n == 0 || errno != EINTR {
+                    open[i] = false
+                }
+            }
+        }
+        return (outputs[0], outputs[1])
+    }
+}
+
+/// iproute2's `ip`, found once on PATH; every failure quotes the command and its stderr.
+struct IPCommand {
+    let path: String
+
+    init() throws(SystemError) {
+        guard let path = Subprocess.which("ip") else {
+            throw .commandFailed(command: ["ip"], status: 127,
+                                 standardError: "not found on PATH or in /usr/sbin, /sbin: install iproute2")
+        }
+        self.path = path
+    }
+
+    /// Runs `ip ARGUMENTS`; returns standard output, throws on a non-zero exit.
+    @discardableResult
+    func run(_ arguments: [String]) throws(SystemError) -> String {
+        let result = try Subprocess.run([path] + arguments)
+        guard result.status == 0 else {
+            throw .commandFailed(command: ["ip"] + arguments, status: result.status,
+                                 standardError: result.standardError)
+        }
+        return result.standardOutput
+    }
+}

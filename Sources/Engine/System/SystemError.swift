@@ -1,0 +1,76 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a system lookup or setup step failed. Every case names what was attempted and, where
+/// the kernel said why, the errno as text, so the message alone is enough to act on.
+public enum SystemError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A name, size or count was refused before anything was run.
+    case invalidArgument(String)
+    /// No interface of that name in the calling thread's network namespace. `role` says what
+    /// the interface was for ("uplink", "interface", ...).
+    case noSuchInterface(name: String, role: String)
+    /// A system call failed: `operation` names the call and its object.
+    case syscall(operation: String, errno: Int32)
+    /// The kernel refused a netlink request; `message` is its extended acknowledgement text.
+    case netlink(request: String, errno: Int32, message: String?)
+    /// The kernel did not answer a netlink request within the socket's receive timeout.
+    case timedOut(request: String)
+    /// A netlink reply that does not parse as the kernel's format.
+    case malformed(String)
+    /// An external command (iproute2's `ip`) exited non-zero or could not start.
+    case commandFailed(command: [String], status: Int32, standardError: String)
+
+    /// The errno behind the failure, when there is one.
+    public var errno: Int32? {
+        switch self {
+        case .syscall(_, let e), .netlink(_, let e, _): e
+        default: nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .invalidArgument(let what):
+            return what
+        case .noSuchInterface(let name, let role):
+            return "\(role) '\(name)' does not exist in this network namespace"
+        case .syscall(let operation, let e):
+            return "\(operation) failed: \(SystemError.errnoText(e))"
+        case .netlink(let request, let e, let message):
+            let detail = message.map { " (\($0))" } ?? ""
+            return "\(request): \(SystemError.errnoText(e))\(detail)"
+        case .timedOut(let request):
+            return "\(request): the kernel did not answer within the netlink receive timeout"
+        case .malformed(let what):
+            return "malformed netlink reply: \(what)"
+        case .commandFailed(let command, let status, let standardError):
+            let err = standardError.trimmingSuffixWhitespace()
+            return "`\(command.joined(separator: " "))` exited \(status)" + (err.isEmpty ? "" : ": \(err)")
+        }
+    }
+
+    /// "No such device (ENODEV)": strerror's text plus the symbolic name people search for.
+    static func errnoText(_ e: Int32) -> String {
+        let text = String(cString: strerror(e))
+        return errnoNames[e].map { "\(text) (\($0))" } ?? "\(text) (errno \(e))"
+    }
+
+    private static let errnoNames: [Int32: String] = [
+        EPERM: "EPERM", ENOENT: "ENOENT", ESRCH: "ESRCH", EINTR: "EINTR", EIO: "EIO",
+        EBADF: "EBADF", EAGAIN: "EAGAIN", ENOMEM: "ENOMEM", EACCES: "EACCES", EBUSY: "EBUSY",
+        EEXIST: "EEXIST", ENODEV: "ENODEV", EINVAL: "EINVAL", ENOSPC: "ENOSPC", ERANGE: "ERANGE",
+        ENOBUFS: "ENOBUFS", EOPNOTSUPP: "EOPNOTSUPP", EAFNOSUPPORT: "EAFNOSUPPORT",
+        ENETDOWN: "ENETDOWN", ENETUNREACH: "ENETUNREACH", EHOSTUNREACH: "EHOSTUNREACH",
+        ETIMEDOUT: "ETIMEDOUT", EMSGSIZE: "EMSGSIZE", EPROTONOSUPPORT: "EPROTONOSUPPORT",
+        EADDRNOTAVAIL: "EADDRNOTAVAIL", ENXIO: "ENXIO",
+    ]
+}
+
+extension String {
+    func trimmingSuffixWhitespace() -> String {
+        var s = Substring(self)
+        while let last = s.last, last.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}

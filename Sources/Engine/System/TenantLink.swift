@@ -1,0 +1,209 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import WireGuard
+
+/// What a tenant's namespace should look like: a veth end that behaves like a `wg`
+/// interface (the tenant's addresses, NOARP, a route per peer AllowedIP, the tunnel MTU).
+public struct TenantLinkSpec: Sendable {
+    /// The `ip netns` name of the tenant's namespace; created if absent.
+    public var namespace: String
+    /// The veth end in the gateway's namespace: the tenant XDP program and AF_XDP sockets
+    /// attach here.
+    public var hostName: String
+    /// The veth end inside the tenant's namespace (what the tenant sees as its wg interface).
+    public var innerName: String
+    /// RX and TX queues on both ends. Attaching XDP to the host end needs at least as many
+    /// RX queues there as the inner end has TX queues; equal counts satisfy that.
+    public var queues: Int
+    /// Interface addresses of the inner end with their prefix lengths ("10.0.0.1/24").
+    public var addresses: [(address: IPAddress, prefixLength: Int)]
+    /// A route through the inner end per prefix (the tenant's peers' AllowedIPs).
+    public var routes: [IPPrefix]
+    /// MTU of both ends (WireGuard's default is 1420).
+    public var mtu: Int
+
+    public init(namespace: String, hostName: String, innerName: String, queues: Int = 1,
+                addresses: [(address: IPAddress, prefixLength: Int)], routes: [IPPrefix], mtu: Int = 1420) {
+        self.namespace = namespace
+        self.hostName = hostName
+        self.innerName = innerName
+        self.queues = queues
+        self.addresses = addresses
+        self.routes = routes
+        self.mtu = mtu
+    }
+
+    /// Rejects names and numbers the kernel or `ip` would refuse (or misread), before
+    /// anything is created.
+    public func validate() throws(SystemError) {
+        try Names.validateNamespace(namespace)
+        try Names.validateInterface(hostName, role: "host-side veth")
+        try Names.validateInterface(innerName, role: "tenant-side veth")
+        guard (1...TenantLinkSpec.maxQueues).contains(queues) else {
+            throw .invalidArgument("a tenant link needs 1 to \(TenantLinkSpec.maxQueues) queues, not \(queues)")
+        }
+        let hasV6 = addresses.contains { !$0.address.isV4 } || routes.contains { !$0.address.isV4 }
+        let minimum = hasV6 ? 1280 : 68 // IPv6 requires 1280 (RFC 8200), IPv4 68 (RFC 791)
+        guard (minimum...65535).contains(mtu) else {
+            throw .invalidArgument("MTU \(mtu) of tenant link '\(innerName)' is outside \(minimum)...65535")
+        }
+        for entry in addresses where !(0...entry.address.bitCount).contains(entry.prefixLength) {
+            throw .invalidArgument("address \(entry.address)/\(entry.prefixLength) has an invalid prefix length")
+        }
+    }
+
+    /// veth's limit on queues (the kernel refuses more than 4096; far more than cores).
+    public static let maxQueues = 4096
+}
+
+/// A tenant's veth pair and namespace, set up the way wg-quick sets up an interface: by
+/// running iproute2's `ip` once, at startup (never on the data path).
+///
+/// `destroy()` removes what `create` made; nothing is removed on deinit, because the
+/// gateway decides when a tenant goes away (and a crash must not leave it half-removed
+/// either: the next `create` replaces a stale host end of the same name).
+public final class TenantLink: Sendable {
+    public let spec: TenantLinkSpec
+    /// ifindex of the host end, in the gateway's namespace.
+    public let hostIndex: Int32
+    public let hostMAC: EthernetAddress
+    /// The destination MAC of frames sent into the namespace (the inner end drops frames
+    /// addressed to another unicast MAC as "not for this host").
+    public let innerMAC: EthernetAddress
+    /// Whether `create` made the namespace (and so `destroy` removes it).
+    public let createdNamespace: Bool
+    private let destroyed = Mutex(false)
+
+    private init(spec: TenantLinkSpec, hostIndex: Int32, hostMAC: EthernetAddress, innerMAC: EthernetAddress,
+                 createdNamespace: Bool) {
+        self.spec = spec
+        self.hostIndex = hostIndex
+        self.hostMAC = hostMAC
+        self.innerMAC = innerMAC
+        self.createdNamespace = createdNamespace
+    }
+
+    /// Creates the namespace (if absent) and the veth pair, and configures the inner end.
+    /// The host end lives in the calling thread's namespace. On failure, whatever this call
+    /// created is removed again before the error is thrown.
+    public static func create(_ spec: TenantLinkSpec) throws(SystemError) -> TenantLink {
+        try spec.validate()
+        let ip = try IPCommand()
+        let namespacePath = "\(NamespaceSwitch.directory)/\(spec.namespace)"
+
+        var createdNamespace = false
+        if !SystemFiles.exists(namespacePath) {
+            do throws(SystemError) {
+                try ip.run(["netns", "add", spec.namespace])
+                createdNamespace = true
+            } catch {
+                // Someone else created it in the meantime: use theirs, as if it had existed.
+                guard SystemFiles.exists(namespacePath) else { throw error }
+            }
+        }
+        var createdPair = false
+        do throws(SystemError) {
+            try removeStaleLink(named: spec.hostName, netlink: RouteNetlink(), ip: ip, namespace: nil)
+            if !createdNamespace {
+                try removeStaleLink(named: spec.innerName, netlink: RouteNetlink(namespace: spec.namespace),
+                                    ip: ip, namespace: spec.namespace)
+            }
+            let queues = String(spec.queues)
+            try ip.run(["link", "add", "name", spec.hostName, "numrxqueues", queues, "numtxqueues", queues,
+                        "type", "veth", "peer", "name", spec.innerName, "numrxqueues", queues,
+                        "numtxqueues", queues, "netns", spec.namespace])
+            createdPair = true
+            try configureInner(spec, ip: ip)
+            try configureHost(spec, ip: ip)
+
+            let host = try RouteNetlink().link(named: spec.hostName)
+            let inner = try RouteNetlink(namespace: spec.namespace).link(named: spec.innerName)
+            guard let hostMAC = host.address.flatMap({ EthernetAddress(bytes: $0) }),
+                  let innerMAC = inner.address.flatMap({ EthernetAddress(bytes: $0) }) else {
+                throw SystemError.malformed("veth '\(spec.hostName)' or '\(spec.innerName)' reports no Ethernet address")
+            }
+            return TenantLink(spec: spec, hostIndex: host.index, hostMAC: hostMAC, innerMAC: innerMAC,
+                              createdNamespace: createdNamespace)
+        } catch {
+            if createdPair { _ = try? ip.run(["link", "del", "dev", spec.hostName]) }
+            if createdNamespace { _ = try? ip.run(["netns", "del", spec.namespace]) }
+            throw error
+        }
+    }
+
+    /// Removes the veth pair (deleting the host end removes both) and the namespace if
+    /// `create` made it. Safe to call more than once; a host end that is gone already, or
+    /// that now belongs to another link of the same name, is left alone.
+    public func destroy() throws(SystemError) {
+        let alreadyDestroyed = destroyed.withLock { (done: inout Bool) -> Bool in
+            defer { done = true }
+            return done
+        }
+        guard !alreadyDestroyed else { return }
+        let ip = try IPCommand()
+        do {
+            let host = try RouteNetlink().link(named: spec.hostName)
+            if host.index == hostIndex {
+                try ip.run(["link", "del", "dev", spec.hostName])
+            }
+        } catch .noSuchInterface {
+            // Already gone (deleted by hand, or with the namespace of its peer).
+        }
+        if createdNamespace && SystemFiles.exists("\(NamespaceSwitch.directory)/\(spec.namespace)") {
+            try ip.run(["netns", "del", spec.namespace])
+        }
+    }
+
+    // MARK: Steps
+
+    /// A link left by a crashed run is deleted, but only if it is a veth: a name clash with
+    /// any other kind of interface is the operator's to resolve, not ours to delete.
+    private static func removeStaleLink(named name: String, netlink: RouteNetlink, ip: IPCommand,
+                                        namespace: String?) throws(SystemError) {
+        let link: LinkAttributes
+        do {
+            link = try netlink.link(named: name)
+        } catch .noSuchInterface {
+            return
+        }
+        let place = namespace.map { "network namespace '\($0)'" } ?? "the gateway's network namespace"
+        guard link.kind == "veth" else {
+            throw .invalidArgument("'\(name)' already exists in \(place) and is not a veth (it is "
+                + "\(link.kind.map { "a \($0)" } ?? "a physical device")); choose another name for the tenant link")
+        }
+        try ip.run((namespace.map { ["-n", $0] } ?? []) + ["link", "del", "dev", name])
+    }
+
+    private static func configureInner(_ spec: TenantLinkSpec, ip: IPCommand) throws(SystemError) {
+        let inNamespace = ["-n", spec.namespace]
+        // Like a wg interface: no link-local address (so no router solicitations or MLD
+        // reports leak to the gateway), no ARP/ND: the kernel then addresses every frame to
+        // the link's own MAC, and the host end's XDP program takes them all regardless.
+        try ip.run(inNamespace + ["link", "set", "dev", spec.innerName, "addrgenmode", "none"])
+        try ip.run(inNamespace + ["link", "set", "dev", spec.innerName, "arp", "off", "mtu", String(spec.mtu)])
+        for entry in spec.addresses {
+            // nodad: the address is usable at once; there is nobody on this link to collide with.
+            try ip.run(inNamespace + ["addr", "add", "\(entry.address)/\(entry.prefixLength)", "dev", spec.innerName]
+                + (entry.address.isV4 ? [] : ["nodad"]))
+        }
+        try ip.run(inNamespace + ["link", "set", "dev", spec.innerName, "up"])
+        try ip.run(inNamespace + ["link", "set", "dev", "lo", "up"])
+        for prefix in spec.routes {
+            // `ip route` refuses a prefix with host bits set; "replace" tolerates the route
+            // an address already implies.
+            try ip.run(inNamespace + ["route", "replace", prefix.masked.description, "dev", spec.innerName])
+        }
+    }
+
+    private static func configureHost(_ spec: TenantLinkSpec, ip: IPCommand) throws(SystemError) {
+        // No IPv6 on the host end: it has no addresses and must not send ND or MLD into the
+        // tenant's namespace. The sysctl exists only when IPv6 is enabled in the kernel.
+        let sysctl = "/proc/sys/net/ipv6/conf/\(spec.hostName)/disable_ipv6"
+        if SystemFiles.exists(sysctl) {
+            try SystemFiles.write(sysctl, "1")
+        }
+        try ip.run(["link", "set", "dev", spec.hostName, "mtu", String(spec.mtu), "up"])
+    }
+}
