@@ -7,10 +7,10 @@ import WireGuard
 @Suite struct PipelineTests {
     static let gatewayIndex: UInt32 = 0x0000_0005    // slot 5 of the keypair table
     static let peerIndex: UInt32 = 0x7777_0001
-    static let uplinkMAC = EthernetAddressBytes([0x02, 0, 0, 0, 0, 0x01])
-    static let nextHopMAC = EthernetAddressBytes([0x02, 0, 0, 0, 0, 0x02])
-    static let hostMAC = EthernetAddressBytes([0x02, 0, 0, 0, 0, 0x11])
-    static let innerMAC = EthernetAddressBytes([0x02, 0, 0, 0, 0, 0x12])
+    static let uplinkMAC = EthernetAddress(bytes: [0x02, 0, 0, 0, 0, 0x01])!
+    static let nextHopMAC = EthernetAddress(bytes: [0x02, 0, 0, 0, 0, 0x02])!
+    static let hostMAC = EthernetAddress(bytes: [0x02, 0, 0, 0, 0, 0x11])!
+    static let innerMAC = EthernetAddress(bytes: [0x02, 0, 0, 0, 0, 0x12])!
 
     /// A gateway with two tenants (ports 51820 and 51821, the same address ranges), one peer
     /// each (handles 0 and 1), and a session for peer 0: `gateway` is our side, `peer` theirs.

@@ -45,8 +45,8 @@ public struct ControlMessage {
     public var source: (UInt64, UInt64) = (0, 0)
     public var destination: (UInt64, UInt64) = (0, 0)
     /// The previous hop's MAC (the frame's Ethernet source) and ours (its destination).
-    public var sourceMAC = EthernetAddressBytes.zero
-    public var destinationMAC = EthernetAddressBytes.zero
+    public var sourceMAC = EthernetAddress.zero
+    public var destinationMAC = EthernetAddress.zero
     public var endpointKey: UInt64 = 0
 
     public init() {}
@@ -65,8 +65,8 @@ public struct ControlMessage {
         withUnsafeMutableBytes(of: &destination) {
             $0.baseAddress!.copyMemory(from: outer.destinationAddress(in: frame), byteCount: n)
         }
-        sourceMAC = EthernetAddressBytes(reading: frame + 6)
-        destinationMAC = EthernetAddressBytes(reading: frame)
+        sourceMAC = EthernetAddress(loadingFrom: frame + 6)
+        destinationMAC = EthernetAddress(loadingFrom: frame)
         endpointKey = outer.endpointKey(in: frame)
     }
 

@@ -201,7 +201,7 @@ public struct OuterHeaderTemplate: Sendable, Equatable {
     /// Builds the header for datagrams from `source`:`sourcePort` (ours) to
     /// `destination`:`destinationPort` (the peer's), over Ethernet from `sourceMAC` to
     /// `destinationMAC` (the next hop), tagged with `vlanTCI` when non-zero.
-    public init(sourceMAC: EthernetAddressBytes, destinationMAC: EthernetAddressBytes, vlanTCI: UInt16,
+    public init(sourceMAC: EthernetAddress, destinationMAC: EthernetAddress, vlanTCI: UInt16,
                 source: IPAddress, sourcePort: UInt16, destination: IPAddress, destinationPort: UInt16,
                 endpointKey: UInt64 = 0) {
         precondition(source.isV4 == destination.isV4, "outer source and destination must be the same family")
@@ -209,8 +209,8 @@ public struct OuterHeaderTemplate: Sendable, Equatable {
         isIPv6 = !source.isV4
         withUnsafeMutableBytes(of: &bytes) { raw in
             let p = raw.baseAddress!
-            destinationMAC.write(to: p)
-            sourceMAC.write(to: p + 6)
+            destinationMAC.store(to: p)
+            sourceMAC.store(to: p + 6)
             var offset = 12
             if vlanTCI != 0 {
                 Wire.store16(p, offset, Wire.etherTypeVLAN)
@@ -278,31 +278,5 @@ public struct OuterHeaderTemplate: Sendable, Equatable {
             Wire.store16(frame, ipOffset + 2, UInt16(truncatingIfNeeded: total))
             Wire.store16(frame, ipOffset + 10, Wire.finishChecksum(partialSum &+ UInt64(total)))
         }
-    }
-}
-
-/// Six MAC bytes held inline.
-public struct EthernetAddressBytes: Sendable, Hashable {
-    public var octets: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)
-    public init(_ o: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)) { octets = o }
-    public init(_ bytes: [UInt8]) {
-        precondition(bytes.count == 6)
-        octets = (bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5])
-    }
-    public init(reading p: UnsafeRawPointer) {
-        octets = (p.load(fromByteOffset: 0, as: UInt8.self), p.load(fromByteOffset: 1, as: UInt8.self),
-                  p.load(fromByteOffset: 2, as: UInt8.self), p.load(fromByteOffset: 3, as: UInt8.self),
-                  p.load(fromByteOffset: 4, as: UInt8.self), p.load(fromByteOffset: 5, as: UInt8.self))
-    }
-    public static let zero = EthernetAddressBytes((0, 0, 0, 0, 0, 0))
-    @inline(__always) public func write(to p: UnsafeMutableRawPointer) {
-        withUnsafeBytes(of: octets) { p.copyMemory(from: $0.baseAddress!, byteCount: 6) }
-    }
-    public static func == (a: Self, b: Self) -> Bool {
-        withUnsafeBytes(of: a.octets) { x in withUnsafeBytes(of: b.octets) { y in x.elementsEqual(y) } }
-    }
-    public func hash(into h: inout Hasher) { withUnsafeBytes(of: octets) { h.combine(bytes: $0) } }
-    public var description: String {
-        withUnsafeBytes(of: octets) { $0.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined(separator: ":") }
     }
 }

@@ -6,13 +6,13 @@ public struct TenantRoute: Sendable {
     public var listenPort: UInt16
     public var allowedIPs: AllowedIPs
     /// The host end's MAC (our frames' source) and the namespace end's (their destination).
-    public var hostMAC: EthernetAddressBytes
-    public var innerMAC: EthernetAddressBytes
+    public var hostMAC: EthernetAddress
+    public var innerMAC: EthernetAddress
     /// The tenant interface's MTU: plaintext is padded up to it, never past it.
     public var mtu: Int
 
-    public init(listenPort: UInt16, allowedIPs: AllowedIPs, hostMAC: EthernetAddressBytes,
-                innerMAC: EthernetAddressBytes, mtu: Int) {
+    public init(listenPort: UInt16, allowedIPs: AllowedIPs, hostMAC: EthernetAddress,
+                innerMAC: EthernetAddress, mtu: Int) {
         self.listenPort = listenPort
         self.allowedIPs = allowedIPs
         self.hostMAC = hostMAC
@@ -150,8 +150,8 @@ public struct PacketProcessor {
             ipv4OrIPv6: UnsafeRawPointer(inner + (isIPv6 ? 8 : 12)), isIPv6: isIPv6)
         guard owner == peer else { return .dropped(.innerSourceNotAllowed) }
         state.peers.noteReceived(peer, bytes: messageLength, keepalive: false, now: now)
-        state.tenants[tenant].innerMAC.write(to: tenantFrame)
-        state.tenants[tenant].hostMAC.write(to: tenantFrame + 6)
+        state.tenants[tenant].innerMAC.store(to: tenantFrame)
+        state.tenants[tenant].hostMAC.store(to: tenantFrame + 6)
         Wire.store16(tenantFrame, 12, isIPv6 ? Wire.etherTypeIPv6 : Wire.etherTypeIPv4)
         return .deliver(tenant: tenant, length: Wire.ethernetHeaderSize + packetLength)
     }
