@@ -18,11 +18,29 @@ final class NetworkNamespace: @unchecked Sendable {
     static let prefix = "xdpwg-t"
 
     init(tag: String = "") throws {
-        NetworkNamespace.removeStaleNamespaces()
-        name = "\(NetworkNamespace.prefix)\(getpid())-\(NetworkNamespace.counter.next())\(tag.isEmpty ? "" : "-" + tag)"
+        name = NetworkNamespace.uniqueName(tag: tag)
         try Command.run(["ip", "netns", "add", name])
         try exec(["ip", "link", "set", "lo", "up"])
     }
+
+    /// Takes charge of a namespace that something else creates (or will create) under `name`,
+    /// for example a tenant namespace the gateway makes from its configuration: `close()`
+    /// stops the processes spawned through this object and deletes the namespace if it
+    /// exists. Give such namespaces a name from `uniqueName(tag:)`, so that one left behind
+    /// by a test process that died is removed on the next run.
+    init(adopting name: String) {
+        self.name = name
+    }
+
+    /// A fresh name in this scheme (`xdpwg-t<pid>-<n>[-tag]`); also removes namespaces left
+    /// behind by test processes that no longer exist.
+    static func uniqueName(tag: String = "") -> String {
+        removeStaleNamespaces()
+        return "\(prefix)\(getpid())-\(counter.next())\(tag.isEmpty ? "" : "-" + tag)"
+    }
+
+    /// Whether the namespace currently exists (`ip netns add` made its file).
+    var exists: Bool { FileManager.default.fileExists(atPath: "/var/run/netns/\(name)") }
 
     deinit { close() }
 

@@ -4,8 +4,17 @@ import Glibc
 #endif
 
 /// A reference peer: wireguard-go in a namespace, configured with the real `wg` tool.
+///
+/// `namespace` holds the process and therefore its UDP socket. The TUN interface may live in
+/// another namespace (`interfaceNamespace`): it is moved there before it is ever brought up,
+/// so several peers can share one "internet" namespace (one address, one port each) while
+/// their inner addresses and routes, which may overlap, live apart. wireguard-go follows the
+/// moved interface: it learns up/down by polling its TUN file descriptor, which works across
+/// namespaces, and its UAPI socket is a file in /var/run/wireguard, reachable from anywhere.
 final class WireGuardGo: @unchecked Sendable {
     let namespace: NetworkNamespace
+    /// Where the TUN interface lives (its addresses, routes, and the programs that use it).
+    let interfaceNamespace: NetworkNamespace
     let interface: String
     let privateKey: String
     let publicKey: String
@@ -16,8 +25,13 @@ final class WireGuardGo: @unchecked Sendable {
     private static let counter = Counter()
 
     /// Starts wireguard-go in the foreground (we own its PID) and configures the interface.
-    init(in namespace: NetworkNamespace, listenPort: Int, address: String) throws {
+    /// `interfaceNamespace`: move the TUN interface there (default: stay in `namespace`).
+    /// `cpu`: pin every thread of wireguard-go to this CPU from its start (`taskset`), so the
+    /// datagrams it sends leave from that CPU (the uplink harness steers queues with XPS).
+    init(in namespace: NetworkNamespace, listenPort: Int, address: String,
+         interfaceNamespace: NetworkNamespace? = nil, cpu: Int? = nil) throws {
         self.namespace = namespace
+        self.interfaceNamespace = interfaceNamespace ?? namespace
         // The UAPI socket directory is shared by all namespaces: the name must be unique
         // on the machine, and at most 15 characters.
         interface = "xwg\(getpid() % 100_000)g\(WireGuardGo.counter.next())"
@@ -25,21 +39,33 @@ final class WireGuardGo: @unchecked Sendable {
         publicKey = try Command.run(["wg", "pubkey"], input: privateKey).trimmingCharacters(in: .whitespacesAndNewlines)
         self.listenPort = listenPort
         logFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(interface).log")
+        var command = [try Command.which("wireguard-go"), "-f", interface]
+        if let cpu { command = ["taskset", "--cpu-list", String(cpu)] + command }
         process = try namespace.spawn(
-            ["wireguard-go", "-f", interface],
+            command,
             environment: ["WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": "debug"],
             log: logFile)
-        let socketPath = "/var/run/wireguard/\(interface).sock"
-        for _ in 0..<250 where !FileManager.default.fileExists(atPath: socketPath) {
-            guard process.isRunning else { throw StartFailed(log: log) }
-            usleep(20_000)
+        do {
+            let socketPath = "/var/run/wireguard/\(interface).sock"
+            for _ in 0..<250 where !FileManager.default.fileExists(atPath: socketPath) {
+                guard process.isRunning else { throw StartFailed(log: log) }
+                usleep(20_000)
+            }
+            guard FileManager.default.fileExists(atPath: socketPath) else { throw StartFailed(log: log) }
+            if self.interfaceNamespace !== namespace {
+                // Move while still down: wireguard-go has not seen it up, so the move costs
+                // it nothing (moving an up interface makes it log a failed MTU lookup).
+                try namespace.exec(["ip", "link", "set", "dev", interface, "netns", self.interfaceNamespace.name])
+            }
+            try withSecretFile(privateKey) { path in
+                try namespace.exec(["wg", "set", interface, "private-key", path, "listen-port", String(listenPort)])
+            }
+            try self.interfaceNamespace.exec(["ip", "addr", "add", address, "dev", interface])
+            try self.interfaceNamespace.exec(["ip", "link", "set", interface, "up"])
+        } catch {
+            close()
+            throw error
         }
-        guard FileManager.default.fileExists(atPath: socketPath) else { throw StartFailed(log: log) }
-        try withSecretFile(privateKey) { path in
-            try namespace.exec(["wg", "set", interface, "private-key", path, "listen-port", String(listenPort)])
-        }
-        try namespace.exec(["ip", "addr", "add", address, "dev", interface])
-        try namespace.exec(["ip", "link", "set", interface, "up"])
     }
 
     struct StartFailed: Error, CustomStringConvertible {
@@ -48,6 +74,10 @@ final class WireGuardGo: @unchecked Sendable {
     }
 
     var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+
+    /// The wireguard-go process (to check that it is gone after `close()`).
+    var processIdentifier: Int32 { process.processIdentifier }
+    var isRunning: Bool { process.isRunning }
 
     /// `wg set IF peer ...` with the given options; the preshared key goes through a 0600 file.
     func addPeer(publicKey: String, allowedIPs: String, endpoint: String? = nil,
