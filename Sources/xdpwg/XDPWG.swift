@@ -11,7 +11,7 @@ struct XDPWG: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "xdpwg",
         abstract: "An AF_XDP WireGuard gateway.",
-        subcommands: [GenKey.self, PubKey.self, GenPSK.self, Version.self]
+        subcommands: [GenKey.self, PubKey.self, GenPSK.self, CheckConfig.self, Version.self]
     )
 }
 
