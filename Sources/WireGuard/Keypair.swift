@@ -113,12 +113,12 @@ public struct SealedMessage: Sendable, Equatable {
 /// Per-packet work allocates nothing: the keys and the replay window live in one heap block
 /// allocated at init and wiped and freed in deinit.
 ///
-/// Threading: everything but the replay window is safe from any thread. The send counter is
-/// an atomic (relaxed `wrappingAdd` hands each message a unique nonce even when several
-/// workers send on one keypair); validity flags are atomics. The receive side — the replay
-/// window, touched by `open` — must be used by one thread at a time: the data plane keeps each
-/// keypair's receive path on one worker (the kernel serialises it with a spinlock; the core
-/// takes no locks).
+/// Threading: every method is safe from any thread, without locks. The send counter is an
+/// atomic (relaxed `wrappingAdd` hands each message a unique nonce even when several workers
+/// send on one keypair); validity flags are atomics; the replay window is lock-free (see
+/// `ReplayWindow`), so two workers may `open` messages of one keypair at the same time (a
+/// peer's packets can arrive on several NIC queues) and a message delivered twice is still
+/// accepted once. The kernel serialises its window with a spinlock; the core takes no locks.
 public final class Keypair: @unchecked Sendable {
     /// The index we chose; peers send it as the receiver index of messages to us.
     public let localIndex: UInt32
@@ -136,8 +136,9 @@ public final class Keypair: @unchecked Sendable {
     private let receivingValid = Atomic<Bool>(true)
 
     /// [send key: 32][receive key: 32][ReplayWindow], one cache-line-aligned block. The window
-    /// starts on its own cache line so the receiving worker's writes do not evict the send key
-    /// from the senders' caches.
+    /// starts on its own cache line so the receiving workers' writes do not evict the send key
+    /// from the senders' caches. The window's atomics need a stable address: this block never
+    /// moves.
     private let block: UnsafeMutableRawPointer
     private static let keysSize = 2 * Key32.byteCount
     private static let windowOffset = 64
@@ -178,8 +179,8 @@ public final class Keypair: @unchecked Sendable {
     /// Nonces handed out so far (the next counter to be used).
     public var messagesSent: UInt64 { sendCounter.load(ordering: .relaxed) }
 
-    /// The greatest counter received and authenticated, nil before the first. Receive side:
-    /// read on the receiving thread.
+    /// The greatest counter received and authenticated, nil before the first (a snapshot while
+    /// other threads receive).
     public var greatestReceivedCounter: UInt64? { window.pointee.greatestCounter }
 
     public var isValidForSending: Bool { sendingValid.load(ordering: .relaxed) }
@@ -220,8 +221,6 @@ public final class Keypair: @unchecked Sendable {
 
     /// Testing hook: jump the send counter (to reach the message limits without 2^60 seals).
     func setMessagesSent(_ value: UInt64) { sendCounter.store(value, ordering: .relaxed) }
-    /// Testing hook: the receive window.
-    var replayWindow: ReplayWindow { window.pointee }
 
     // MARK: Sizes
 
@@ -321,7 +320,9 @@ public final class Keypair: @unchecked Sendable {
     ///
     /// Order matters: cheap checks and the replay pre-check come before the cipher, so junk
     /// and replays cost no decryption; the counter is committed only after the tag verified,
-    /// so forged messages cannot move the window.
+    /// so forged messages cannot move the window. Safe from any thread: when two threads open
+    /// copies of one message at once, both may decrypt, but only one commit succeeds and the
+    /// other throws `.replayed`.
     @inline(__always)
     public func open(_ message: UnsafeRawPointer, length: Int,
                      into plaintext: UnsafeMutableRawPointer, capacity: Int,
@@ -333,7 +334,7 @@ public final class Keypair: @unchecked Sendable {
                         source: message + WireGuardProtocol.transportHeaderSize, length: cipherLength,
                         destination: plaintext)
         else { throw .authenticationFailed }
-        guard window.pointee.commit(counter) else { throw .replayed }
+        guard window.pointee.commit(counter) else { throw commitRejection(counter) }
         return cipherLength
     }
 
@@ -347,8 +348,15 @@ public final class Keypair: @unchecked Sendable {
         guard AEAD.open(key: receiveKey, counter: counter, source: payload, length: cipherLength,
                         destination: payload)
         else { throw .authenticationFailed }
-        guard window.pointee.commit(counter) else { throw .replayed }
+        guard window.pointee.commit(counter) else { throw commitRejection(counter) }
         return cipherLength
+    }
+
+    /// Why a commit failed after the pre-check passed: a copy of the message committed first
+    /// (here or on another thread), or other threads moved the window past the counter meanwhile.
+    @inline(never)
+    private func commitRejection(_ counter: UInt64) -> TransportRejection {
+        window.pointee.check(counter) == .tooOld ? .counterTooOld : .replayed
     }
 
     /// Everything before the cipher: shape, receiver, keypair state (the kernel's
