@@ -177,7 +177,11 @@ final class RedirectProgram {
             let c = dir.appendingPathComponent("redirect.bpf.c")
             let o = dir.appendingPathComponent("redirect.bpf.o")
             try source.write(to: c, atomically: true, encoding: .utf8)
-            try Command.run([clang, "-O2", "-g", "-target", "bpf", "-I/usr/include", "-I/usr/include/x86_64-linux-gnu",
+            // Debian keeps <asm/types.h> in the multiarch directory, which -target bpf does not search.
+            var machine = utsname()
+            uname(&machine)
+            let arch = withUnsafeBytes(of: machine.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            try Command.run([clang, "-O2", "-g", "-target", "bpf", "-I/usr/include", "-I/usr/include/\(arch)-linux-gnu",
                              "-c", c.path, "-o", o.path])
             let bytes = [UInt8](try Data(contentsOf: o))
             compiled = bytes
@@ -188,10 +192,18 @@ final class RedirectProgram {
     private nonisolated(unsafe) static var compiled: [UInt8]?
     private static let compileLock = NSLock()
 
-    /// The toolchain's clang (next to swift), else one on PATH.
+    /// A clang with the BPF target: $XDPWG_CLANG, else the Swift toolchain's (beside `swift`
+    /// on PATH), else any clang on PATH.
     static var clang: String {
-        let candidates = ["/opt/swift/usr/bin/clang"]
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? "clang"
+        if let explicit = ProcessInfo.processInfo.environment["XDPWG_CLANG"] { return explicit }
+        if let swift = try? Command.which("swift") {
+            let resolved = (try? FileManager.default.destinationOfSymbolicLink(atPath: swift)).map {
+                $0.hasPrefix("/") ? $0 : URL(fileURLWithPath: swift).deletingLastPathComponent().appendingPathComponent($0).path
+            } ?? swift
+            let beside = URL(fileURLWithPath: resolved).deletingLastPathComponent().appendingPathComponent("clang").path
+            if FileManager.default.isExecutableFile(atPath: beside) { return beside }
+        }
+        return "clang"
     }
 
     private let object: OpaquePointer
