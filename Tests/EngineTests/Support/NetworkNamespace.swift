@@ -107,9 +107,7 @@ final class NetworkNamespace: @unchecked Sendable {
     /// An IPv4 UDP socket inside this namespace, bound to `port` on every address.
     func udpSocket(port: UInt16) throws -> Int32 {
         let fd = try socket(domain: AF_INET, type: Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
-        var local = sockaddr_in()
-        local.sin_family = sa_family_t(AF_INET)
-        local.sin_port = port.bigEndian
+        var local = CorePeer.address("0.0.0.0", port)
         let rc = withUnsafePointer(to: &local) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
