@@ -78,7 +78,8 @@ public final class Worker: @unchecked Sendable {
             do throws(SystemError) { try CPUTopology.pinCurrentThread(to: core) } catch { pinningError = "\(error)" }
         }
         CPUTopology.setCurrentThreadName("xdpwg-w\(index)")
-        WorkerLoop(self).run(stop: stopRequested)
+        var loop = WorkerLoop(self)
+        loop.run(stop: stopRequested)
         state.epochs.park(worker: index)
     }
 }
