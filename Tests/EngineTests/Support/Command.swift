@@ -1,0 +1,86 @@
+import Foundation
+
+/// Runs external programs for the integration tests and reports failures with their output.
+enum Command {
+    struct Failed: Error, CustomStringConvertible {
+        var command: [String]
+        var status: Int32
+        var output: String
+        var description: String { "`\(command.joined(separator: " "))` exited \(status): \(output)" }
+    }
+
+    struct NotInstalled: Error, CustomStringConvertible {
+        var program: String
+        var description: String {
+            "`\(program)` is not installed: run scripts/install-deps.sh (it installs every package the tests use)"
+        }
+    }
+
+    /// Absolute path of `program` from PATH (plus the sbin directories root tools live in).
+    static func which(_ program: String) throws -> String {
+        if program.hasPrefix("/") { return program }
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
+        for dir in path.split(separator: ":") {
+            let candidate = "\(dir)/\(program)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        throw NotInstalled(program: program)
+    }
+
+    /// Runs to completion and returns standard output; throws on a non-zero exit.
+    @discardableResult
+    static func run(_ arguments: [String], input: String? = nil, environment: [String: String]? = nil) throws -> String {
+        let (status, out, err) = try runAllowingFailure(arguments, input: input, environment: environment)
+        guard status == 0 else { throw Failed(command: arguments, status: status, output: out + err) }
+        return out
+    }
+
+    /// Runs to completion; returns the exit status, standard output and standard error.
+    static func runAllowingFailure(_ arguments: [String], input: String? = nil,
+                                   environment: [String: String]? = nil) throws -> (Int32, String, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try which(arguments[0]))
+        process.arguments = Array(arguments.dropFirst())
+        if let environment { process.environment = environment }
+        let stdout = Pipe(), stderr = Pipe(), stdin = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        process.standardInput = stdin
+        try process.run()
+        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+        try stdin.fileHandleForWriting.close()
+        // Read both pipes before waiting so a chatty child cannot block on a full pipe.
+        let errData = LockedData()
+        let errReader = Thread { errData.set(stderr.fileHandleForReading.readDataToEndOfFile()) }
+        errReader.start()
+        let outData = stdout.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        while !errData.isSet { usleep(1000) }
+        return (process.terminationStatus, String(decoding: outData, as: UTF8.self),
+                String(decoding: errData.value, as: UTF8.self))
+    }
+
+    /// The `xdpwg` executable built beside the test bundle.
+    static var xdpwg: String {
+        get throws {
+            let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+            var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+            // Swift Testing may run from inside the .xctest bundle directory.
+            if dir.lastPathComponent.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
+            let candidate = dir.appendingPathComponent("xdpwg").path
+            guard FileManager.default.isExecutableFile(atPath: candidate) else {
+                throw NotInstalled(program: "xdpwg (expected at \(candidate); run `swift build` first)")
+            }
+            return candidate
+        }
+    }
+}
+
+private final class LockedData: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+    private var done = false
+    func set(_ d: Data) { lock.lock(); data = d; done = true; lock.unlock() }
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return done }
+    var value: Data { lock.lock(); defer { lock.unlock() }; return data }
+}

@@ -1,0 +1,169 @@
+import CXDPWG
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A network namespace created for one test and removed with every process started in it,
+/// on every exit path: `close()` is idempotent and also runs from `deinit`. Names are unique
+/// per test process (`xdpwg-t<pid>-<n>`), so tests can run in parallel, and namespaces left
+/// by a test process that died are recognised by their dead pid and removed on the next run.
+final class NetworkNamespace: @unchecked Sendable {
+    let name: String
+    private var processes: [Process] = []
+    private let lock = NSLock()
+    private var closed = false
+
+    private static let counter = Counter()
+    static let prefix = "xdpwg-t"
+
+    init(tag: String = "") throws {
+        NetworkNamespace.removeStaleNamespaces()
+        name = "\(NetworkNamespace.prefix)\(getpid())-\(NetworkNamespace.counter.next())\(tag.isEmpty ? "" : "-" + tag)"
+        try Command.run(["ip", "netns", "add", name])
+        try exec(["ip", "link", "set", "lo", "up"])
+    }
+
+    deinit { close() }
+
+    /// Runs a command inside the namespace to completion.
+    @discardableResult
+    func exec(_ arguments: [String], input: String? = nil) throws -> String {
+        try Command.run(["ip", "netns", "exec", name] + arguments, input: input)
+    }
+
+    func execAllowingFailure(_ arguments: [String]) throws -> (Int32, String, String) {
+        try Command.runAllowingFailure(["ip", "netns", "exec", name] + arguments)
+    }
+
+    /// Starts a long-running process inside the namespace. It is killed by PID when the
+    /// namespace closes, and by the kernel (parent-death signal) if the test process dies.
+    @discardableResult
+    func spawn(_ arguments: [String], environment: [String: String] = [:], log: URL? = nil) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try Command.which("ip"))
+        process.arguments = ["netns", "exec", name, try Command.which("setpriv"), "--pdeathsig", "KILL", "--",
+                             try Command.which(arguments[0])] + arguments.dropFirst()
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { $1 }
+        process.environment = env
+        process.standardInput = FileHandle.nullDevice
+        if let log {
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            let handle = try FileHandle(forWritingTo: log)
+            process.standardOutput = handle
+            process.standardError = handle
+        } else {
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+        }
+        lock.lock()
+        defer { lock.unlock() }
+        try process.run()
+        processes.append(process)
+        return process
+    }
+
+    /// Ends one process we started (SIGTERM, then SIGKILL after a grace period).
+    static func stop(_ process: Process) {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGTERM)
+        for _ in 0..<100 where process.isRunning { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    func close() {
+        lock.lock()
+        let toStop = closed ? [] : processes
+        let wasClosed = closed
+        closed = true
+        processes = []
+        lock.unlock()
+        guard !wasClosed else { return }
+        for p in toStop { NetworkNamespace.stop(p) }
+        _ = try? Command.runAllowingFailure(["ip", "netns", "delete", name])
+    }
+
+    /// Creates a socket inside this namespace: the calling thread enters the namespace for
+    /// the `socket()` call only and returns to its own right after. A socket keeps the
+    /// namespace it was created in, whichever thread uses it later.
+    func socket(domain: Int32, type: Int32, protocol proto: Int32 = 0) throws -> Int32 {
+        let target = open("/var/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
+        guard target >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        defer { Glibc.close(target) }
+        let home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+        guard home >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        defer { Glibc.close(home) }
+        guard cxdpwg_setns_net(target) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        let fd = Glibc.socket(domain, type, proto)
+        let socketErrno = errno
+        // Returning home must succeed, or this thread would run later tests in the wrong namespace.
+        precondition(cxdpwg_setns_net(home) == 0, "cannot return to the test's own network namespace")
+        guard fd >= 0 else { throw POSIXError(.init(rawValue: socketErrno) ?? .EIO) }
+        return fd
+    }
+
+    /// An IPv4 UDP socket inside this namespace, bound to `port` on every address.
+    func udpSocket(port: UInt16) throws -> Int32 {
+        let fd = try socket(domain: AF_INET, type: Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
+        var local = CorePeer.address("0.0.0.0", port)
+        let rc = withUnsafePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else {
+            let e = errno
+            Glibc.close(fd)
+            throw POSIXError(.init(rawValue: e) ?? .EIO)
+        }
+        return fd
+    }
+
+    /// Removes namespaces named by this scheme whose creating process no longer exists.
+    private static func removeStaleNamespaces() {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/var/run/netns") else { return }
+        for name in names where name.hasPrefix(prefix) {
+            let digits = name.dropFirst(prefix.count).prefix { $0.isNumber }
+            guard let pid = Int32(digits), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH {
+                _ = try? Command.runAllowingFailure(["ip", "netns", "delete", name])
+            }
+        }
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func next() -> Int { lock.lock(); defer { lock.unlock() }; value += 1; return value }
+}
+
+/// A pair of namespaces joined by a veth link, with IPv4 addresses on each end.
+final class LinkedNamespaces: @unchecked Sendable {
+    let left: NetworkNamespace
+    let right: NetworkNamespace
+    let leftAddress: String
+    let rightAddress: String
+
+    /// `subnet` is the first three octets of a /24 that exists only inside these namespaces.
+    init(subnet: String = "192.0.2") throws {
+        left = try NetworkNamespace(tag: "a")
+        right = try NetworkNamespace(tag: "b")
+        leftAddress = "\(subnet).1"
+        rightAddress = "\(subnet).2"
+        // Create the pair inside `left` and move one end: nothing is left in the host namespace.
+        try left.exec(["ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"])
+        try left.exec(["ip", "link", "set", "veth1", "netns", right.name])
+        try left.exec(["ip", "addr", "add", "\(leftAddress)/24", "dev", "veth0"])
+        try right.exec(["ip", "addr", "add", "\(rightAddress)/24", "dev", "veth1"])
+        try left.exec(["ip", "link", "set", "veth0", "up"])
+        try right.exec(["ip", "link", "set", "veth1", "up"])
+    }
+
+    func close() {
+        right.close()
+        left.close()
+    }
+
+    deinit { close() }
+}
