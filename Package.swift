@@ -29,7 +29,14 @@ let package = Package(
             dependencies: ["CSodium"]
         ),
         // The AF_XDP data plane: BPF loading, UMEM, rings, sockets, workers, the per-packet pipeline.
-        .target(name: "Engine", dependencies: ["WireGuard", "CLibXDP", "CLibBPF", "CNUMA", "CXDPWG"]),
+        // Its XDP programs (bpf/*.bpf.c) are compiled by the EmbedBPFObjects plugin and embedded.
+        .target(
+            name: "Engine",
+            dependencies: ["WireGuard", "CLibXDP", "CLibBPF", "CNUMA", "CXDPWG"],
+            plugins: ["EmbedBPFObjects"]
+        ),
+        // Build-tool plugin: clang -target bpf for every bpf/*.bpf.c, object embedded in Engine.
+        .plugin(name: "EmbedBPFObjects", capability: .buildTool()),
         // The control plane: configuration, tenants, handshakes, timers.
         .target(name: "Gateway", dependencies: ["WireGuard", "Engine"]),
         .executableTarget(
@@ -41,7 +48,7 @@ let package = Package(
         ),
 
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard"], exclude: ["Vectors"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "WireGuard", "CXDPWG"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "WireGuard", "CXDPWG", "CLibBPF"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Engine", "WireGuard"]),
         .testTarget(name: "IntegrationTests", dependencies: ["WireGuard", "CXDPWG"]),
     ]
