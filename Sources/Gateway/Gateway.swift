@@ -99,7 +99,7 @@ public final class Gateway {
         for tenant in config.tenants {
             let spec = TenantLinkSpec(namespace: tenant.namespace, hostName: Gateway.hostLinkName(tenant.name),
                                       innerName: tenant.interfaceName, queues: queues.count,
-                                      addresses: tenant.addresses.map { ($0.address, Int($0.prefixLength)) },
+                                      addresses: tenant.addresses.map { ($0.address, $0.length) },
                                       routes: tenant.peers.flatMap { $0.allowedIPs }, mtu: sizing.tunnelMTU)
             let link: TenantLink
             do throws(SystemError) { link = try TenantLink.create(spec) } catch {
