@@ -19,6 +19,8 @@ final class CorePeer: @unchecked Sendable {
     private var outbox: [[UInt8]] = []
     private var inbox: [[UInt8]] = []
     private var dropReasons: [Tunnel.DropReason] = []
+    private var sent: [[UInt8]] = []
+    private var rawOutbox: [[UInt8]] = []
     private var running = true
     private var thread: Thread?
     private let stopped = DispatchSemaphore(value: 0)
@@ -59,6 +61,14 @@ final class CorePeer: @unchecked Sendable {
         lock.lock(); outbox.append(packet); lock.unlock()
     }
 
+    /// Every datagram sent so far, as sent (for replaying one).
+    var sentDatagrams: [[UInt8]] { lock.lock(); defer { lock.unlock() }; return sent }
+
+    /// Sends `datagram` to the peer as it is, bypassing the tunnel (a replay, or junk).
+    func sendRaw(_ datagram: [UInt8]) {
+        lock.lock(); rawOutbox.append(datagram); lock.unlock()
+    }
+
     /// Inner packets delivered so far (echo requests it answered are included).
     var received: [[UInt8]] { lock.lock(); defer { lock.unlock() }; return inbox }
 
@@ -84,8 +94,12 @@ final class CorePeer: @unchecked Sendable {
             let keepRunning = running
             let toSend = outbox
             outbox.removeAll()
+            let raw = rawOutbox
+            rawOutbox.removeAll()
             lock.unlock()
             guard keepRunning else { break }
+
+            for datagram in raw { transmit(datagram, count: datagram.count) }
 
             for packet in toSend {
                 let o = buffer.withUnsafeMutableBytes { out in
@@ -120,19 +134,24 @@ final class CorePeer: @unchecked Sendable {
         switch output {
         case .done: break
         case .writeToNetwork(let n):
-            _ = buffer.withUnsafeBytes { b in
-                withUnsafePointer(to: &peerEndpoint) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        sendto(socket, b.baseAddress, n, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                    }
-                }
-            }
+            transmit(buffer, count: n)
         case .writeToTunnel(let n):
             let packet = Array(buffer[0..<n])
             lock.lock(); inbox.append(packet); lock.unlock()
             if let reply = echoReply(to: packet) { lock.lock(); outbox.append(reply); lock.unlock() }
         case .dropped(let reason):
             lock.lock(); dropReasons.append(reason); lock.unlock()
+        }
+    }
+
+    private func transmit(_ buffer: [UInt8], count n: Int) {
+        lock.lock(); sent.append(Array(buffer[0..<n])); lock.unlock()
+        _ = buffer.withUnsafeBytes { b in
+            withUnsafePointer(to: &peerEndpoint) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(socket, b.baseAddress, n, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
         }
     }
 

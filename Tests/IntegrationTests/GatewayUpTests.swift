@@ -1,0 +1,214 @@
+import Foundation
+import Testing
+import WireGuard
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `xdpwg up` end to end, as root, in namespaces: an "internet" namespace with wireguard-go
+/// peers ↔ a 2-queue veth ↔ the gateway's namespace running `xdpwg up` ↔ two tenant
+/// namespaces that xdpwg creates, with the same addresses (10.10.0.1/24) and peers with the
+/// same inner address (10.10.1.2).
+///
+/// - Tenant A's peer initiates (ping, iperf3 both ways); tenant B's traffic starts from the
+///   tenant, so the gateway initiates the handshake and sends the held packet afterwards.
+/// - Peer A's datagrams arrive on uplink queue 0, peer B's on queue 1: both queues work
+///   (the gateway's own per-queue counters and the XDP program's per-queue redirects).
+/// - Isolation: iperf3 decoy servers at the same address in the other tenant stay untouched.
+/// - A third peer in tenant A, built on the core (`CorePeer`), sends an inner packet with a
+///   source outside its AllowedIPs and replays a transport message: both dropped, counted.
+/// - After SIGTERM: exit status 0, no XDP program on the uplink, the tenant namespaces gone.
+@Suite(.serialized, .enabled(if: Privileged.shouldRun))
+struct GatewayUpTests {
+    struct Tenant {
+        let name: String
+        let namespace: String
+        let key: PrivateKey
+        let port: UInt16
+    }
+
+    @Test func twoOverlappingTenantsThroughTheGateway() throws {
+        try Privileged.require()
+        let topology = try GatewayTopology(peers: [
+            .init(tenant: "a", innerAddress: "10.10.1.2/32", tenantRange: "10.10.0.0/24", queue: 0),
+            .init(tenant: "b", innerAddress: "10.10.1.2/32", tenantRange: "10.10.0.0/24", queue: 1),
+        ])
+        defer { topology.close() }
+        let tag = getpid() % 100_000
+        let a = Tenant(name: "ta\(tag)", namespace: topology.namespaceName(tag: "ta"), key: .generate(), port: 51820)
+        let b = Tenant(name: "tb\(tag)", namespace: topology.namespaceName(tag: "tb"), key: .generate(), port: 51821)
+        let coreKey = PrivateKey.generate()
+        let peerA = topology.peers[0], peerB = topology.peers[1]
+
+        let config = """
+            # written by GatewayUpTests
+            [Gateway]
+            Uplink = \(topology.uplinkName)
+
+            [Tenant]
+            Name = \(a.name)
+            PrivateKey = \(a.key.secret.base64ForDisplay)
+            ListenPort = \(a.port)
+            Namespace = \(a.namespace)
+            Address = 10.10.0.1/24
+
+            [Peer]
+            PublicKey = \(peerA.publicKey)
+            AllowedIPs = 10.10.1.2/32
+
+            [Peer]
+            # the core-based peer that spoofs and replays
+            PublicKey = \(coreKey.publicKey)
+            AllowedIPs = 10.10.1.9/32
+
+            [Tenant]
+            Name = \(b.name)
+            PrivateKey = \(b.key.secret.base64ForDisplay)
+            ListenPort = \(b.port)
+            Namespace = \(b.namespace)
+            Address = 10.10.0.1/24
+
+            [Peer]
+            PublicKey = \(peerB.publicKey)
+            AllowedIPs = 10.10.1.2/32
+            Endpoint = \(peerB.endpoint)
+            """
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("xdpwg-up-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let configPath = directory.appendingPathComponent("gateway.conf").path
+        FileManager.default.createFile(atPath: configPath, contents: Data(config.utf8), attributes: [.posixPermissions: 0o600])
+        let log = directory.appendingPathComponent("gateway.log")
+
+        let gateway = try topology.gateway.spawn([try Command.xdpwg, "up", "--config", configPath], log: log)
+        let tenantA = topology.adoptNamespace(named: a.namespace)
+        let tenantB = topology.adoptNamespace(named: b.namespace)
+        try Self.waitFor("the gateway to come up", log: log, process: gateway) { $0.contains("up: uplink") }
+
+        try topology.configurePeer(0, gatewayPublicKey: a.key.publicKey.description,
+                                   endpoint: "\(GatewayTopology.gatewayAddress):\(a.port)", allowedIPs: "10.10.0.0/24")
+        try topology.configurePeer(1, gatewayPublicKey: b.key.publicKey.description,
+                                   endpoint: "\(GatewayTopology.gatewayAddress):\(b.port)", allowedIPs: "10.10.0.0/24")
+
+        // Tenant B speaks first: the gateway holds the packets, initiates, then delivers.
+        let fromB = try GatewayTopology.ping(in: tenantB, to: "10.10.1.2", count: 5, interval: 0.2)
+        #expect(fromB.received >= 3, "tenant B → peer B with the gateway initiating: \(fromB)\n\(Self.text(log))")
+        // Tenant A's peer speaks first: the gateway responds.
+        let toA = try topology.ping(from: 0, to: "10.10.0.1", count: 5, interval: 0.1)
+        #expect(toA.allReceived, "peer A → tenant A: \(toA)\n\(Self.text(log))")
+        let fromA = try GatewayTopology.ping(in: tenantA, to: "10.10.1.2", count: 5, interval: 0.1)
+        #expect(fromA.allReceived, "tenant A → peer A: \(fromA)")
+        let toB = try topology.ping(from: 1, to: "10.10.0.1", count: 5, interval: 0.1)
+        #expect(toB.allReceived, "peer B → tenant B: \(toB)")
+
+        // 5 s of TCP each way per tenant, with decoys where the traffic must not go.
+        let runs = [
+            ("peer A → tenant A", { try topology.iperf(clientIn: peerA.namespace, server: "10.10.0.1", serverIn: tenantA,
+                                                       decoys: [tenantB], seconds: 5) }),
+            ("tenant A → peer A", { try topology.iperf(clientIn: tenantA, server: "10.10.1.2", serverIn: peerA.namespace,
+                                                       decoys: [peerB.namespace], seconds: 5) }),
+            ("peer B → tenant B", { try topology.iperf(clientIn: peerB.namespace, server: "10.10.0.1", serverIn: tenantB,
+                                                       decoys: [tenantA], seconds: 5) }),
+            ("tenant B → peer B", { try topology.iperf(clientIn: tenantB, server: "10.10.1.2", serverIn: peerB.namespace,
+                                                       decoys: [peerA.namespace], seconds: 5) }),
+        ]
+        for (name, run) in runs {
+            do {
+                let result = try run()
+                print("\(name): \(result.client.receiverBitsPerSecond / 1e6) Mbit/s")
+                #expect(result.server.receivedBytes > 0, "\(name)")
+            } catch {
+                Issue.record("\(name): \(error)\n\(Self.text(log))")
+            }
+        }
+
+        // A peer on the core: one honest ping, then a spoofed inner source and a replay.
+        let core = try CorePeer(in: topology.internet, privateKey: coreKey, peer: a.key.publicKey,
+                                listenPort: 40100, peerAddress: GatewayTopology.gatewayAddress, peerPort: a.port,
+                                innerAddress: "10.10.1.9")
+        defer { core.close() }
+        core.send(Packets.icmpEcho(source: "10.10.1.9", destination: "10.10.0.1", identifier: 7, sequence: 1,
+                                   payload: Array(repeating: 0x42, count: 32)))
+        let reply = core.waitForPacket(timeout: 10) { $0.source == "10.10.0.1" && $0.destination == "10.10.1.9" }
+        #expect(reply != nil, "the core peer's ping was not answered\n\(Self.text(log))")
+        core.send(Packets.icmpEcho(source: "10.10.9.9", destination: "10.10.0.1", identifier: 7, sequence: 2,
+                                   payload: Array(repeating: 0x42, count: 32)))
+        usleep(300_000)
+        let transport = core.sentDatagrams.filter { $0.first == 4 && $0.count > 32 }
+        let replayed = try #require(transport.first, "the core peer sent no transport message")
+        core.sendRaw(replayed)
+        usleep(300_000)
+
+        // Stop: SIGTERM, clean exit, final counters in the log.
+        kill(gateway.processIdentifier, SIGTERM)
+        let exited = Self.wait(for: gateway, seconds: 15)
+        #expect(exited, "xdpwg up did not exit after SIGTERM")
+        if !exited { NetworkNamespace.stop(gateway) }
+        #expect(gateway.terminationStatus == 0, "exit status \(gateway.terminationStatus)\n\(Self.text(log))")
+        let stats = Self.stats(Self.text(log))
+
+        // Both uplink queues carried traffic, by the worker's count and by the XDP program's.
+        let q0 = stats["queue=0"]?["uplink_rx_packets"] ?? 0, q1 = stats["queue=1"]?["uplink_rx_packets"] ?? 0
+        #expect(q0 > 100 && q1 > 100, "uplink RX per queue: \(q0), \(q1)\n\(Self.text(log))")
+        let redirects = stats["xdp_redirects"] ?? [:]
+        #expect((redirects["queue0"] ?? 0) > 100 && (redirects["queue1"] ?? 0) > 100, "XDP redirects per queue: \(redirects)")
+        let drops = stats.filter { $0.key.hasPrefix("drops") }.values
+        #expect(drops.reduce(0) { $0 + ($1["inner_source_not_allowed"] ?? 0) } == 1, "spoofed source not counted: \(Array(drops))")
+        #expect(drops.reduce(0) { $0 + ($1["replayed"] ?? 0) } == 1, "replay not counted: \(Array(drops))")
+        #expect(!core.received.contains { Packets.parseIPv4($0)?.destination == "10.10.9.9" },
+                "the spoofed packet was answered")
+
+        // Nothing left behind: no XDP program on the uplink, no tenant namespace, no process.
+        let link = try topology.gateway.exec(["ip", "-d", "link", "show", topology.uplinkName])
+        #expect(!link.contains("xdp"), "an XDP program is still attached: \(link)")
+        let namespaces = try Command.run(["ip", "netns", "list"])
+        #expect(!namespaces.contains(a.namespace) && !namespaces.contains(b.namespace), "tenant namespaces left: \(namespaces)")
+        #expect(!gateway.isRunning)
+    }
+
+    // MARK: Helpers
+
+    static func text(_ url: URL) -> String { (try? String(contentsOf: url, encoding: .utf8)) ?? "" }
+
+    static func waitFor(_ what: String, log: URL, process: Process, seconds: Double = 20,
+                        _ condition: (String) -> Bool) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition(text(log)) { return }
+            guard process.isRunning else {
+                throw Failure(description: "xdpwg exited (\(process.terminationStatus)) before \(what):\n\(text(log))")
+            }
+            usleep(100_000)
+        }
+        throw Failure(description: "timed out waiting for \(what):\n\(text(log))")
+    }
+
+    static func wait(for process: Process, seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(50_000) }
+        if !process.isRunning { process.waitUntilExit() }
+        return !process.isRunning
+    }
+
+    /// The `stats:` lines of the gateway's log: subject (`queue=0`, `drops queue=1`, `xdp`,
+    /// `xdp_redirects`, ...) → key → value. Later lines replace earlier ones.
+    static func stats(_ log: String) -> [String: [String: UInt64]] {
+        var result: [String: [String: UInt64]] = [:]
+        for line in log.split(separator: "\n") where line.hasPrefix("stats: ") {
+            let words = line.dropFirst("stats: ".count).split(separator: " ")
+            guard let first = words.first else { continue }
+            var subject = String(first)
+            var rest = words.dropFirst()
+            if subject == "drops", let q = rest.first { subject += " " + q; rest = rest.dropFirst() }
+            var values: [String: UInt64] = [:]
+            for w in rest {
+                let kv = w.split(separator: "=", maxSplits: 1)
+                if kv.count == 2, let v = UInt64(kv[1]) { values[String(kv[0])] = v }
+            }
+            result[subject] = values
+        }
+        return result
+    }
+
+    struct Failure: Error, CustomStringConvertible { var description: String }
+}
