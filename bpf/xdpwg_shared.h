@@ -59,7 +59,7 @@ enum xdpwg_verdict {
 	 * zero. */
 	XDPWG_VERDICT_DROPPED_BAD_TYPE = 5,
 	/* To our port, but the message size is not the one its type requires (148, 92, 64, or
-	 * 32 + a multiple of 16 for transport data), or is shorter than the 4-byte header. */
+	 * at least 32 for transport data), or is shorter than the 4-byte header. */
 	XDPWG_VERDICT_DROPPED_BAD_SIZE = 6,
 	XDPWG_VERDICT_COUNT = 7
 };
@@ -69,7 +69,6 @@ enum xdpwg_verdict {
 #define XDPWG_MSG_RESPONSE_SIZE 92
 #define XDPWG_MSG_COOKIE_REPLY_SIZE 64
 #define XDPWG_MSG_TRANSPORT_MIN_SIZE 32 /* 16-byte header + 16-byte tag: a keepalive */
-#define XDPWG_MSG_TRANSPORT_ALIGN 16
 
 /* Value layouts of the maps, pinned on both sides. */
 typedef __u64 xdpwg_counter_t;   /* one CPU's slot in a PERCPU_ARRAY entry */

@@ -33,3 +33,24 @@ int cxdpwg_set_current_thread_name(const char *name) {
 int cxdpwg_eventfd_nonblocking(void) {
     return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
+
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
+#include <net/if.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int cxdpwg_set_transmit_checksumming(const char *name, int on) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return errno;
+    struct ethtool_value value = { .cmd = ETHTOOL_STXCSUM, .data = on ? 1 : 0 };
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    strncpy(request.ifr_name, name, IFNAMSIZ - 1);
+    request.ifr_data = (void *)&value;
+    int result = ioctl(fd, SIOCETHTOOL, &request) == 0 ? 0 : errno;
+    close(fd);
+    return result;
+}

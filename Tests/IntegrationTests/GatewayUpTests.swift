@@ -80,7 +80,8 @@ struct GatewayUpTests {
         FileManager.default.createFile(atPath: configPath, contents: Data(config.utf8), attributes: [.posixPermissions: 0o600])
         let log = directory.appendingPathComponent("gateway.log")
 
-        let gateway = try topology.gateway.spawn([try Command.xdpwg, "up", "--config", configPath], log: log)
+        let gateway = try topology.gateway.spawn([try Command.xdpwg, "up", "--config", configPath], log: log,
+                                                 sharedMounts: true)
         let tenantA = topology.adoptNamespace(named: a.namespace)
         let tenantB = topology.adoptNamespace(named: b.namespace)
         try Self.waitFor("the gateway to come up", log: log, process: gateway) { $0.contains("up: uplink") }
@@ -146,6 +147,7 @@ struct GatewayUpTests {
         if !exited { NetworkNamespace.stop(gateway) }
         #expect(gateway.terminationStatus == 0, "exit status \(gateway.terminationStatus)\n\(Self.text(log))")
         let stats = Self.stats(Self.text(log))
+        print(Self.text(log).split(separator: "\n").filter { $0.hasPrefix("stats:") }.joined(separator: "\n"))
 
         // Both uplink queues carried traffic, by the worker's count and by the XDP program's.
         let q0 = stats["queue=0"]?["uplink_rx_packets"] ?? 0, q1 = stats["queue=1"]?["uplink_rx_packets"] ?? 0
@@ -159,8 +161,8 @@ struct GatewayUpTests {
                 "the spoofed packet was answered")
 
         // Nothing left behind: no XDP program on the uplink, no tenant namespace, no process.
-        let link = try topology.gateway.exec(["ip", "-d", "link", "show", topology.uplinkName])
-        #expect(!link.contains("xdp"), "an XDP program is still attached: \(link)")
+        let link = try topology.gateway.exec(["ip", "-j", "-d", "link", "show", topology.uplinkName])
+        #expect(!link.contains("\"xdp\""), "an XDP program is still attached: \(link)")
         let namespaces = try Command.run(["ip", "netns", "list"])
         #expect(!namespaces.contains(a.namespace) && !namespaces.contains(b.namespace), "tenant namespaces left: \(namespaces)")
         #expect(!gateway.isRunning)

@@ -19,3 +19,8 @@ int cxdpwg_set_current_thread_name(const char *name);
 /// eventfd(2), non-blocking and close-on-exec: the workers' doorbell for the control thread
 /// (Glibc's Swift module does not export <sys/eventfd.h>).
 int cxdpwg_eventfd_nonblocking(void);
+
+/// Turns transmit checksum offload of interface `name` (in the calling thread's network
+/// namespace) on or off: the ETHTOOL_STXCSUM ioctl, which Swift cannot call (ioctl is
+/// variadic). Returns 0 or an errno value.
+int cxdpwg_set_transmit_checksumming(const char *name, int on);

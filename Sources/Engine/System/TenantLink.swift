@@ -1,3 +1,4 @@
+import CXDPWG
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -187,6 +188,14 @@ public final class TenantLink: Sendable {
             // nodad: the address is usable at once; there is nobody on this link to collide with.
             try ip.run(inNamespace + ["addr", "add", "\(entry.address)/\(entry.prefixLength)", "dev", spec.innerName]
                 + (entry.address.isV4 ? [] : ["nodad"]))
+        }
+        // The tenant's kernel must write complete checksums: with transmit checksum offload a
+        // veth leaves TCP/UDP checksums partial (for a receiver on this host to trust), but
+        // the gateway encrypts the frame exactly as the XDP program sees it and the peer's
+        // kernel would drop it. Off, the kernel computes them in software.
+        try NamespaceSwitch.run(inNamespace: spec.namespace) { () throws(SystemError) in
+            let rc = cxdpwg_set_transmit_checksumming(spec.innerName, 0)
+            if rc != 0 { throw .syscall(operation: "ethtool: tx checksumming off on \(spec.innerName)", errno: rc) }
         }
         try ip.run(inNamespace + ["link", "set", "dev", spec.innerName, "up"])
         try ip.run(inNamespace + ["link", "set", "dev", "lo", "up"])

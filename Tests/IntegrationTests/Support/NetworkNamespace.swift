@@ -56,12 +56,24 @@ final class NetworkNamespace: @unchecked Sendable {
 
     /// Starts a long-running process inside the namespace. It is killed by PID when the
     /// namespace closes, and by the kernel (parent-death signal) if the test process dies.
+    ///
+    /// `ip netns exec` also gives the process a private mount namespace (to remount /sys);
+    /// a process that itself creates named namespaces (`ip netns add`, as `xdpwg up` does for
+    /// its tenants) must stay in ours, or its namespace mounts are invisible to everyone else:
+    /// pass `sharedMounts: true` to enter only the network namespace (nsenter).
     @discardableResult
-    func spawn(_ arguments: [String], environment: [String: String] = [:], log: URL? = nil) throws -> Process {
+    func spawn(_ arguments: [String], environment: [String: String] = [:], log: URL? = nil,
+               sharedMounts: Bool = false) throws -> Process {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: try Command.which("ip"))
-        process.arguments = ["netns", "exec", name, try Command.which("setpriv"), "--pdeathsig", "KILL", "--",
-                             try Command.which(arguments[0])] + arguments.dropFirst()
+        let command = [try Command.which("setpriv"), "--pdeathsig", "KILL", "--", try Command.which(arguments[0])]
+            + arguments.dropFirst()
+        if sharedMounts {
+            process.executableURL = URL(fileURLWithPath: try Command.which("nsenter"))
+            process.arguments = ["--net=/run/netns/\(name)", "--"] + command
+        } else {
+            process.executableURL = URL(fileURLWithPath: try Command.which("ip"))
+            process.arguments = ["netns", "exec", name] + command
+        }
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { $1 }
         process.environment = env
