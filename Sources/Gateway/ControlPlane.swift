@@ -23,6 +23,8 @@ final class PeerSession {
     var seen = (sent: Instant.zero, received: Instant.zero, keepalive: Instant.zero)
     var lastHandshake: TAI64N?
     var handshakesCompleted = 0
+    /// When to ask the kernel's tables again for a route to an endpoint without one.
+    var nextRouteLookup = Instant.zero
 
     init(handle: UInt32, tenant: Int, publicKey: PublicKey, handshake: PeerHandshake, persistentKeepalive: Duration) {
         self.handle = handle
@@ -74,6 +76,11 @@ public final class ControlPlane {
     /// Our handshakes in progress, by local index (responses and cookie replies name it).
     var pendingHandshakes: [UInt32: UInt32] = [:]
     public private(set) var counters = HandshakeCounters()
+    /// Builds an outer header template for an endpoint from the kernel's route and
+    /// neighbour tables (rtnetlink), or nil while the next hop is unresolved. Used for
+    /// endpoints we know before hearing from them (configured); received frames are the
+    /// fast path and replace what this built.
+    public var resolveRoute: ((_ address: IPAddress, _ port: UInt16, _ listenPort: UInt16) -> OuterHeaderTemplate?)?
     private var underLoadUntil = Instant.zero
     /// Where outgoing handshake and transport messages are built (one at a time).
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
@@ -426,6 +433,13 @@ public final class ControlPlane {
     /// Carries out the session's pending actions (Tunnel.poll's order).
     private func perform(_ session: PeerSession, now: Instant) {
         session.pending.formUnion(session.timers.poll(now: now))
+        if let endpoint = session.endpoint, now >= session.nextRouteLookup, let resolveRoute,
+           state.peers.currentRoute(session.handle) == nil {
+            session.nextRouteLookup = now + .seconds(1)
+            if let template = resolveRoute(endpoint.address, endpoint.port, tenants[session.tenant].socket.port) {
+                if let old = state.peers.setRoute(session.handle, template) { reclaimer.retire(.memory(old)) }
+            }
+        }
         if session.pending.contains(.wipeKeyMaterial) {
             session.pending.remove(.wipeKeyMaterial)
             retire(session.slots.clear(), of: session)

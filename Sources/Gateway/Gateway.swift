@@ -56,6 +56,14 @@ public final class Gateway {
 
     // MARK: Start
 
+    /// Refuses early, with the reason, when this process cannot do what `up` needs.
+    public static func checkPrivileges() throws(GatewayError) {
+        guard geteuid() == 0 else {
+            throw GatewayError("xdpwg up must run as root: it loads XDP programs, creates network namespaces "
+                               + "and AF_XDP sockets (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN)")
+        }
+    }
+
     /// Builds everything. On failure, whatever was built is torn down before this throws.
     public func start() throws(GatewayError) {
         do throws(GatewayError) {
@@ -67,10 +75,7 @@ public final class Gateway {
     }
 
     private func build() throws(GatewayError) {
-        guard geteuid() == 0 else {
-            throw GatewayError("xdpwg up must run as root: it loads XDP programs, creates network namespaces "
-                               + "and AF_XDP sockets (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN)")
-        }
+        try Gateway.checkPrivileges()
         let config = configuration
         let uplink: NetworkInterface
         do throws(SystemError) { uplink = try NetworkInterface.named(config.gateway.uplink, role: "uplink") } catch {
@@ -187,6 +192,7 @@ public final class Gateway {
         }
 
         let control = ControlPlane(state: state, tenants: setups, now: Clock.now())
+        control.resolveRoute = Gateway.routeResolver(uplink: uplink)
         self.control = control
         onTeardown("sessions") { control.shutdown() }
         for worker in workers {
@@ -197,6 +203,26 @@ public final class Gateway {
                  + "queues \(queues.map(String.init).joined(separator: ",")) on cores "
                  + "\(cores.prefix(queues.count).map(String.init).joined(separator: ",")), "
                  + "\(config.tenants.count) tenant(s), \(peerCount) peer(s)")
+    }
+
+    /// Outer header templates from the kernel's tables: the route to the endpoint must leave
+    /// through the uplink; the next hop's MAC comes from the neighbour table (the kernel
+    /// resolves it when our handshake messages leave through its socket).
+    static func routeResolver(uplink: NetworkInterface) -> ((IPAddress, UInt16, UInt16) -> OuterHeaderTemplate?)? {
+        let netlink: RouteNetlink
+        do throws(SystemError) { netlink = try RouteNetlink() } catch {
+            Log.warning("rtnetlink unavailable (\(error)); next hops are learned from received packets only")
+            return nil
+        }
+        return { address, port, listenPort in
+            guard let route = try? netlink.route(to: address), route.kind == .unicast,
+                  route.interfaceIndex == uplink.index, let source = route.preferredSource,
+                  let mac = try? netlink.neighbour(of: route.nextHop, interfaceIndex: uplink.index)
+            else { return nil }
+            return OuterHeaderTemplate(sourceMAC: uplink.macAddress, destinationMAC: mac, vlanTCI: 0,
+                                       source: source, sourcePort: listenPort, destination: address,
+                                       destinationPort: port)
+        }
     }
 
     private func onTeardown(_ what: String, _ body: @escaping () -> Void) {

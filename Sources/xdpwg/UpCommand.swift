@@ -23,6 +23,10 @@ struct Up: ParsableCommand {
 
     func run() throws {
         if verbose { Log.minimum = .debug }
+        do throws(GatewayError) { try Gateway.checkPrivileges() } catch {
+            Log.error("\(error)")
+            throw ExitCode.failure
+        }
         let configuration: GatewayConfiguration
         do throws(ConfigurationError) {
             configuration = try GatewayConfiguration.load(path: config)
