@@ -39,8 +39,8 @@ public enum WireGuardProtocol {
     public static let rateLimitPacketsPerSecond = 20
     public static let rateLimitBurst = 5
 
-    /// The anti-replay window: RFC 6479 bitmap of 128 × 64-bit words, of which one word is
-    /// kept free, so 8128 packets behind the newest are accepted.
+    /// The anti-replay window: 8128 packets behind the newest are accepted, the kernel's
+    /// (128 − 1) × 64. (`ReplayWindow` stores it lock-free as 256 tagged 32-bit words.)
     public static let replayBitmapWords = 128
     public static let replayWindowSize = (replayBitmapWords - 1) * 64
 }
