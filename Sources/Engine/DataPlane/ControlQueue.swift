@@ -93,6 +93,7 @@ public final class ControlQueue: @unchecked Sendable {
     public let eventFD: Int32
 
     public init(capacity: Int = 512) {
+        precondition(MemoryLayout<ControlMessage>.stride <= ControlMessage.headerSize, "ControlMessage outgrew its slot header")
         var c = 2
         while c < capacity { c <<= 1 }
         self.capacity = c

@@ -168,6 +168,7 @@ struct WorkerLoop: ~Copyable {
                 continue
             }
             counters.add(.rxEmptyPolls)
+            flushTransmits()
             idle += 1
             if idle >= 64 {
                 // Nothing for a while: hold nothing, sleep until a socket has frames (or
@@ -338,6 +339,13 @@ struct WorkerLoop: ~Copyable {
             counters.drop(.uplinkTxRingFull, UInt64(n - accepted))
             for i in accepted..<n { uplinkPool.push(uplinkPending[i].0) }
         }
+    }
+
+    /// Kicks every TX ring that still holds descriptors (a kick that made no progress left
+    /// them there; nothing else would send them before the next packet).
+    func flushTransmits() {
+        if uplinkTx.outstanding > 0 { kick(uplinkSocket, uplinkTx) }
+        for i in 0..<tenantTx.count where tenantTx[i].outstanding > 0 { kick(tenantSockets[i], tenantTx[i]) }
     }
 
     /// Copy mode sends at most 32 descriptors per kick: kick until the ring is empty, or the
