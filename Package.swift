@@ -47,9 +47,12 @@ let package = Package(
             ]
         ),
 
+        // Helpers shared by the privileged test targets: namespaces, external commands, the
+        // protocol core as a UDP peer, inner packets.
+        .target(name: "TestSupport", dependencies: ["WireGuard", "CXDPWG"], path: "Tests/Support"),
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard"], exclude: ["Vectors"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "WireGuard", "CXDPWG", "CLibBPF"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "WireGuard", "CXDPWG", "CLibBPF", "TestSupport"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Engine", "WireGuard"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["WireGuard", "CXDPWG"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["WireGuard", "CXDPWG", "TestSupport"]),
     ]
 )

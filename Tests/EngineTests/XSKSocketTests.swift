@@ -2,6 +2,7 @@ import CLibXDP
 import CNUMA
 import Engine
 import Foundation
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc

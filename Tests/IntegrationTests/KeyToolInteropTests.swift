@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// `xdpwg genkey | pubkey | genpsk` against the real `wg` tool, byte for byte.

@@ -2,6 +2,7 @@ import CLibBPF
 import CXDPWG
 @testable import Engine
 import Foundation
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,7 @@
 import CXDPWG
 @testable import Engine
 import Foundation
+import TestSupport
 import Testing
 
 /// Known-answer tables for the XDP programs, run in the kernel with BPF_PROG_TEST_RUN on the

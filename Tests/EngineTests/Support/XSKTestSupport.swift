@@ -1,6 +1,7 @@
 import CLibBPF
 import CXDPWG
 import Foundation
+import TestSupport
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,8 +1,8 @@
 /// Inner IPv4 packets the test harness writes and reads itself (it has no TUN device):
 /// ICMP echo and UDP, with real checksums, so the peer's kernel accepts and answers them.
-enum Packets {
+public enum Packets {
     /// RFC 1071 one's-complement sum, folded.
-    static func checksum(_ bytes: some Collection<UInt8>, initial: UInt32 = 0) -> UInt16 {
+    public static func checksum(_ bytes: some Collection<UInt8>, initial: UInt32 = 0) -> UInt16 {
         var sum = initial
         var iterator = bytes.makeIterator()
         while let hi = iterator.next() {
@@ -26,7 +26,7 @@ enum Packets {
         return h
     }
 
-    static func icmpEcho(source: String, destination: String, identifier: UInt16, sequence: UInt16,
+    public static func icmpEcho(source: String, destination: String, identifier: UInt16, sequence: UInt16,
                          payload: [UInt8], reply: Bool = false) -> [UInt8] {
         var icmp: [UInt8] = [reply ? 0 : 8, 0, 0, 0, UInt8(identifier >> 8), UInt8(identifier & 0xff),
                              UInt8(sequence >> 8), UInt8(sequence & 0xff)] + payload
@@ -35,7 +35,7 @@ enum Packets {
         return ipv4Header(source: ipv4(source), destination: ipv4(destination), protocol: 1, payloadLength: icmp.count) + icmp
     }
 
-    static func udp(source: String, sourcePort: UInt16, destination: String, destinationPort: UInt16, payload: [UInt8]) -> [UInt8] {
+    public static func udp(source: String, sourcePort: UInt16, destination: String, destinationPort: UInt16, payload: [UInt8]) -> [UInt8] {
         let length = 8 + payload.count
         var u: [UInt8] = [UInt8(sourcePort >> 8), UInt8(sourcePort & 0xff), UInt8(destinationPort >> 8),
                           UInt8(destinationPort & 0xff), UInt8(length >> 8), UInt8(length & 0xff), 0, 0] + payload
@@ -47,15 +47,15 @@ enum Packets {
     }
 
     /// A parsed inner IPv4 packet, trimmed to its total length (transport padding removed).
-    struct IPv4 {
-        var source: String
-        var destination: String
-        var proto: UInt8
-        var payload: [UInt8]
-        var headerChecksumValid: Bool
+    public struct IPv4 {
+        public var source: String
+        public var destination: String
+        public var proto: UInt8
+        public var payload: [UInt8]
+        public var headerChecksumValid: Bool
     }
 
-    static func parseIPv4(_ bytes: [UInt8]) -> IPv4? {
+    public static func parseIPv4(_ bytes: [UInt8]) -> IPv4? {
         guard bytes.count >= 20, bytes[0] >> 4 == 4 else { return nil }
         let ihl = Int(bytes[0] & 0x0f) * 4
         let total = Int(bytes[2]) << 8 | Int(bytes[3])

@@ -9,9 +9,9 @@ import Glibc
 /// (`received`), and it answers ICMP echo requests itself, so a real `ping` from the other
 /// side gets its replies. One thread owns the `Tunnel` and the socket; other threads talk to
 /// it through a locked in-box and out-box.
-final class CorePeer: @unchecked Sendable {
-    let publicKey: PublicKey
-    let innerAddress: String
+public final class CorePeer: @unchecked Sendable {
+    public let publicKey: PublicKey
+    public let innerAddress: String
     private let tunnel: Tunnel
     private let socket: Int32
     private var peerEndpoint: sockaddr_in
@@ -19,12 +19,14 @@ final class CorePeer: @unchecked Sendable {
     private var outbox: [[UInt8]] = []
     private var inbox: [[UInt8]] = []
     private var dropReasons: [Tunnel.DropReason] = []
+    private var sent: [[UInt8]] = []
+    private var rawOutbox: [[UInt8]] = []
     private var running = true
     private var thread: Thread?
     private let stopped = DispatchSemaphore(value: 0)
 
     /// `namespace` holds the socket, bound to `listenPort`; the peer is at `peerAddress:peerPort`.
-    init(in namespace: NetworkNamespace, privateKey: PrivateKey, peer: PublicKey, presharedKey: PresharedKey = .none,
+    public init(in namespace: NetworkNamespace, privateKey: PrivateKey, peer: PublicKey, presharedKey: PresharedKey = .none,
          listenPort: UInt16, peerAddress: String, peerPort: UInt16, innerAddress: String) throws {
         publicKey = privateKey.publicKey
         self.innerAddress = innerAddress
@@ -43,7 +45,7 @@ final class CorePeer: @unchecked Sendable {
 
     deinit { close() }
 
-    func close() {
+    public func close() {
         lock.lock()
         let wasRunning = running
         running = false
@@ -55,17 +57,25 @@ final class CorePeer: @unchecked Sendable {
     }
 
     /// Queues an inner packet for the peer (sent through the tunnel, after a handshake if needed).
-    func send(_ packet: [UInt8]) {
+    public func send(_ packet: [UInt8]) {
         lock.lock(); outbox.append(packet); lock.unlock()
     }
 
-    /// Inner packets delivered so far (echo requests it answered are included).
-    var received: [[UInt8]] { lock.lock(); defer { lock.unlock() }; return inbox }
+    /// Every datagram sent so far, as sent (for replaying one).
+    public var sentDatagrams: [[UInt8]] { lock.lock(); defer { lock.unlock() }; return sent }
 
-    var drops: [Tunnel.DropReason] { lock.lock(); defer { lock.unlock() }; return dropReasons }
+    /// Sends `datagram` to the peer as it is, bypassing the tunnel (a replay, or junk).
+    public func sendRaw(_ datagram: [UInt8]) {
+        lock.lock(); rawOutbox.append(datagram); lock.unlock()
+    }
+
+    /// Inner packets delivered so far (echo requests it answered are included).
+    public var received: [[UInt8]] { lock.lock(); defer { lock.unlock() }; return inbox }
+
+    public var drops: [Tunnel.DropReason] { lock.lock(); defer { lock.unlock() }; return dropReasons }
 
     /// Waits until a delivered packet satisfies `match`, up to `timeout` seconds.
-    func waitForPacket(timeout: Double = 10, _ match: (Packets.IPv4) -> Bool) -> Packets.IPv4? {
+    public func waitForPacket(timeout: Double = 10, _ match: (Packets.IPv4) -> Bool) -> Packets.IPv4? {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if let hit = received.compactMap(Packets.parseIPv4).first(where: match) { return hit }
@@ -84,8 +94,12 @@ final class CorePeer: @unchecked Sendable {
             let keepRunning = running
             let toSend = outbox
             outbox.removeAll()
+            let raw = rawOutbox
+            rawOutbox.removeAll()
             lock.unlock()
             guard keepRunning else { break }
+
+            for datagram in raw { transmit(datagram, count: datagram.count) }
 
             for packet in toSend {
                 let o = buffer.withUnsafeMutableBytes { out in
@@ -120,19 +134,24 @@ final class CorePeer: @unchecked Sendable {
         switch output {
         case .done: break
         case .writeToNetwork(let n):
-            _ = buffer.withUnsafeBytes { b in
-                withUnsafePointer(to: &peerEndpoint) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        sendto(socket, b.baseAddress, n, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                    }
-                }
-            }
+            transmit(buffer, count: n)
         case .writeToTunnel(let n):
             let packet = Array(buffer[0..<n])
             lock.lock(); inbox.append(packet); lock.unlock()
             if let reply = echoReply(to: packet) { lock.lock(); outbox.append(reply); lock.unlock() }
         case .dropped(let reason):
             lock.lock(); dropReasons.append(reason); lock.unlock()
+        }
+    }
+
+    private func transmit(_ buffer: [UInt8], count n: Int) {
+        lock.lock(); sent.append(Array(buffer[0..<n])); lock.unlock()
+        _ = buffer.withUnsafeBytes { b in
+            withUnsafePointer(to: &peerEndpoint) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(socket, b.baseAddress, n, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
         }
     }
 
@@ -160,7 +179,7 @@ final class CorePeer: @unchecked Sendable {
         return TAI64N(secondsSinceEpoch: UInt64(ts.tv_sec), nanoseconds: UInt32(ts.tv_nsec))
     }
 
-    static func address(_ text: String, _ port: UInt16) -> sockaddr_in {
+    public static func address(_ text: String, _ port: UInt16) -> sockaddr_in {
         var a = sockaddr_in()
         a.sin_family = sa_family_t(AF_INET)
         a.sin_port = port.bigEndian

@@ -1,12 +1,12 @@
 import Foundation
 
 /// Runs external programs for the integration tests and reports failures with their output.
-enum Command {
-    struct Failed: Error, CustomStringConvertible {
+public enum Command {
+    public struct Failed: Error, CustomStringConvertible {
         var command: [String]
         var status: Int32
         var output: String
-        var description: String { "`\(command.joined(separator: " "))` exited \(status): \(output)" }
+        public var description: String { "`\(command.joined(separator: " "))` exited \(status): \(output)" }
     }
 
     struct NotInstalled: Error, CustomStringConvertible {
@@ -17,7 +17,7 @@ enum Command {
     }
 
     /// Absolute path of `program` from PATH (plus the sbin directories root tools live in).
-    static func which(_ program: String) throws -> String {
+    public static func which(_ program: String) throws -> String {
         if program.hasPrefix("/") { return program }
         let path = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
         for dir in path.split(separator: ":") {
@@ -29,14 +29,14 @@ enum Command {
 
     /// Runs to completion and returns standard output; throws on a non-zero exit.
     @discardableResult
-    static func run(_ arguments: [String], input: String? = nil, environment: [String: String]? = nil) throws -> String {
+    public static func run(_ arguments: [String], input: String? = nil, environment: [String: String]? = nil) throws -> String {
         let (status, out, err) = try runAllowingFailure(arguments, input: input, environment: environment)
         guard status == 0 else { throw Failed(command: arguments, status: status, output: out + err) }
         return out
     }
 
     /// Runs to completion; returns the exit status, standard output and standard error.
-    static func runAllowingFailure(_ arguments: [String], input: String? = nil,
+    public static func runAllowingFailure(_ arguments: [String], input: String? = nil,
                                    environment: [String: String]? = nil) throws -> (Int32, String, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try which(arguments[0]))
@@ -61,7 +61,7 @@ enum Command {
     }
 
     /// The `xdpwg` executable built beside the test bundle.
-    static var xdpwg: String {
+    public static var xdpwg: String {
         get throws {
             let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
             var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()

@@ -1,13 +1,12 @@
 import Foundation
-import Testing
 
 /// Gate for tests that need root (network namespaces, XDP). They run when we are root, and
 /// also when `XDPWG_REQUIRE_PRIVILEGED=1` (CI), where a test that cannot run must fail
 /// rather than skip: `.enabled(if: Privileged.shouldRun)` plus `try Privileged.require()`.
-enum Privileged {
+public enum Privileged {
     static var isRoot: Bool { geteuid() == 0 }
     static var required: Bool { ProcessInfo.processInfo.environment["XDPWG_REQUIRE_PRIVILEGED"] == "1" }
-    static var shouldRun: Bool { isRoot || required }
+    public static var shouldRun: Bool { isRoot || required }
 
     struct NotPrivileged: Error, CustomStringConvertible {
         var description: String {
@@ -15,7 +14,7 @@ enum Privileged {
         }
     }
 
-    static func require() throws {
+    public static func require() throws {
         guard isRoot else { throw NotPrivileged() }
     }
 }

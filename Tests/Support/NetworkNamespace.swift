@@ -8,16 +8,16 @@ import Glibc
 /// on every exit path: `close()` is idempotent and also runs from `deinit`. Names are unique
 /// per test process (`xdpwg-t<pid>-<n>`), so tests can run in parallel, and namespaces left
 /// by a test process that died are recognised by their dead pid and removed on the next run.
-final class NetworkNamespace: @unchecked Sendable {
-    let name: String
+public final class NetworkNamespace: @unchecked Sendable {
+    public let name: String
     private var processes: [Process] = []
     private let lock = NSLock()
     private var closed = false
 
     private static let counter = Counter()
-    static let prefix = "xdpwg-t"
+    public static let prefix = "xdpwg-t"
 
-    init(tag: String = "") throws {
+    public init(tag: String = "") throws {
         name = NetworkNamespace.uniqueName(tag: tag)
         try Command.run(["ip", "netns", "add", name])
         try exec(["ip", "link", "set", "lo", "up"])
@@ -28,29 +28,29 @@ final class NetworkNamespace: @unchecked Sendable {
     /// stops the processes spawned through this object and deletes the namespace if it
     /// exists. Give such namespaces a name from `uniqueName(tag:)`, so that one left behind
     /// by a test process that died is removed on the next run.
-    init(adopting name: String) {
+    public init(adopting name: String) {
         self.name = name
     }
 
     /// A fresh name in this scheme (`xdpwg-t<pid>-<n>[-tag]`); also removes namespaces left
     /// behind by test processes that no longer exist.
-    static func uniqueName(tag: String = "") -> String {
+    public static func uniqueName(tag: String = "") -> String {
         removeStaleNamespaces()
         return "\(prefix)\(getpid())-\(counter.next())\(tag.isEmpty ? "" : "-" + tag)"
     }
 
     /// Whether the namespace currently exists (`ip netns add` made its file).
-    var exists: Bool { FileManager.default.fileExists(atPath: "/var/run/netns/\(name)") }
+    public var exists: Bool { FileManager.default.fileExists(atPath: "/var/run/netns/\(name)") }
 
     deinit { close() }
 
     /// Runs a command inside the namespace to completion.
     @discardableResult
-    func exec(_ arguments: [String], input: String? = nil) throws -> String {
+    public func exec(_ arguments: [String], input: String? = nil) throws -> String {
         try Command.run(["ip", "netns", "exec", name] + arguments, input: input)
     }
 
-    func execAllowingFailure(_ arguments: [String]) throws -> (Int32, String, String) {
+    public func execAllowingFailure(_ arguments: [String]) throws -> (Int32, String, String) {
         try Command.runAllowingFailure(["ip", "netns", "exec", name] + arguments)
     }
 
@@ -62,7 +62,7 @@ final class NetworkNamespace: @unchecked Sendable {
     /// its tenants) must stay in ours, or its namespace mounts are invisible to everyone else:
     /// pass `sharedMounts: true` to enter only the network namespace (nsenter).
     @discardableResult
-    func spawn(_ arguments: [String], environment: [String: String] = [:], log: URL? = nil,
+    public func spawn(_ arguments: [String], environment: [String: String] = [:], log: URL? = nil,
                sharedMounts: Bool = false) throws -> Process {
         let process = Process()
         let command = [try Command.which("setpriv"), "--pdeathsig", "KILL", "--", try Command.which(arguments[0])]
@@ -95,7 +95,7 @@ final class NetworkNamespace: @unchecked Sendable {
     }
 
     /// Ends one process we started (SIGTERM, then SIGKILL after a grace period).
-    static func stop(_ process: Process) {
+    public static func stop(_ process: Process) {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGTERM)
         for _ in 0..<100 where process.isRunning { usleep(20_000) }
@@ -103,7 +103,7 @@ final class NetworkNamespace: @unchecked Sendable {
         process.waitUntilExit()
     }
 
-    func close() {
+    public func close() {
         lock.lock()
         let toStop = closed ? [] : processes
         let wasClosed = closed
@@ -135,7 +135,7 @@ final class NetworkNamespace: @unchecked Sendable {
     }
 
     /// An IPv4 UDP socket inside this namespace, bound to `port` on every address.
-    func udpSocket(port: UInt16) throws -> Int32 {
+    public func udpSocket(port: UInt16) throws -> Int32 {
         let fd = try socket(domain: AF_INET, type: Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
         var local = CorePeer.address("0.0.0.0", port)
         let rc = withUnsafePointer(to: &local) {
@@ -162,21 +162,22 @@ final class NetworkNamespace: @unchecked Sendable {
     }
 }
 
-final class Counter: @unchecked Sendable {
+public final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var value = 0
-    func next() -> Int { lock.lock(); defer { lock.unlock() }; value += 1; return value }
+    public init() {}
+    public func next() -> Int { lock.lock(); defer { lock.unlock() }; value += 1; return value }
 }
 
 /// A pair of namespaces joined by a veth link, with IPv4 addresses on each end.
-final class LinkedNamespaces: @unchecked Sendable {
-    let left: NetworkNamespace
-    let right: NetworkNamespace
-    let leftAddress: String
-    let rightAddress: String
+public final class LinkedNamespaces: @unchecked Sendable {
+    public let left: NetworkNamespace
+    public let right: NetworkNamespace
+    public let leftAddress: String
+    public let rightAddress: String
 
     /// `subnet` is the first three octets of a /24 that exists only inside these namespaces.
-    init(subnet: String = "192.0.2") throws {
+    public init(subnet: String = "192.0.2") throws {
         left = try NetworkNamespace(tag: "a")
         right = try NetworkNamespace(tag: "b")
         leftAddress = "\(subnet).1"
@@ -190,7 +191,7 @@ final class LinkedNamespaces: @unchecked Sendable {
         try right.exec(["ip", "link", "set", "veth1", "up"])
     }
 
-    func close() {
+    public func close() {
         right.close()
         left.close()
     }
