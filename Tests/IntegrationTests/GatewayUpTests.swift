@@ -78,7 +78,7 @@ struct GatewayUpTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let configPath = directory.appendingPathComponent("gateway.conf").path
-        FileManager.default.createFile(atPath: configPath, contents: Data(config.utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: configPath, contents: Data(config.utf8), attributes: [.posixPermissions: 0o600])
         let log = directory.appendingPathComponent("gateway.log")
 
         let gateway = try topology.gateway.spawn([try Command.xdpwg, "up", "--config", configPath], log: log,
@@ -196,7 +196,7 @@ struct GatewayUpTests {
             Namespace = \(tenantNamespace)
             """
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("xdpwg-nouplink-\(getpid()).conf").path
-        FileManager.default.createFile(atPath: path, contents: Data(config.utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: path, contents: Data(config.utf8), attributes: [.posixPermissions: 0o600])
         defer { try? FileManager.default.removeItem(atPath: path) }
         let (status, _, stderr) = try namespace.execAllowingFailure([try Command.xdpwg, "up", "--config", path])
         #expect(status == 1)
