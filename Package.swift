@@ -9,6 +9,8 @@ let package = Package(
     products: [
         .executable(name: "xdpwg", targets: ["xdpwg"]),
         .library(name: "WireGuard", targets: ["WireGuard"]),
+        // For the benchmark package (Benchmarks/), which times the per-packet pipeline.
+        .library(name: "Engine", targets: ["Engine"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

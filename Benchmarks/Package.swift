@@ -63,5 +63,20 @@ let package = Package(
             swiftSettings: releaseLike,
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        // The gateway's per-packet pipeline (Engine's PacketProcessor: decrypt and encrypt of
+        // whole frames) next to the core Keypair.open/seal on the same bytes.
+        .executableTarget(
+            name: "PipelineBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                "BenchSupport",
+                .product(name: "Engine", package: "xdpwg"),
+                .product(name: "WireGuard", package: "xdpwg"),
+                "BenchSodium",
+            ],
+            path: "Benchmarks/PipelineBenchmarks",
+            swiftSettings: releaseLike,
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ]
 )
