@@ -56,6 +56,8 @@ final class PipelineState {
     let state: DataPlaneState
     var processor: PacketProcessor
     let counters: WorkerCounters
+    /// Kept alive here: the processor holds it without a reference count.
+    let control: ControlQueue
     let localIndex: UInt32
     /// The gateway's session keys (receives with k1, sends with k2) and the peer's mirror.
     let gatewayKeys: SessionKeys
@@ -125,8 +127,8 @@ final class PipelineState {
         receiver = Keypair(consuming: &kr)
 
         counters = WorkerCounters.allocate()
-        processor = PacketProcessor(state: state, counters: counters, control: ControlQueue(capacity: 8),
-                                    workerIndex: 0)
+        control = ControlQueue(capacity: 8)
+        processor = PacketProcessor(state: state, counters: counters, control: control, workerIndex: 0)
 
         frames = .allocate(byteCount: Self.count * stride, alignment: 64)
         frames.initializeMemory(as: UInt8.self, repeating: 0, count: Self.count * stride)

@@ -60,15 +60,27 @@ public final class DataPlaneState: @unchecked Sendable {
 /// tenant frame, or encrypt one tenant frame into an uplink frame. The worker loop moves
 /// descriptors around it; tests drive it with frames in memory.
 public struct PacketProcessor {
-    public let state: DataPlaneState
+    /// The shared tables, held without reference counting: a strong reference here would
+    /// make every packet retain and release the same objects on every worker (one cache
+    /// line bouncing between cores). The worker (or test) that owns this processor keeps
+    /// `state` alive for as long as the processor exists.
+    public unowned(unsafe) let state: DataPlaneState
+    unowned(unsafe) let keypairs: KeypairTable
+    unowned(unsafe) let peers: PeerTable
+    let tenants: UnsafeMutablePointer<TenantRoute>
+    let ports: UnsafeMutablePointer<UInt16>
     public let counters: WorkerCounters
-    public let control: ControlQueue
+    public unowned(unsafe) let control: ControlQueue
     public let workerIndex: UInt16
     /// Set when something was queued for the control plane in this batch (notify once).
     public var controlPending = false
 
     public init(state: DataPlaneState, counters: WorkerCounters, control: ControlQueue, workerIndex: Int) {
         self.state = state
+        keypairs = state.keypairs
+        peers = state.peers
+        tenants = state.tenants
+        ports = state.ports
         self.counters = counters
         self.control = control
         self.workerIndex = UInt16(workerIndex)
@@ -89,7 +101,7 @@ public struct PacketProcessor {
                                  into tenantFrame: UnsafeMutableRawPointer, tenantCapacity: Int,
                                  now: Instant) -> DecryptResult {
         guard let outer = OuterFrame.parse(frame, length: length) else { return .dropped(.outerMalformed) }
-        let tenantPlusOne = state.ports[Int(outer.destinationPort)]
+        let tenantPlusOne = ports[Int(outer.destinationPort)]
         guard tenantPlusOne != 0 else { return .dropped(.unknownPort) }
         let tenant = Int(tenantPlusOne - 1)
         let message = frame + outer.payloadOffset
@@ -106,7 +118,7 @@ public struct PacketProcessor {
         }
         guard messageLength >= WireGuardProtocol.keepaliveSize else { return .dropped(.messageMalformed) }
         let receiver = UInt32(littleEndian: message.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-        guard let entry = state.keypairs.lookup(receiver), Int(entry.pointee.tenant) == tenant else {
+        guard let entry = keypairs.lookup(receiver), Int(entry.pointee.tenant) == tenant else {
             return .dropped(.unknownReceiver)
         }
         let peer = entry.pointee.peer
@@ -128,30 +140,30 @@ public struct PacketProcessor {
 
         // Authenticated: the peer is alive at this address. Tell the control plane about a
         // new keypair in use or a new endpoint, once each.
-        if UInt(bitPattern: state.peers.sendingEntry(peer)) != UInt(bitPattern: entry),
-           state.peers.shouldReportKeypair(peer, localIndex: entry.pointee.localIndex) {
+        if UInt(bitPattern: peers.sendingEntry(peer)) != UInt(bitPattern: entry),
+           peers.shouldReportKeypair(peer, localIndex: entry.pointee.localIndex) {
             reportKeypairConfirmed(entry)
         }
         let key = outer.endpointKey(in: frame)
-        if state.peers.route(peer)?.pointee.endpointKey != key, state.peers.shouldReportEndpoint(peer, key: key) {
+        if peers.route(peer)?.pointee.endpointKey != key, peers.shouldReportEndpoint(peer, key: key) {
             reportEndpoint(outer, frame: frame, tenant: tenant, peer: peer, key: key)
         }
 
         if plaintextLength == 0 {
             counters.add(.keepalivesReceived)
-            state.peers.noteReceived(peer, bytes: messageLength, keepalive: true, now: now)
+            peers.noteReceived(peer, bytes: messageLength, keepalive: true, now: now)
             return .consumed
         }
         guard let packetLength = Tunnel.innerPacketLength(UnsafeRawBufferPointer(start: inner, count: plaintextLength))
         else { return .dropped(.innerMalformed) }
         // Cryptokey routing: the inner source must be one of this peer's AllowedIPs.
         let isIPv6 = inner.load(as: UInt8.self) >> 4 == 6
-        let owner = state.tenants[tenant].allowedIPs.lookup(
+        let owner = tenants[tenant].allowedIPs.lookup(
             ipv4OrIPv6: UnsafeRawPointer(inner + (isIPv6 ? 8 : 12)), isIPv6: isIPv6)
         guard owner == peer else { return .dropped(.innerSourceNotAllowed) }
-        state.peers.noteReceived(peer, bytes: messageLength, keepalive: false, now: now)
-        state.tenants[tenant].innerMAC.store(to: tenantFrame)
-        state.tenants[tenant].hostMAC.store(to: tenantFrame + 6)
+        peers.noteReceived(peer, bytes: messageLength, keepalive: false, now: now)
+        tenants[tenant].innerMAC.store(to: tenantFrame)
+        tenants[tenant].hostMAC.store(to: tenantFrame + 6)
         Wire.store16(tenantFrame, 12, isIPv6 ? Wire.etherTypeIPv6 : Wire.etherTypeIPv4)
         return .deliver(tenant: tenant, length: Wire.ethernetHeaderSize + packetLength)
     }
@@ -179,16 +191,16 @@ public struct PacketProcessor {
         else { return .dropped(.tenantMalformed) }
         let isIPv6 = inner.load(as: UInt8.self) >> 4 == 6
         guard isIPv6 == (etherType == Wire.etherTypeIPv6) else { return .dropped(.tenantMalformed) }
-        guard let peer = state.tenants[tenant].allowedIPs.lookup(
+        guard let peer = tenants[tenant].allowedIPs.lookup(
             ipv4OrIPv6: inner + (isIPv6 ? 24 : 16), isIPv6: isIPv6)
         else { return .dropped(.noRoute) }
 
-        guard let entry = state.peers.sendingEntry(peer) else {
+        guard let entry = peers.sendingEntry(peer) else {
             return stage(inner, length: packetLength, tenant: tenant, peer: peer)
         }
-        guard let route = state.peers.route(peer) else { return .dropped(.noEndpoint) }
+        guard let route = peers.route(peer) else { return .dropped(.noEndpoint) }
         let headerLength = route.pointee.length
-        let mtu = state.tenants[tenant].mtu
+        let mtu = tenants[tenant].mtu
         let result: Result<SealedMessage, SealFailure> = entry.pointee.keypair._withUnsafeGuaranteedRef { keypair in
             do throws(SealFailure) {
                 return .success(try keypair.seal(inner, length: packetLength, into: uplinkFrame + headerLength,
@@ -201,7 +213,7 @@ public struct PacketProcessor {
         case .success(let sealed):
             route.pointee.write(to: uplinkFrame, payloadLength: sealed.length)
             counters.add(.encrypted)
-            state.peers.noteSent(peer, bytes: sealed.length, now: now)
+            peers.noteSent(peer, bytes: sealed.length, now: now)
             return .send(length: headerLength + sealed.length)
         case .failure(.destinationTooSmall), .failure(.invalidLength):
             return .dropped(.packetTooBig)
