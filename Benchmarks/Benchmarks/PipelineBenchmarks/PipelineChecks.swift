@@ -128,7 +128,7 @@ extension PipelineState {
 
     private func expectNoControlMessages(_ path: String) throws(SetupCheckFailed) {
         var kinds: [ControlMessageKind] = []
-        processor.control.drain { header, _ in kinds.append(header.pointee.kind) }
+        control.drain { header, _ in kinds.append(header.pointee.kind) }
         guard kinds.isEmpty, !processor.controlPending else {
             throw SetupCheckFailed("Pipeline \(path) queued control messages \(kinds): not the steady state")
         }

@@ -85,38 +85,79 @@ public struct ControlMessage {
 /// control thread can sleep in poll.
 public final class ControlQueue: @unchecked Sendable {
     public let capacity: Int
-    private let mask: Int
     private let memory: UnsafeMutableRawPointer
-    private let head = Atomic<Int>(0)     // next slot to read (consumer)
-    private let tail = Atomic<Int>(0)     // next slot to write (producer)
+    /// [head: next slot to read (consumer), tail: next slot to write (producer)], on
+    /// separate cache lines.
+    private let indices: UnsafeMutablePointer<Atomic<Int>>
+    private var head: UnsafeMutablePointer<Atomic<Int>> { indices }
+    private var tail: UnsafeMutablePointer<Atomic<Int>> { indices + 8 }
     /// Written by the producer when it queued something; polled by the control thread.
     public let eventFD: Int32
+    /// What the worker holds: plain values, no reference to this object.
+    public let producer: Producer
 
     public init(capacity: Int = 512) {
         precondition(MemoryLayout<ControlMessage>.stride <= ControlMessage.headerSize, "ControlMessage outgrew its slot header")
         var c = 2
         while c < capacity { c <<= 1 }
         self.capacity = c
-        mask = c - 1
         memory = .allocate(byteCount: c * ControlMessage.slotSize, alignment: 64)
+        indices = .allocate(capacity: 16)
+        for i in 0..<16 { (indices + i).initialize(to: Atomic(0)) }
         eventFD = cxdpwg_eventfd_nonblocking()
         precondition(eventFD >= 0, "eventfd failed: \(String(cString: strerror(errno)))")
+        producer = Producer(memory: memory, head: indices, tail: indices + 8, capacity: c, eventFD: eventFD)
     }
 
     deinit {
         memory.deallocate()
+        indices.deinitialize(count: 16)
+        indices.deallocate()
         close(eventFD)
     }
 
-    // MARK: Producer (the worker)
+    public func reserve() -> (header: UnsafeMutablePointer<ControlMessage>, payload: UnsafeMutableRawPointer)? {
+        producer.reserve()
+    }
+    public func commit() { producer.commit() }
+    public func notify() { producer.notify() }
+
+    // MARK: Consumer (the control thread)
+
+    /// Calls `body` for every queued message, oldest first, then frees their slots.
+    public func drain(_ body: (UnsafePointer<ControlMessage>, UnsafeRawBufferPointer) -> Void) {
+        var count: UInt64 = 0
+        _ = read(eventFD, &count, 8)
+        let t = tail.pointee.load(ordering: .acquiring)
+        var h = head.pointee.load(ordering: .relaxed)
+        while h != t {
+            let slot = memory + (h & (capacity - 1)) * ControlMessage.slotSize
+            let header = UnsafePointer(slot.assumingMemoryBound(to: ControlMessage.self))
+            let length = min(Int(header.pointee.length), ControlMessage.payloadCapacity)
+            body(header, UnsafeRawBufferPointer(start: slot + ControlMessage.headerSize, count: length))
+            h += 1
+            head.pointee.store(h, ordering: .releasing)
+        }
+    }
+}
+
+extension ControlQueue {
+    /// The worker's end of the queue, as plain values (no reference counting per packet).
+    /// Valid while the queue lives.
+    public struct Producer: @unchecked Sendable {
+        let memory: UnsafeMutableRawPointer
+        let head: UnsafeMutablePointer<Atomic<Int>>
+        let tail: UnsafeMutablePointer<Atomic<Int>>
+        let capacity: Int
+        let eventFD: Int32
 
     /// Reserves the next slot: its header and payload area, or nil when the queue is full.
     /// Fill them, then `commit()`.
     @inline(__always)
     public func reserve() -> (header: UnsafeMutablePointer<ControlMessage>, payload: UnsafeMutableRawPointer)? {
-        let t = tail.load(ordering: .relaxed)
-        guard t - head.load(ordering: .acquiring) < capacity else { return nil }
-        let slot = memory + (t & mask) * ControlMessage.slotSize
+        let t = tail.pointee.load(ordering: .relaxed)
+        guard t - head.pointee.load(ordering: .acquiring) < capacity else { return nil }
+        let slot = memory + (t & (capacity - 1)) * ControlMessage.slotSize
         let header = slot.bindMemory(to: ControlMessage.self, capacity: 1)
         return (header, slot + ControlMessage.headerSize)
     }
@@ -124,7 +165,7 @@ public final class ControlQueue: @unchecked Sendable {
     /// Publishes the reserved slot.
     @inline(__always)
     public func commit() {
-        tail.store(tail.load(ordering: .relaxed) + 1, ordering: .releasing)
+        tail.pointee.store(tail.pointee.load(ordering: .relaxed) + 1, ordering: .releasing)
     }
 
     /// Wakes the control thread (once per batch that committed something).
@@ -133,22 +174,5 @@ public final class ControlQueue: @unchecked Sendable {
         var one: UInt64 = 1
         _ = write(eventFD, &one, 8)
     }
-
-    // MARK: Consumer (the control thread)
-
-    /// Calls `body` for every queued message, oldest first, then frees their slots.
-    public func drain(_ body: (UnsafePointer<ControlMessage>, UnsafeRawBufferPointer) -> Void) {
-        var count: UInt64 = 0
-        _ = read(eventFD, &count, 8)
-        let t = tail.load(ordering: .acquiring)
-        var h = head.load(ordering: .relaxed)
-        while h != t {
-            let slot = memory + (h & mask) * ControlMessage.slotSize
-            let header = UnsafePointer(slot.assumingMemoryBound(to: ControlMessage.self))
-            let length = min(Int(header.pointee.length), ControlMessage.payloadCapacity)
-            body(header, UnsafeRawBufferPointer(start: slot + ControlMessage.headerSize, count: length))
-            h += 1
-            head.store(h, ordering: .releasing)
-        }
     }
 }

@@ -60,29 +60,30 @@ public final class DataPlaneState: @unchecked Sendable {
 /// tenant frame, or encrypt one tenant frame into an uplink frame. The worker loop moves
 /// descriptors around it; tests drive it with frames in memory.
 public struct PacketProcessor {
-    /// The shared tables, held without reference counting: a strong reference here would
-    /// make every packet retain and release the same objects on every worker (one cache
-    /// line bouncing between cores). The worker (or test) that owns this processor keeps
-    /// `state` alive for as long as the processor exists.
-    public unowned(unsafe) let state: DataPlaneState
-    unowned(unsafe) let keypairs: KeypairTable
-    unowned(unsafe) let peers: PeerTable
+    /// Keeps the tables alive; never read per packet.
+    public let state: DataPlaneState
+    /// The shared tables and the control queue as plain pointers and values: touching a
+    /// class reference per packet would retain and release the same objects on every worker
+    /// (one cache line bouncing between cores). `state` and the worker's `ControlQueue` keep
+    /// what they point to alive.
+    let keypairs: KeypairTableView
+    let peers: PeerTableView
     let tenants: UnsafeMutablePointer<TenantRoute>
     let ports: UnsafeMutablePointer<UInt16>
     public let counters: WorkerCounters
-    public unowned(unsafe) let control: ControlQueue
+    public let control: ControlQueue.Producer
     public let workerIndex: UInt16
     /// Set when something was queued for the control plane in this batch (notify once).
     public var controlPending = false
 
     public init(state: DataPlaneState, counters: WorkerCounters, control: ControlQueue, workerIndex: Int) {
         self.state = state
-        keypairs = state.keypairs
-        peers = state.peers
+        keypairs = state.keypairs.view
+        peers = state.peers.view
         tenants = state.tenants
         ports = state.ports
         self.counters = counters
-        self.control = control
+        self.control = control.producer
         self.workerIndex = UInt16(workerIndex)
     }
 

@@ -60,15 +60,12 @@ public final class KeypairTable: @unchecked Sendable {
         slots.deallocate()
     }
 
-    /// Data path: the entry for `receiverIndex`, or nil.
-    @inline(__always)
-    public func lookup(_ receiverIndex: UInt32) -> UnsafePointer<KeypairEntry>? {
-        let bits = slots[Int(receiverIndex & mask)].load(ordering: .acquiring)
-        guard let entry = UnsafePointer<KeypairEntry>(bitPattern: bits),
-              entry.pointee.localIndex == receiverIndex
-        else { return nil }
-        return entry
-    }
+    /// What the data path holds: the slots as plain values, no reference to this object
+    /// (so no reference counting per packet). Valid while the table lives.
+    public var view: KeypairTableView { KeypairTableView(slots: slots, mask: mask) }
+
+    /// The entry for `receiverIndex`, or nil (the data path uses `view.lookup`).
+    public func lookup(_ receiverIndex: UInt32) -> UnsafePointer<KeypairEntry>? { view.lookup(receiverIndex) }
 
     // MARK: Control plane (one thread)
 
@@ -101,6 +98,23 @@ public final class KeypairTable: @unchecked Sendable {
     }
 
     public var freeSlots: Int { free.count }
+}
+
+/// The data path's view of a `KeypairTable`.
+public struct KeypairTableView: @unchecked Sendable {
+    let slots: UnsafeMutablePointer<Atomic<UInt>>
+    let mask: UInt32
+
+    /// The entry for `receiverIndex`, or nil. Acquire: the entry's fields were written
+    /// before the control plane published it.
+    @inline(__always)
+    public func lookup(_ receiverIndex: UInt32) -> UnsafePointer<KeypairEntry>? {
+        let bits = slots[Int(receiverIndex & mask)].load(ordering: .acquiring)
+        guard let entry = UnsafePointer<KeypairEntry>(bitPattern: bits),
+              entry.pointee.localIndex == receiverIndex
+        else { return nil }
+        return entry
+    }
 }
 
 /// The per-peer state the data path reads and writes. Fixed slots, one per peer handle.
@@ -146,57 +160,9 @@ public final class PeerTable: @unchecked Sendable {
         slots.deallocate()
     }
 
-    // MARK: Data path
-
-    @inline(__always)
-    func sendingEntry(_ peer: UInt32) -> UnsafePointer<KeypairEntry>? {
-        UnsafePointer(bitPattern: slots[Int(peer)].sending.load(ordering: .acquiring))
-    }
-
-    @inline(__always)
-    func route(_ peer: UInt32) -> UnsafePointer<OuterHeaderTemplate>? {
-        UnsafePointer(bitPattern: slots[Int(peer)].route.load(ordering: .acquiring))
-    }
-
-    @inline(__always)
-    static func touch(_ a: borrowing Atomic<UInt64>, _ now: Instant) {
-        if now.nanoseconds &- a.load(ordering: .relaxed) > 1_000_000 { a.store(now.nanoseconds, ordering: .relaxed) }
-    }
-
-    @inline(__always)
-    func noteReceived(_ peer: UInt32, bytes: Int, keepalive: Bool, now: Instant) {
-        let s = slots + Int(peer)
-        s.pointee.rxPackets.wrappingAdd(1, ordering: .relaxed)
-        s.pointee.rxBytes.wrappingAdd(UInt64(bytes), ordering: .relaxed)
-        if keepalive { PeerTable.touch(s.pointee.lastKeepaliveReceived, now) } else { PeerTable.touch(s.pointee.lastDataReceived, now) }
-    }
-
-    @inline(__always)
-    func noteSent(_ peer: UInt32, bytes: Int, now: Instant) {
-        let s = slots + Int(peer)
-        s.pointee.txPackets.wrappingAdd(1, ordering: .relaxed)
-        s.pointee.txBytes.wrappingAdd(UInt64(bytes), ordering: .relaxed)
-        PeerTable.touch(s.pointee.lastDataSent, now)
-    }
-
-    /// True the first time a worker sees `key` as this peer's new endpoint.
-    @inline(__always)
-    func shouldReportEndpoint(_ peer: UInt32, key: UInt64) -> Bool {
-        let s = slots + Int(peer)
-        guard s.pointee.reportedEndpoint.load(ordering: .relaxed) != key else { return false }
-        s.pointee.reportedEndpoint.store(key, ordering: .relaxed)
-        return true
-    }
-
-    /// True the first time a worker sees keypair `localIndex` in use while it is not the
-    /// peer's sending keypair.
-    @inline(__always)
-    func shouldReportKeypair(_ peer: UInt32, localIndex: UInt32) -> Bool {
-        let s = slots + Int(peer)
-        guard s.pointee.reportedKeypair.load(ordering: .relaxed) != localIndex else { return false }
-        s.pointee.reportedKeypair.store(localIndex, ordering: .relaxed)
-        return true
-    }
+    /// What the data path holds: the slots as a plain pointer (no reference counting per
+    /// packet). Valid while the table lives.
+    public var view: PeerTableView { PeerTableView(slots: slots) }
 
     // MARK: Control plane
 
@@ -226,7 +192,7 @@ public final class PeerTable: @unchecked Sendable {
     }
 
     public func currentRoute(_ peer: UInt32) -> OuterHeaderTemplate? {
-        route(peer)?.pointee
+        view.route(peer)?.pointee
     }
 
     public struct Activity: Sendable, Equatable {
@@ -246,5 +212,61 @@ public final class PeerTable: @unchecked Sendable {
                         rxBytes: s.pointee.rxBytes.load(ordering: .relaxed),
                         txPackets: s.pointee.txPackets.load(ordering: .relaxed),
                         txBytes: s.pointee.txBytes.load(ordering: .relaxed))
+    }
+}
+
+/// The data path's view of a `PeerTable`: reads of the published pointers, activity stamps
+/// and counters.
+public struct PeerTableView: @unchecked Sendable {
+    let slots: UnsafeMutablePointer<PeerSlot>
+
+    @inline(__always)
+    func sendingEntry(_ peer: UInt32) -> UnsafePointer<KeypairEntry>? {
+        UnsafePointer(bitPattern: slots[Int(peer)].sending.load(ordering: .acquiring))
+    }
+
+    @inline(__always)
+    func route(_ peer: UInt32) -> UnsafePointer<OuterHeaderTemplate>? {
+        UnsafePointer(bitPattern: slots[Int(peer)].route.load(ordering: .acquiring))
+    }
+
+    @inline(__always)
+    static func touch(_ a: borrowing Atomic<UInt64>, _ now: Instant) {
+        if now.nanoseconds &- a.load(ordering: .relaxed) > 1_000_000 { a.store(now.nanoseconds, ordering: .relaxed) }
+    }
+
+    @inline(__always)
+    func noteReceived(_ peer: UInt32, bytes: Int, keepalive: Bool, now: Instant) {
+        let s = slots + Int(peer)
+        s.pointee.rxPackets.wrappingAdd(1, ordering: .relaxed)
+        s.pointee.rxBytes.wrappingAdd(UInt64(bytes), ordering: .relaxed)
+        if keepalive { PeerTableView.touch(s.pointee.lastKeepaliveReceived, now) } else { PeerTableView.touch(s.pointee.lastDataReceived, now) }
+    }
+
+    @inline(__always)
+    func noteSent(_ peer: UInt32, bytes: Int, now: Instant) {
+        let s = slots + Int(peer)
+        s.pointee.txPackets.wrappingAdd(1, ordering: .relaxed)
+        s.pointee.txBytes.wrappingAdd(UInt64(bytes), ordering: .relaxed)
+        PeerTableView.touch(s.pointee.lastDataSent, now)
+    }
+
+    /// True the first time a worker sees `key` as this peer's new endpoint.
+    @inline(__always)
+    func shouldReportEndpoint(_ peer: UInt32, key: UInt64) -> Bool {
+        let s = slots + Int(peer)
+        guard s.pointee.reportedEndpoint.load(ordering: .relaxed) != key else { return false }
+        s.pointee.reportedEndpoint.store(key, ordering: .relaxed)
+        return true
+    }
+
+    /// True the first time a worker sees keypair `localIndex` in use while it is not the
+    /// peer's sending keypair.
+    @inline(__always)
+    func shouldReportKeypair(_ peer: UInt32, localIndex: UInt32) -> Bool {
+        let s = slots + Int(peer)
+        guard s.pointee.reportedKeypair.load(ordering: .relaxed) != localIndex else { return false }
+        s.pointee.reportedKeypair.store(localIndex, ordering: .relaxed)
+        return true
     }
 }
