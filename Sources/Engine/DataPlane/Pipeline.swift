@@ -76,6 +76,7 @@ public struct PacketProcessor {
     /// Set when something was queued for the control plane in this batch (notify once).
     public var controlPending = false
 
+    /// `control` must outlive the processor: only its producer end is kept.
     public init(state: DataPlaneState, counters: WorkerCounters, control: ControlQueue, workerIndex: Int) {
         self.state = state
         keypairs = state.keypairs.view
