@@ -254,24 +254,34 @@ struct WorkerLoop: ~Copyable {
     mutating func transmitToTenant(_ tenant: Int) {
         let n = tenantPendingCount[tenant]
         tenantPendingCount[tenant] = 0
-        let pending = tenantPending + tenant * Worker.batchSize
-        let tx = tenantTx[tenant]
-        let accepted = Int(min(UInt32(n), tx.freeSlots(wanted: UInt32(n))))
+        transmit(tenantPending + tenant * Worker.batchSize, count: n, tx: tenantTx[tenant],
+                 socket: tenantSockets[tenant], pool: tenantPool,
+                 packets: .tenantTxPackets, bytes: .tenantTxBytes, ringFull: .tenantTxRingFull)
+    }
+
+    /// Puts `n` (frame, length) pairs on `tx` and kicks; frames the ring cannot take go back
+    /// to `pool`, counted as `ringFull` drops.
+    @inline(__always)
+    func transmit(_ pending: UnsafeMutablePointer<(UInt64, UInt32)>, count n: Int, tx: TxRing, socket: XskSocket,
+                  pool: borrowing FramePool, packets: WorkerCounter, bytes: WorkerCounter, ringFull: DropReason) {
+        var accepted = Int(min(UInt32(n), tx.freeSlots(wanted: UInt32(n))))
         if accepted > 0, let first = tx.reserve(UInt32(accepted)) {
-            var bytes: UInt64 = 0
+            var sent: UInt64 = 0
             for i in 0..<accepted {
                 tx.setDescriptor(first &+ UInt32(i), address: pending[i].0, length: pending[i].1)
-                bytes &+= UInt64(pending[i].1)
+                sent &+= UInt64(pending[i].1)
             }
             tx.submit(UInt32(accepted))
-            counters.add(.tenantTxPackets, UInt64(accepted))
-            counters.add(.tenantTxBytes, bytes)
-            kick(tenantSockets[tenant], tx)
+            counters.add(packets, UInt64(accepted))
+            counters.add(bytes, sent)
+            kick(socket, tx)
+        } else {
+            accepted = 0
         }
         if accepted < n {
             counters.add(.txRingFull)
-            counters.drop(.tenantTxRingFull, UInt64(n - accepted))
-            for i in accepted..<n { tenantPool.push(pending[i].0) }
+            counters.drop(ringFull, UInt64(n - accepted))
+            for i in accepted..<n { pool.push(pending[i].0) }
         }
     }
 
@@ -315,30 +325,12 @@ struct WorkerLoop: ~Copyable {
             rx.release(count)
             counters.add(.tenantRxPackets, UInt64(count))
             counters.add(.tenantRxBytes, bytes)
-            if pending > 0 { transmitToUplink(pending) }
+            if pending > 0 {
+                transmit(uplinkPending, count: pending, tx: uplinkTx, socket: uplinkSocket, pool: uplinkPool,
+                         packets: .uplinkTxPackets, bytes: .uplinkTxBytes, ringFull: .uplinkTxRingFull)
+            }
         }
         return total
-    }
-
-    @inline(__always)
-    mutating func transmitToUplink(_ n: Int) {
-        let accepted = Int(min(UInt32(n), uplinkTx.freeSlots(wanted: UInt32(n))))
-        if accepted > 0, let first = uplinkTx.reserve(UInt32(accepted)) {
-            var bytes: UInt64 = 0
-            for i in 0..<accepted {
-                uplinkTx.setDescriptor(first &+ UInt32(i), address: uplinkPending[i].0, length: uplinkPending[i].1)
-                bytes &+= UInt64(uplinkPending[i].1)
-            }
-            uplinkTx.submit(UInt32(accepted))
-            counters.add(.uplinkTxPackets, UInt64(accepted))
-            counters.add(.uplinkTxBytes, bytes)
-            kick(uplinkSocket, uplinkTx)
-        }
-        if accepted < n {
-            counters.add(.txRingFull)
-            counters.drop(.uplinkTxRingFull, UInt64(n - accepted))
-            for i in accepted..<n { uplinkPool.push(uplinkPending[i].0) }
-        }
     }
 
     /// Kicks every TX ring that still holds descriptors (a kick that made no progress left
