@@ -33,19 +33,40 @@ public struct GatewaySection: Sendable {
     /// One core per queue (same order as `queues`); nil means cores on the uplink's NUMA node.
     public var cores: [Int]?
     public var xdpMode: XDPModeSetting
-    /// Where to serve metrics (parsed and validated; not used yet).
+    /// Where to serve Prometheus metrics over HTTP (`/metrics`); nil: nowhere.
     public var metricsListen: Endpoint?
+    /// The gateway's name: `xdpwg stats --name` and `xdpwg reload --name` find it by this
+    /// (its files are /run/xdpwg/NAME.*). Two gateways on one machine need different names.
+    public var name: String
+    /// Room for tenants and peers, including those added later through `wg set` or a reload
+    /// (the tables are sized once, at start); nil: twice what the file has, at least 64
+    /// tenants and 1024 peers.
+    public var maxTenants: Int?
+    public var maxPeers: Int?
     /// The line of the [Gateway] header.
     public var line: Int
 
+    public static let defaultName = "xdpwg"
+    public static let tenantLimit = 4096
+    public static let peerLimit = 1 << 20
+
     public init(uplink: String, queues: [UInt32]? = nil, cores: [Int]? = nil, xdpMode: XDPModeSetting = .native,
-                metricsListen: Endpoint? = nil, line: Int) {
+                metricsListen: Endpoint? = nil, name: String = GatewaySection.defaultName, maxTenants: Int? = nil,
+                maxPeers: Int? = nil, line: Int) {
         self.uplink = uplink
         self.queues = queues
         self.cores = cores
         self.xdpMode = xdpMode
         self.metricsListen = metricsListen
+        self.name = name
+        self.maxTenants = maxTenants
+        self.maxPeers = maxPeers
         self.line = line
+    }
+
+    /// How many tenants and peers the tables hold for a file with `tenants` and `peers`.
+    public func capacity(tenants: Int, peers: Int) -> (tenants: Int, peers: Int) {
+        (maxTenants ?? max(64, 2 * tenants), maxPeers ?? max(1024, 2 * peers))
     }
 }
 

@@ -11,7 +11,10 @@ import Glibc
 //     Queues = 0-1                  # optional: RX queues to serve (N, N-M, comma lists); default all
 //     Cores = 2,3                   # optional: one per queue; default cores on the uplink's NUMA node
 //     XDPMode = native              # optional: native (default) | generic
-//     MetricsListen = 127.0.0.1:9100  # optional
+//     MetricsListen = 127.0.0.1:9586  # optional: serve Prometheus metrics at /metrics
+//     Name = edge1                  # optional: this gateway's name (stats, reload); default xdpwg
+//     MaxTenants = 256              # optional: room for tenants added while running
+//     MaxPeers = 4096               # optional: room for peers added while running
 //
 //     [Tenant]                      # one or more
 //     Name = acme                   # required, unique: the WireGuard interface name (`wg show acme`)
@@ -118,7 +121,7 @@ enum ConfigurationParser {
     /// Every key of every section, as spelled in messages. Matching is case-insensitive.
     enum Key: String, CaseIterable {
         case uplink = "Uplink", queues = "Queues", cores = "Cores", xdpMode = "XDPMode"
-        case metricsListen = "MetricsListen"
+        case metricsListen = "MetricsListen", maxTenants = "MaxTenants", maxPeers = "MaxPeers"
         case name = "Name", privateKey = "PrivateKey", listenPort = "ListenPort", namespace = "Namespace"
         case address = "Address", interfaceName = "InterfaceName"
         case publicKey = "PublicKey", presharedKey = "PresharedKey", allowedIPs = "AllowedIPs"
@@ -126,7 +129,7 @@ enum ConfigurationParser {
 
         var section: Section {
             switch self {
-            case .uplink, .queues, .cores, .xdpMode, .metricsListen: .gateway
+            case .uplink, .queues, .cores, .xdpMode, .metricsListen, .maxTenants, .maxPeers: .gateway
             case .name, .privateKey, .listenPort, .namespace, .address, .interfaceName: .tenant
             case .publicKey, .presharedKey, .allowedIPs, .endpoint, .persistentKeepalive: .peer
             }
@@ -144,6 +147,9 @@ enum ConfigurationParser {
         var cores: [Int]?
         var xdpMode = XDPModeSetting.native
         var metricsListen: Endpoint?
+        var name: String?
+        var maxTenants: Int?
+        var maxPeers: Int?
     }
 
     struct TenantDraft {
@@ -260,7 +266,8 @@ enum ConfigurationParser {
                 problems.add(n, "unknown key \(shownName(keyText)) in [\(section.rawValue)]")
                 continue
             }
-            guard key.section == section else {
+            // `Name` names a tenant, and also the gateway itself.
+            guard key.section == section || (key == .name && section == .gateway) else {
                 problems.add(n, "\(key.rawValue) belongs in [\(key.section.rawValue)], not in [\(section.rawValue)]")
                 continue
             }
@@ -311,6 +318,20 @@ enum ConfigurationParser {
             }
         case .metricsListen:
             d.metricsListen = endpoint(value, key: key, n, &problems)
+        case .name:
+            if let problem = gatewayNameProblem(value) { problems.add(n, "Name: \(problem)") } else { d.name = value.string }
+        case .maxTenants:
+            if let v = decimal(value.bytes, max: GatewaySection.tenantLimit), v >= 1 {
+                d.maxTenants = v
+            } else {
+                problems.add(n, "MaxTenants: \(shown(value)) is not a number from 1 to \(GatewaySection.tenantLimit)")
+            }
+        case .maxPeers:
+            if let v = decimal(value.bytes, max: GatewaySection.peerLimit), v >= 1 {
+                d.maxPeers = v
+            } else {
+                problems.add(n, "MaxPeers: \(shown(value)) is not a number from 1 to \(GatewaySection.peerLimit)")
+            }
         default:
             break
         }
@@ -414,7 +435,8 @@ enum ConfigurationParser {
             }
             if let uplink = g.uplink {
                 section = GatewaySection(uplink: uplink, queues: g.queues, cores: g.cores, xdpMode: g.xdpMode,
-                                         metricsListen: g.metricsListen, line: g.line)
+                                         metricsListen: g.metricsListen, name: g.name ?? GatewaySection.defaultName,
+                                         maxTenants: g.maxTenants, maxPeers: g.maxPeers, line: g.line)
             }
         } else {
             problems.add(nil, "no [Gateway] section: the file needs one, with the Uplink")
@@ -494,6 +516,15 @@ enum ConfigurationParser {
                                                  line: t.line))
             } else {
                 complete = false
+            }
+        }
+        if let g = gateway {
+            let peerCount = tenants.reduce(0) { $0 + $1.peers.count }
+            if let max = g.maxTenants, max < tenants.count {
+                problems.add(g.seen[.maxTenants], "MaxTenants: \(max) is fewer than the \(tenants.count) tenants in this file")
+            }
+            if let max = g.maxPeers, max < peerCount {
+                problems.add(g.seen[.maxPeers], "MaxPeers: \(max) is fewer than the \(peerCount) peers in this file")
             }
         }
         guard let section, complete, !built.isEmpty else { return nil }
@@ -595,6 +626,20 @@ enum ConfigurationParser {
     /// Linux's dev_valid_name, made stricter so the name is also a plain file name for
     /// `/var/run/wireguard/NAME.sock` and safe in any shell: 1-15 printable ASCII characters,
     /// none of them '/', ':' or whitespace, and not "." or "..".
+    /// A gateway's name becomes part of file names under /run/xdpwg.
+    static func gatewayNameProblem(_ value: Value) -> String? {
+        let b = value.bytes
+        if b.isEmpty { return "empty; give a name such as edge1" }
+        if b.count > 32 { return "longer than 32 characters" }
+        let allowed = b.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x2d || c == 0x5f
+        }
+        if !allowed || b[0] == UInt8(ascii: "-") {
+            return "\(shown(value)) may hold only letters, digits, '-' and '_', and not start with '-'"
+        }
+        return nil
+    }
+
     static func interfaceNameProblem(_ value: Value) -> String? {
         let b = value.bytes
         if b.isEmpty { return "empty; give an interface name" }

@@ -141,6 +141,14 @@ func prefix(_ text: String) -> IPPrefix { try! IPPrefix(parsing: text) }
         #expect(c.peerCount == 1)
     }
 
+    @Test func gatewayNameAndCapacities() throws {
+        let c = try #require(parse(inserting("name = edge-1", "MaxTenants = 8", "MAXPEERS = 100", before: 3)))
+        #expect(c.gateway.name == "edge-1")
+        #expect(c.gateway.maxTenants == 8)
+        #expect(c.gateway.maxPeers == 100)
+        #expect(c.gateway.capacity(tenants: 1, peers: 1) == (8, 100))
+    }
+
     @Test func severalTenantsWithOverlappingAddressesAndEveryOption() throws {
         let c = try #require(parse([
             "[Gateway]",
@@ -180,6 +188,8 @@ func prefix(_ text: String) -> IPPrefix { try! IPPrefix(parsing: text) }
         #expect(c.gateway.cores == [4, 5, 6, 7])
         #expect(c.gateway.xdpMode == .generic)
         #expect(c.gateway.metricsListen == Endpoint(address: try IPAddress(parsing: "::1"), port: 9100))
+        #expect(c.gateway.name == GatewaySection.defaultName)
+        #expect(c.gateway.capacity(tenants: 2, peers: 3) == (64, 1024))
         #expect(c.tenants.map(\.name) == ["acme", "globex"])
         #expect(c.tenants.map(\.line) == [7, 24])
         let acme = c.tenants[0]
@@ -296,6 +306,12 @@ func prefix(_ text: String) -> IPPrefix { try! IPPrefix(parsing: text) }
              (3, "Cores: '-1' is not a core number or range N-M (0 to 65535)")),
         Case("MetricsListen host name", inserting("MetricsListen = localhost:9100", before: 3),
              (3, "MetricsListen: 'localhost:9100' is a host name; names are not resolved: give an IP address (a.b.c.d:port or [IPv6]:port)")),
+        Case("Name with a slash", inserting("Name = ../x", before: 3),
+             (3, "Name: '../x' may hold only letters, digits, '-' and '_', and not start with '-'")),
+        Case("MaxPeers zero", inserting("MaxPeers = 0", before: 3), (3, "MaxPeers: '0' is not a number from 1 to 1048576")),
+        Case("MaxTenants below the file", inserting("MaxTenants = 1", before: 3) + ["[Tenant]", "Name = t2",
+                                                    "PrivateKey = \(Keys.tenant2B64)", "ListenPort = 9", "Namespace = n2"],
+             (3, "MaxTenants: 1 is fewer than the 2 tenants in this file")),
         Case("MetricsListen no port", inserting("MetricsListen = 127.0.0.1", before: 3),
              (3, "MetricsListen: '127.0.0.1' is not an IPv4 a.b.c.d:port or IPv6 [address]:port")),
 
