@@ -53,16 +53,96 @@ final class TenantControl {
     }
 }
 
-/// Counters of the control plane (handshakes), read by the gateway's reports.
-public struct HandshakeCounters: Sendable {
-    public var initiationsReceived = 0, responsesReceived = 0, cookieRepliesReceived = 0
-    public var initiationsSent = 0, responsesSent = 0, cookieRepliesSent = 0
-    public var sessionsEstablished = 0
-    public var failures: [String: Int] = [:]
-    public var stagedDropped = 0
-    public var sendErrors = 0
+/// What the control plane counts about handshakes. The names are stable: they appear in
+/// `xdpwg stats`, its JSON and the metrics.
+public enum HandshakeCounter: Int, CaseIterable, Sendable {
+    case initiationsReceived, responsesReceived, cookieRepliesReceived
+    case initiationsSent, responsesSent, cookieRepliesSent
+    case sessionsEstablished
+    /// Packets staged while no session existed that were dropped (queue full, or timed out).
+    case stagedDropped
+    /// Handshake or staged messages the kernel socket refused to send.
+    case sendErrors
 
-    mutating func fail(_ reason: String) { failures[reason, default: 0] += 1 }
+    public var name: String {
+        switch self {
+        case .initiationsReceived: "initiations_received"
+        case .responsesReceived: "responses_received"
+        case .cookieRepliesReceived: "cookie_replies_received"
+        case .initiationsSent: "initiations_sent"
+        case .responsesSent: "responses_sent"
+        case .cookieRepliesSent: "cookie_replies_sent"
+        case .sessionsEstablished: "sessions_established"
+        case .stagedDropped: "staged_dropped"
+        case .sendErrors: "send_errors"
+        }
+    }
+}
+
+/// Why a handshake message was not answered or not accepted.
+public enum HandshakeFailure: Int, CaseIterable, Sendable {
+    case malformedInitiation, malformedResponse, malformedCookieReply
+    case responseToNoInitiation, cookieReplyToNoInitiation, unknownMessageType
+    /// mac1 did not verify (the sender does not know the tenant's public key).
+    case invalidMAC1
+    /// Over the per-source limit while under load.
+    case rateLimited
+    /// Every local index is in use.
+    case noFreeIndex
+    // From the Noise handshake itself (`HandshakeError`).
+    case decryptionFailed, unknownPeer, replayedTimestamp, floodedInitiations, lowOrderPoint
+    case wrongState, unknownIndex, unexpectedCookieReply, internalError
+
+    public var name: String {
+        switch self {
+        case .malformedInitiation: "malformed_initiation"
+        case .malformedResponse: "malformed_response"
+        case .malformedCookieReply: "malformed_cookie_reply"
+        case .responseToNoInitiation: "response_to_no_initiation"
+        case .cookieReplyToNoInitiation: "cookie_reply_to_no_initiation"
+        case .unknownMessageType: "unknown_message_type"
+        case .invalidMAC1: "invalid_mac1"
+        case .rateLimited: "rate_limited"
+        case .noFreeIndex: "no_free_index"
+        case .decryptionFailed: "decryption_failed"
+        case .unknownPeer: "unknown_peer"
+        case .replayedTimestamp: "replayed_timestamp"
+        case .floodedInitiations: "flooded_initiations"
+        case .lowOrderPoint: "low_order_point"
+        case .wrongState: "wrong_state"
+        case .unknownIndex: "unknown_index"
+        case .unexpectedCookieReply: "unexpected_cookie_reply"
+        case .internalError: "internal_error"
+        }
+    }
+
+    init(_ error: HandshakeError) {
+        switch error {
+        case .malformed: self = .malformedInitiation
+        case .invalidMAC1: self = .invalidMAC1
+        case .decryptionFailed: self = .decryptionFailed
+        case .unknownPeer: self = .unknownPeer
+        case .replayedTimestamp: self = .replayedTimestamp
+        case .floodedInitiations: self = .floodedInitiations
+        case .lowOrderPoint: self = .lowOrderPoint
+        case .wrongState: self = .wrongState
+        case .unknownIndex: self = .unknownIndex
+        case .unexpectedCookieReply: self = .unexpectedCookieReply
+        case .bufferTooSmall: self = .internalError
+        }
+    }
+}
+
+/// The control plane's handshake counters (one thread writes them).
+public struct HandshakeCounters: Sendable {
+    public private(set) var counts = [UInt64](repeating: 0, count: HandshakeCounter.allCases.count)
+    public private(set) var failures = [UInt64](repeating: 0, count: HandshakeFailure.allCases.count)
+
+    public subscript(_ c: HandshakeCounter) -> UInt64 { counts[c.rawValue] }
+    public subscript(_ f: HandshakeFailure) -> UInt64 { failures[f.rawValue] }
+
+    mutating func add(_ c: HandshakeCounter, _ n: Int = 1) { counts[c.rawValue] &+= UInt64(n) }
+    mutating func fail(_ f: HandshakeFailure) { failures[f.rawValue] &+= 1 }
 }
 
 /// The control thread's state machine: handshakes (responder and initiator), cookies under
@@ -184,10 +264,10 @@ public final class ControlPlane {
         let underLoad = now < underLoadUntil
         switch payload.first {
         case 1:
-            counters.initiationsReceived += 1
+            counters.add(.initiationsReceived)
             let message: InitiationMessage
             do throws(MessageError) { message = try InitiationMessage(payload) } catch {
-                counters.fail("malformed_initiation"); return
+                counters.fail(.malformedInitiation); return
             }
             guard admit(message, tenant: t, source: sourceKey, header: h, now: now, underLoad: underLoad) else { return }
             let session: PeerSession
@@ -200,38 +280,38 @@ public final class ControlPlane {
                 guard let handle = tenants[t].peersByKey[handshake.remoteStatic] else { return }
                 session = peers[Int(handle)]
             } catch {
-                counters.fail(Self.name(error)); return
+                counters.fail(HandshakeFailure(error)); return
             }
             session.timers.handshakeMessageReceived(now: now)
             abandonHandshake(session)   // a response replaces any initiation of ours in progress
-            guard let index = allocateIndex() else { counters.fail("no_free_index"); return }
+            guard let index = allocateIndex() else { counters.fail(.noFreeIndex); return }
             var keys: SessionKeys
             do throws(HandshakeError) {
                 keys = try session.handshake.createResponse(ephemeral: .generate(), localIndex: index, now: now,
                                                             into: buffer)
             } catch {
                 state.keypairs.release(index: index)
-                counters.fail(Self.name(error)); return
+                counters.fail(HandshakeFailure(error)); return
             }
             install(Keypair(consuming: &keys), in: session)
             session.timers.handshakeResponseSent(now: now)
             learnEndpoint(session, from: header)
             send(ResponseMessage.size, for: session)
-            counters.responsesSent += 1
+            counters.add(.responsesSent)
         case 2:
-            counters.responsesReceived += 1
+            counters.add(.responsesReceived)
             let message: ResponseMessage
             do throws(MessageError) { message = try ResponseMessage(payload) } catch {
-                counters.fail("malformed_response"); return
+                counters.fail(.malformedResponse); return
             }
             guard let handle = pendingHandshakes[message.receiverIndex], peers[Int(handle)].tenant == t else {
-                counters.fail("response_to_no_initiation"); return
+                counters.fail(.responseToNoInitiation); return
             }
             guard admit(message, tenant: t, source: sourceKey, header: h, now: now, underLoad: underLoad) else { return }
             let session = peers[Int(handle)]
             var keys: SessionKeys
             do throws(HandshakeError) { keys = try session.handshake.consumeResponse(message, now: now) } catch {
-                counters.fail(Self.name(error)); return
+                counters.fail(HandshakeFailure(error)); return
             }
             pendingHandshakes.removeValue(forKey: message.receiverIndex)
             session.handshakeIndex = nil
@@ -243,19 +323,19 @@ public final class ControlPlane {
             learnEndpoint(session, from: header)
             perform(session, now: now)
         case 3:
-            counters.cookieRepliesReceived += 1
+            counters.add(.cookieRepliesReceived)
             let message: CookieReplyMessage
             do throws(MessageError) { message = try CookieReplyMessage(payload) } catch {
-                counters.fail("malformed_cookie_reply"); return
+                counters.fail(.malformedCookieReply); return
             }
             guard let handle = pendingHandshakes[message.receiverIndex], peers[Int(handle)].tenant == t else {
-                counters.fail("cookie_reply_to_no_initiation"); return
+                counters.fail(.cookieReplyToNoInitiation); return
             }
             do throws(HandshakeError) { try peers[Int(handle)].handshake.consumeCookieReply(payload, now: now) } catch {
-                counters.fail(Self.name(error))
+                counters.fail(HandshakeFailure(error))
             }
         default:
-            counters.fail("unknown_message_type")
+            counters.fail(.unknownMessageType)
         }
     }
 
@@ -269,27 +349,21 @@ public final class ControlPlane {
         case .process:
             return true
         case .dropInvalidMAC1:
-            counters.fail("invalid_mac1")
+            counters.fail(.invalidMAC1)
             return false
         case .sendCookieReply:
             let ok = tenants[t].cookies.createCookieReply(to: message, source: source, port: header.sourcePort,
                                                           now: now, into: buffer)
             if ok {
                 sendRaw(CookieReplyMessage.size, tenant: t, to: header.sourceAddress, port: header.sourcePort)
-                counters.cookieRepliesSent += 1
+                counters.add(.cookieRepliesSent)
             }
             return false
         case .processIfRateLimiterAllows:
             if limit == .allowed { return true }
-            counters.fail("rate_limited")
+            counters.fail(.rateLimited)
             return false
         }
-    }
-
-    private static func name(_ error: HandshakeError) -> String {
-        var s = "\(error)"
-        if let paren = s.firstIndex(of: "(") { s = String(s[..<paren]) }
-        return "handshake_" + s
     }
 
     // MARK: Keypairs
@@ -353,7 +427,7 @@ public final class ControlPlane {
     }
 
     private func sessionEstablished(_ session: PeerSession) {
-        counters.sessionsEstablished += 1
+        counters.add(.sessionsEstablished)
         session.handshakesCompleted += 1
         session.lastHandshake = Clock.wall()
         if session.handshakesCompleted == 1 {
@@ -392,7 +466,7 @@ public final class ControlPlane {
         let session = peers[Int(handle)]
         if session.staged.count >= Tunnel.maxStagedPackets {
             session.staged.removeFirst()   // the kernel drops the oldest
-            counters.stagedDropped += 1
+            counters.add(.stagedDropped)
         }
         session.staged.append(Array(packet))
         if session.slots.sendingKeypair(at: now) != nil {
@@ -450,7 +524,7 @@ public final class ControlPlane {
         }
         if session.pending.contains(.clearStagedPackets) {
             session.pending.remove(.clearStagedPackets)
-            counters.stagedDropped += session.staged.count
+            counters.add(.stagedDropped, session.staged.count)
             session.staged.removeAll()
         }
         if session.flushStaged || session.pending.contains(.sendKeepalive),
@@ -495,19 +569,19 @@ public final class ControlPlane {
             return
         }
         abandonHandshake(session)
-        guard let index = allocateIndex() else { counters.fail("no_free_index"); return }
+        guard let index = allocateIndex() else { counters.fail(.noFreeIndex); return }
         do throws(HandshakeError) {
             try session.handshake.createInitiation(ephemeral: .generate(), localIndex: index, timestamp: Clock.wall(),
                                                    now: now, into: buffer)
         } catch {
             state.keypairs.release(index: index)
-            counters.fail(Self.name(error))
+            counters.fail(HandshakeFailure(error))
             return
         }
         session.handshakeIndex = index
         pendingHandshakes[index] = session.handle
         send(InitiationMessage.size, for: session)
-        counters.initiationsSent += 1
+        counters.add(.initiationsSent)
         session.timers.handshakeInitiationSent(now: now, jitter: jitter())
     }
 
@@ -521,7 +595,7 @@ public final class ControlPlane {
     private func sendRaw(_ length: Int, tenant: Int, to address: IPAddress, port: UInt16) {
         let error = tenants[tenant].socket.send(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), to: address,
                                                 port: port)
-        if error != nil { counters.sendErrors += 1 }
+        if error != nil { counters.add(.sendErrors) }
     }
 
     /// Uniform in [0, 333 ms), as Tunnel.jitter.

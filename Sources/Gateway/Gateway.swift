@@ -316,11 +316,9 @@ public final class Gateway {
         }
         if let control {
             let h = control.counters
-            var line = "stats: handshakes initiations_received=\(h.initiationsReceived) responses_received=\(h.responsesReceived)"
-                + " cookie_replies_received=\(h.cookieRepliesReceived) initiations_sent=\(h.initiationsSent)"
-                + " responses_sent=\(h.responsesSent) cookie_replies_sent=\(h.cookieRepliesSent)"
-                + " sessions=\(h.sessionsEstablished) staged_dropped=\(h.stagedDropped) send_errors=\(h.sendErrors)"
-            for (reason, n) in h.failures.sorted(by: { $0.key < $1.key }) { line += " \(reason)=\(n)" }
+            var line = "stats: handshakes"
+            for c in HandshakeCounter.allCases { line += " \(c.name)=\(h[c])" }
+            for f in HandshakeFailure.allCases where h[f] > 0 { line += " \(f.name)=\(h[f])" }
             lines.append(line)
             for p in control.peerReports() {
                 lines.append("stats: peer tenant=\(p.tenant) public_key=\(p.publicKey) endpoint=\(p.endpoint ?? "none")"
