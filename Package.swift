@@ -14,6 +14,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // LogHandler.log(event:) (SLG-0005) is the 1.16 handler API.
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // System libraries, found through pkg-config (scripts/install-deps.sh installs them).
@@ -40,12 +42,16 @@ let package = Package(
         // Build-tool plugin: clang -target bpf for every bpf/*.bpf.c, object embedded in Engine.
         .plugin(name: "EmbedBPFObjects", capability: .buildTool()),
         // The control plane: configuration, tenants, handshakes, timers.
-        .target(name: "Gateway", dependencies: ["WireGuard", "Engine"]),
+        .target(
+            name: "Gateway",
+            dependencies: ["WireGuard", "Engine", .product(name: "Logging", package: "swift-log")]
+        ),
         .executableTarget(
             name: "xdpwg",
             dependencies: [
                 "WireGuard", "Engine", "Gateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
 
@@ -54,7 +60,10 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["WireGuard", "CXDPWG"], path: "Tests/Support"),
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard"], exclude: ["Vectors"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "WireGuard", "CXDPWG", "CLibBPF", "TestSupport"]),
-        .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Engine", "WireGuard"]),
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: ["Gateway", "Engine", "WireGuard", "TestSupport", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(name: "IntegrationTests", dependencies: ["WireGuard", "CXDPWG", "TestSupport"]),
     ]
 )

@@ -14,6 +14,8 @@ packages=(
   python3 python3-cryptography
   # the perf lab: instruction counts
   valgrind
+  # systemd-analyze verify for contrib/xdpwg.service (SystemdUnitTests)
+  systemd
 )
 
 missing=()

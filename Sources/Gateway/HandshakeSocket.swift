@@ -65,29 +65,3 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
         description = "\(message): \(String(cString: strerror(code)))"
     }
 }
-
-/// Log lines to standard error, with a level and no secrets: callers pass public keys
-/// (as short fingerprints) and addresses only.
-public enum Log {
-    public enum Level: Int, Comparable, Sendable {
-        case debug, info, warning, error
-        public static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }
-        var label: String { ["debug", "info", "warning", "error"][rawValue] }
-    }
-    nonisolated(unsafe) public static var minimum: Level = .info
-
-    public static func log(_ level: Level, _ message: @autoclosure () -> String) {
-        guard level >= minimum else { return }
-        var line = "xdpwg: \(level.label): \(message())\n"
-        line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
-    }
-    public static func debug(_ m: @autoclosure () -> String) { log(.debug, m()) }
-    public static func info(_ m: @autoclosure () -> String) { log(.info, m()) }
-    public static func warning(_ m: @autoclosure () -> String) { log(.warning, m()) }
-    public static func error(_ m: @autoclosure () -> String) { log(.error, m()) }
-}
-
-extension PublicKey {
-    /// The first 8 characters of the base64 key: enough to tell peers apart in logs.
-    var shortName: String { String(description.prefix(8)) + "…" }
-}

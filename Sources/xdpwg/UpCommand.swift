@@ -12,17 +12,38 @@ struct Up: ParsableCommand {
         discussion: """
             Loads the XDP programs, creates the tenants' namespaces and interfaces, starts one \
             worker per uplink queue and serves until SIGINT or SIGTERM; then removes everything \
-            it created. Logs go to standard error. SIGUSR1 prints every counter.
+            it created. Logs go to standard error, one line per message (LEVEL message \
+            key=value…), at the level of --log-level, else of the XDPWG_LOG_LEVEL environment \
+            variable, else info. SIGUSR1 prints every counter.
             """)
 
     @Option(name: .long, help: "The configuration file (see `xdpwg check-config`).")
     var config: String
 
-    @Flag(name: .long, help: "Log debug messages too.")
+    @Option(name: .long, help: ArgumentHelp(
+        "The lowest level logged: trace, debug, info, notice, warning, error or critical (default: $XDPWG_LOG_LEVEL, else info).",
+        valueName: "level"))
+    var logLevel: String?
+
+    @Flag(name: .long, help: "The same as --log-level debug.")
     var verbose = false
 
+    func validate() throws {
+        _ = try level()
+    }
+
+    /// The level from the options and the environment (`Log.resolveLevel` says which wins).
+    private func level() throws -> Log.Level {
+        do throws(GatewayError) {
+            return try Log.resolveLevel(option: logLevel, verbose: verbose,
+                                        environment: getenv(Log.levelEnvironmentVariable).map { String(cString: $0) })
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
+
     func run() throws {
-        if verbose { Log.minimum = .debug }
+        bootstrapLogging(level: try level())
         do throws(GatewayError) { try Gateway.checkPrivileges() } catch {
             Log.error("\(error)")
             throw ExitCode.failure
