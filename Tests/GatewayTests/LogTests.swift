@@ -164,13 +164,23 @@ import Glibc
     }
 
     /// Standard error of `xdpwg up --config /nonexistent ARGS` run as nobody; the exit status
-    /// must be 1 (the privilege check failed).
+    /// must be 1 (the privilege check failed). As root, the binary is run from a copy in a
+    /// temporary directory that nobody may enter (the build directory may not be).
     private func runUpUnprivileged(_ arguments: [String], environment level: String? = nil) throws -> String {
-        let asNobody = geteuid() == 0 ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : []
         var environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]
         environment[Log.levelEnvironmentVariable] = level
-        let (status, out, err) = try Command.runAllowingFailure(
-            asNobody + [try Command.xdpwg, "up", "--config", "/nonexistent"] + arguments, environment: environment)
+        var command = [try Command.xdpwg, "up", "--config", "/nonexistent"] + arguments
+        let manager = FileManager.default
+        let directory = manager.temporaryDirectory.appendingPathComponent("xdpwg-log-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        defer { try? manager.removeItem(at: directory) }
+        if geteuid() == 0 {
+            try manager.createDirectory(at: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
+            let copy = directory.appendingPathComponent("xdpwg")
+            try manager.copyItem(atPath: command[0], toPath: copy.path)
+            try manager.setAttributes([.posixPermissions: 0o755], ofItemAtPath: copy.path)
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", copy.path] + command.dropFirst()
+        }
+        let (status, out, err) = try Command.runAllowingFailure(command, environment: environment)
         #expect(status == 1, "xdpwg up \(arguments) exited \(status): \(out)\(err)")
         #expect(out == "")
         return err
