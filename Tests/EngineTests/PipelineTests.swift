@@ -32,8 +32,6 @@ import WireGuard
                                           innerMAC: PipelineTests.innerMAC, mtu: 1420))
             }
             state = DataPlaneState(tenants: routes, peerCapacity: 2, keypairCapacity: 64, workerCount: 1)
-            state.peers.activate(0, tenant: 0)
-            state.peers.activate(1, tenant: 1)
             let k1 = Key32(bytes: [UInt8](repeating: 1, count: 32))!, k2 = Key32(bytes: [UInt8](repeating: 2, count: 32))!
             var ours = SessionKeys(sendKey: k1, receiveKey: k2, localIndex: PipelineTests.gatewayIndex,
                                    remoteIndex: PipelineTests.peerIndex, isInitiator: false, createdAt: .zero)
