@@ -66,6 +66,9 @@ public final class Gateway {
     /// Running tenants by name, and the free tenant slots.
     private var tenants: [String: TenantRuntime] = [:]
     private var freeSlots: [Int] = []
+    private var controlSocket: ControlSocket?
+    /// Where the control and stats files go (tests use their own).
+    public var runtimeDirectory = ControlSocket.defaultDirectory
 
     public init(configuration: GatewayConfiguration, configurationPath: String? = nil, sizing: Sizing = Sizing()) {
         self.configuration = configuration
@@ -106,6 +109,10 @@ public final class Gateway {
     private func build() throws(GatewayError) {
         try Gateway.checkPrivileges()
         let config = configuration
+        // First: a second gateway with the same name is refused before it touches anything.
+        let controlSocket = try ControlSocket(name: config.gateway.name, directory: runtimeDirectory)
+        self.controlSocket = controlSocket
+        onTeardown("control socket") { [unowned self] in self.controlSocket = nil }
         let uplink: NetworkInterface
         do throws(SystemError) { uplink = try NetworkInterface.named(config.gateway.uplink, role: "uplink") } catch {
             throw GatewayError("\(error)")
@@ -437,6 +444,7 @@ public final class Gateway {
     public func runControlLoop() {
         guard let control else { return }
         var fds = controlQueues.map { pollfd(fd: $0.eventFD, events: Int16(POLLIN), revents: 0) }
+        if let controlSocket { fds.append(pollfd(fd: controlSocket.fd, events: Int16(POLLIN), revents: 0)) }
         var signals = sigset_t()
         sigemptyset(&signals)
         for s in Gateway.handledSignals { sigaddset(&signals, s) }
@@ -451,6 +459,7 @@ public final class Gateway {
                 reportedPinning.insert(w.index)
                 Log.warning("worker \(w.index): could not pin to core: \(w.pinningError!)")
             }
+            controlSocket?.service { command in self.command(command) }
             let signal = sigtimedwait(&signals, nil, &zero)
             if signal == SIGINT || signal == SIGTERM {
                 Log.info("\(signal == SIGINT ? "SIGINT" : "SIGTERM"): stopping")
@@ -461,6 +470,23 @@ public final class Gateway {
                 Log.info("SIGHUP: reloading the configuration")
                 do throws(GatewayError) { try reload() } catch { Log.error("reload refused: \(error)") }
             }
+        }
+    }
+
+    /// Answers a request on the control socket.
+    private func command(_ command: String) -> (ok: Bool, lines: [String]) {
+        switch command {
+        case "reload":
+            Log.info("reload requested")
+            do throws(GatewayError) {
+                let changes = try reload()
+                return (true, changes.isEmpty ? ["no changes"] : changes)
+            } catch {
+                Log.error("reload refused: \(error)")
+                return (false, error.description.split(separator: "\n").map(String.init))
+            }
+        default:
+            return (false, ["unknown command '\(command)'; known: reload"])
         }
     }
 

@@ -12,7 +12,8 @@ struct Up: ParsableCommand {
         discussion: """
             Loads the XDP programs, creates the tenants' namespaces and interfaces, starts one \
             worker per uplink queue and serves until SIGINT or SIGTERM; then removes everything \
-            it created. Logs go to standard error. SIGUSR1 prints every counter.
+            it created. Logs go to standard error. SIGUSR1 prints every counter; SIGHUP (or \
+            `xdpwg reload`) re-reads the file and applies what changed.
             """)
 
     @Option(name: .long, help: "The configuration file (see `xdpwg check-config`).")
@@ -38,7 +39,7 @@ struct Up: ParsableCommand {
         // Before any thread exists, so every worker inherits the mask and only the control
         // loop receives these signals.
         Gateway.blockHandledSignals()
-        let gateway = Gateway(configuration: configuration)
+        let gateway = Gateway(configuration: configuration, configurationPath: config)
         do throws(GatewayError) {
             try gateway.start()
         } catch {
