@@ -89,5 +89,5 @@ public enum Log {
 
 extension PublicKey {
     /// The first 8 characters of the base64 key: enough to tell peers apart in logs.
-    var shortName: String { String(description.prefix(8)) + "…" }
+    public var shortName: String { String(description.prefix(8)) + "…" }
 }
