@@ -8,7 +8,8 @@ final class PeerSession {
     let handle: UInt32
     let tenant: Int
     let publicKey: PublicKey
-    let handshake: PeerHandshake
+    /// Replaced when the tenant's private key changes.
+    var handshake: PeerHandshake
     var slots = KeypairSlots()
     var timers: SessionTimers
     /// Keypair entries published in the keypair table, by local index.
@@ -39,17 +40,16 @@ final class PeerSession {
 /// the kernel socket its handshake messages leave through.
 final class TenantControl {
     let name: String
-    let identity: StaticIdentity
+    var identity: StaticIdentity
     var cookies: CookieChecker
     var rateLimiter = RateLimiter()
-    let socket: HandshakeSocket
-    var peersByKey: [PublicKey: UInt32]
+    var socket: HandshakeSocket
+    var peersByKey: [PublicKey: UInt32] = [:]
     let mtu: Int
 
-    init(name: String, identity: StaticIdentity, cookies: CookieChecker, socket: HandshakeSocket,
-         peersByKey: [PublicKey: UInt32], mtu: Int) {
-        self.name = name; self.identity = identity; self.cookies = cookies; self.socket = socket
-        self.peersByKey = peersByKey; self.mtu = mtu
+    init(name: String, identity: StaticIdentity, socket: HandshakeSocket, mtu: Int) {
+        self.name = name; self.identity = identity; self.cookies = CookieChecker(identity: identity)
+        self.socket = socket; self.mtu = mtu
     }
 }
 
@@ -151,8 +151,15 @@ public struct HandshakeCounters: Sendable {
 public final class ControlPlane {
     let state: DataPlaneState
     var reclaimer: Reclaimer
-    var tenants: [TenantControl]
-    var peers: [PeerSession]
+    /// By tenant slot (the slot in `DataPlaneState`).
+    var tenants: [Int: TenantControl] = [:]
+    /// By peer handle (the slot in the peer table).
+    var peers: [UInt32: PeerSession] = [:]
+    /// Handles free for new peers, and handles whose peer is gone and that every worker has
+    /// moved past, waiting for one more drain of the queues (a message about the old peer
+    /// may have been queued just before) before reuse.
+    private var freeHandles: [UInt32]
+    private var coolingHandles: [UInt32] = []
     /// Our handshakes in progress, by local index (responses and cookie replies name it).
     var pendingHandshakes: [UInt32: UInt32] = [:]
     public private(set) var counters = HandshakeCounters()
@@ -161,65 +168,145 @@ public final class ControlPlane {
     /// endpoints we know before hearing from them (configured); received frames are the
     /// fast path and replace what this built.
     public var resolveRoute: ((_ address: IPAddress, _ port: UInt16, _ listenPort: UInt16) -> OuterHeaderTemplate?)?
+    /// Called once per peer when a session is established (the caller rate-limits logging).
+    public var onSessionEstablished: ((_ tenant: String, _ peer: PublicKey, _ first: Bool) -> Void)?
     private var underLoadUntil = Instant.zero
     /// Where outgoing handshake and transport messages are built (one at a time).
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
 
-    public struct TenantSetup {
-        public var name: String
-        public var privateKey: PrivateKey
-        public var socket: HandshakeSocket
-        public var mtu: Int
-        public var peers: [PeerSetup]
-        public init(name: String, privateKey: PrivateKey, socket: HandshakeSocket, mtu: Int, peers: [PeerSetup]) {
-            self.name = name; self.privateKey = privateKey; self.socket = socket; self.mtu = mtu; self.peers = peers
-        }
-    }
-
     public struct PeerSetup {
-        public var handle: UInt32
         public var publicKey: PublicKey
         public var presharedKey: PresharedKey?
         public var endpoint: (address: IPAddress, port: UInt16)?
-        public var endpointTemplate: OuterHeaderTemplate?
         public var persistentKeepalive: Int
-        public init(handle: UInt32, publicKey: PublicKey, presharedKey: PresharedKey?,
-                    endpoint: (address: IPAddress, port: UInt16)?, endpointTemplate: OuterHeaderTemplate?,
+        public init(publicKey: PublicKey, presharedKey: PresharedKey?, endpoint: (address: IPAddress, port: UInt16)?,
                     persistentKeepalive: Int) {
-            self.handle = handle; self.publicKey = publicKey; self.presharedKey = presharedKey
-            self.endpoint = endpoint; self.endpointTemplate = endpointTemplate
-            self.persistentKeepalive = persistentKeepalive
+            self.publicKey = publicKey; self.presharedKey = presharedKey
+            self.endpoint = endpoint; self.persistentKeepalive = persistentKeepalive
         }
     }
 
-    public init(state: DataPlaneState, tenants setups: [TenantSetup], now: Instant) {
+    public init(state: DataPlaneState) {
         self.state = state
         reclaimer = Reclaimer(epochs: state.epochs)
-        tenants = []
-        var sessions: [PeerSession] = []
-        for (t, setup) in setups.enumerated() {
-            let identity = StaticIdentity(privateKey: setup.privateKey)
-            var byKey: [PublicKey: UInt32] = [:]
-            for p in setup.peers {
-                let handshake = PeerHandshake(identity: identity, remoteStatic: p.publicKey,
-                                              presharedKey: p.presharedKey ?? .none)
-                let session = PeerSession(handle: p.handle, tenant: t, publicKey: p.publicKey, handshake: handshake,
-                                          persistentKeepalive: .seconds(Int64(p.persistentKeepalive)))
-                session.endpoint = p.endpoint
-                precondition(Int(p.handle) == sessions.count, "peer handles are dense and in order")
-                sessions.append(session)
-                byKey[p.publicKey] = p.handle
-                state.peers.activate(p.handle, tenant: UInt32(t))
-                if let template = p.endpointTemplate { _ = state.peers.setRoute(p.handle, template) }
-                if p.persistentKeepalive > 0 {
-                    session.pending.formUnion(session.timers.setPersistentKeepalive(
-                        interval: .seconds(Int64(p.persistentKeepalive)), now: now))
-                }
-            }
-            tenants.append(TenantControl(name: setup.name, identity: identity, cookies: CookieChecker(identity: identity),
-                                         socket: setup.socket, peersByKey: byKey, mtu: setup.mtu))
+        freeHandles = (0..<UInt32(state.peers.capacity)).reversed()
+    }
+
+    // MARK: Tenants and peers (configuration changes)
+
+    /// Starts serving tenant slot `slot`: its key, its handshake socket. Its peers come next
+    /// (`addPeer`), its route after them (`publishRoute`).
+    public func addTenant(slot: Int, name: String, privateKey: PrivateKey, socket: HandshakeSocket, mtu: Int) {
+        precondition(tenants[slot] == nil, "tenant slot \(slot) is in use")
+        tenants[slot] = TenantControl(name: name, identity: StaticIdentity(privateKey: privateKey), socket: socket,
+                                      mtu: mtu)
+    }
+
+    /// Stops serving tenant slot `slot`: every peer removed (keys wiped), route unpublished,
+    /// port unmapped. Its socket closes with it.
+    public func removeTenant(slot: Int) {
+        guard let tenant = tenants[slot] else { return }
+        state.mapPort(tenant.socket.port, to: nil)
+        for handle in tenant.peersByKey.values { removePeer(handle) }
+        publishRoute(tenant: slot, nil)
+        tenants[slot] = nil
+    }
+
+    /// A new private key for tenant `slot`: as in the kernel, every peer's handshake and
+    /// session start over (their keys were derived from the old identity).
+    public func setPrivateKey(tenant slot: Int, _ key: PrivateKey) {
+        guard let tenant = tenants[slot] else { return }
+        tenant.identity = StaticIdentity(privateKey: key)
+        tenant.cookies = CookieChecker(identity: tenant.identity)
+        for handle in tenant.peersByKey.values {
+            guard let session = peers[handle] else { continue }
+            endSession(session)
+            let old = session.handshake
+            session.handshake = PeerHandshake(identity: tenant.identity, remoteStatic: session.publicKey,
+                                              presharedKey: .none)
+            old.reset()
         }
-        peers = sessions
+    }
+
+    /// The tenant listens on a new port: the new socket replaces the old one, the port map
+    /// follows, and the peers' outer headers (whose source port changed) are built again.
+    public func setSocket(tenant slot: Int, _ socket: HandshakeSocket) {
+        guard let tenant = tenants[slot] else { return }
+        state.mapPort(tenant.socket.port, to: nil)
+        tenant.socket = socket
+        state.mapPort(socket.port, to: slot)
+        for handle in tenant.peersByKey.values {
+            if let old = state.peers.setRoute(handle, nil) { reclaimer.retire(.memory(old)) }
+            peers[handle]?.nextRouteLookup = .zero
+        }
+    }
+
+    /// Publishes tenant `slot`'s route (AllowedIPs → handles, MACs, MTU), and maps its port
+    /// once it has one; the old route is retired. nil unpublishes.
+    public func publishRoute(tenant slot: Int, _ route: TenantRoute?) {
+        if let old = state.publishTenant(slot, route) { reclaimer.retire(.tenantRoute(old)) }
+        if let route { state.mapPort(route.listenPort, to: slot) }
+    }
+
+    /// Adds a peer to tenant `slot` and returns its handle, or nil when the peer table is
+    /// full. The peer is reachable once the tenant's route names the handle.
+    public func addPeer(tenant slot: Int, _ setup: PeerSetup, now: Instant) -> UInt32? {
+        guard let tenant = tenants[slot], tenant.peersByKey[setup.publicKey] == nil,
+              let handle = freeHandles.popLast() else { return nil }
+        let handshake = PeerHandshake(identity: tenant.identity, remoteStatic: setup.publicKey,
+                                      presharedKey: setup.presharedKey ?? .none)
+        let session = PeerSession(handle: handle, tenant: slot, publicKey: setup.publicKey, handshake: handshake,
+                                  persistentKeepalive: .seconds(Int64(setup.persistentKeepalive)))
+        session.endpoint = setup.endpoint
+        peers[handle] = session
+        tenant.peersByKey[setup.publicKey] = handle
+        if setup.persistentKeepalive > 0 {
+            session.pending.formUnion(session.timers.setPersistentKeepalive(
+                interval: .seconds(Int64(setup.persistentKeepalive)), now: now))
+        }
+        return handle
+    }
+
+    /// Removes a peer: its keys are wiped, nothing of it stays published, and its handle is
+    /// reused only after every worker has moved past it. The caller publishes the tenant's
+    /// route without it first (so no packet routes to it any more).
+    public func removePeer(_ handle: UInt32) {
+        guard let session = peers.removeValue(forKey: handle) else { return }
+        tenants[session.tenant]?.peersByKey.removeValue(forKey: session.publicKey)
+        endSession(session)
+        session.handshake.reset()
+        if let old = state.peers.setRoute(handle, nil) { reclaimer.retire(.memory(old)) }
+        reclaimer.retire(.peerHandle(handle, state.peers, reuse: { [weak self] in self?.coolingHandles.append($0) }))
+    }
+
+    /// Wipes a session's keypairs, abandons its handshake and drops its staged packets.
+    private func endSession(_ session: PeerSession) {
+        retire(session.slots.clear(), of: session)
+        publishSending(session)
+        abandonHandshake(session)
+        counters.add(.stagedDropped, session.staged.count)
+        session.staged.removeAll()
+    }
+
+    public func setPresharedKey(_ handle: UInt32, _ key: PresharedKey?) {
+        peers[handle]?.handshake.setPresharedKey(key ?? .none)
+    }
+
+    /// A configured endpoint: used until the peer is heard from elsewhere.
+    public func setEndpoint(_ handle: UInt32, _ endpoint: (address: IPAddress, port: UInt16)?) {
+        guard let session = peers[handle] else { return }
+        session.endpoint = endpoint
+        if let old = state.peers.setRoute(handle, nil) { reclaimer.retire(.memory(old)) }
+        session.nextRouteLookup = .zero
+    }
+
+    public func setPersistentKeepalive(_ handle: UInt32, seconds: Int, now: Instant) {
+        guard let session = peers[handle] else { return }
+        session.pending.formUnion(session.timers.setPersistentKeepalive(interval: .seconds(Int64(seconds)), now: now))
+    }
+
+    public func handle(tenant slot: Int, publicKey: PublicKey) -> UInt32? {
+        tenants[slot]?.peersByKey[publicKey]
     }
 
     deinit {
@@ -245,10 +332,13 @@ public final class ControlPlane {
                 case .keypairConfirmed:
                     confirm(peer: header.pointee.peer, localIndex: header.pointee.localIndex, now: now)
                 case .endpointChanged:
-                    learnEndpoint(peers[Int(header.pointee.peer)], from: header)
+                    // The peer may have been removed since the worker queued this.
+                    if let session = peers[header.pointee.peer] { learnEndpoint(session, from: header) }
                 }
             }
         }
+        freeHandles.append(contentsOf: coolingHandles)
+        coolingHandles.removeAll()
     }
 
     /// Handshake messages in one drain above which we are "under load" (for a second after):
@@ -257,7 +347,7 @@ public final class ControlPlane {
 
     private func handleHandshake(_ header: UnsafePointer<ControlMessage>, _ payload: UnsafeRawBufferPointer, now: Instant) {
         let t = Int(header.pointee.tenant)
-        guard t < tenants.count else { return }
+        guard let tenant = tenants[t] else { return }
         let h = header.pointee
         let source = h.sourceAddress
         guard let sourceKey = source.bytes.withUnsafeBytes({ SourceAddress(bytes: $0) }) else { return }
@@ -272,13 +362,13 @@ public final class ControlPlane {
             guard admit(message, tenant: t, source: sourceKey, header: h, now: now, underLoad: underLoad) else { return }
             let session: PeerSession
             do throws(HandshakeError) {
-                let peersByKey = tenants[t].peersByKey
+                let peersByKey = tenant.peersByKey
                 let all = peers
-                let handshake = try tenants[t].identity.consumeInitiation(message, now: now) { key in
-                    peersByKey[key].map { all[Int($0)].handshake }
+                let handshake = try tenant.identity.consumeInitiation(message, now: now) { key in
+                    peersByKey[key].flatMap { all[$0]?.handshake }
                 }
-                guard let handle = tenants[t].peersByKey[handshake.remoteStatic] else { return }
-                session = peers[Int(handle)]
+                guard let handle = tenant.peersByKey[handshake.remoteStatic], let found = peers[handle] else { return }
+                session = found
             } catch {
                 counters.fail(HandshakeFailure(error)); return
             }
@@ -304,11 +394,11 @@ public final class ControlPlane {
             do throws(MessageError) { message = try ResponseMessage(payload) } catch {
                 counters.fail(.malformedResponse); return
             }
-            guard let handle = pendingHandshakes[message.receiverIndex], peers[Int(handle)].tenant == t else {
+            guard let handle = pendingHandshakes[message.receiverIndex], let session = peers[handle],
+                  session.tenant == t else {
                 counters.fail(.responseToNoInitiation); return
             }
             guard admit(message, tenant: t, source: sourceKey, header: h, now: now, underLoad: underLoad) else { return }
-            let session = peers[Int(handle)]
             var keys: SessionKeys
             do throws(HandshakeError) { keys = try session.handshake.consumeResponse(message, now: now) } catch {
                 counters.fail(HandshakeFailure(error)); return
@@ -328,10 +418,11 @@ public final class ControlPlane {
             do throws(MessageError) { message = try CookieReplyMessage(payload) } catch {
                 counters.fail(.malformedCookieReply); return
             }
-            guard let handle = pendingHandshakes[message.receiverIndex], peers[Int(handle)].tenant == t else {
+            guard let handle = pendingHandshakes[message.receiverIndex], let session = peers[handle],
+                  session.tenant == t else {
                 counters.fail(.cookieReplyToNoInitiation); return
             }
-            do throws(HandshakeError) { try peers[Int(handle)].handshake.consumeCookieReply(payload, now: now) } catch {
+            do throws(HandshakeError) { try session.handshake.consumeCookieReply(payload, now: now) } catch {
                 counters.fail(HandshakeFailure(error))
             }
         default:
@@ -342,7 +433,7 @@ public final class ControlPlane {
     /// The cookie and rate-limit gate in front of every handshake message (Tunnel.admit).
     private func admit(_ message: some MACProtectedMessage, tenant t: Int, source: SourceAddress,
                        header: ControlMessage, now: Instant, underLoad: Bool) -> Bool {
-        let tenant = tenants[t]
+        let tenant = tenants[t]!
         let (decision, limit) = tenant.cookies.evaluate(message, source: source, port: header.sourcePort,
                                                         underLoad: underLoad, now: now, rateLimiter: &tenant.rateLimiter)
         switch decision {
@@ -352,7 +443,7 @@ public final class ControlPlane {
             counters.fail(.invalidMAC1)
             return false
         case .sendCookieReply:
-            let ok = tenants[t].cookies.createCookieReply(to: message, source: source, port: header.sourcePort,
+            let ok = tenant.cookies.createCookieReply(to: message, source: source, port: header.sourcePort,
                                                           now: now, into: buffer)
             if ok {
                 sendRaw(CookieReplyMessage.size, tenant: t, to: header.sourceAddress, port: header.sourcePort)
@@ -414,7 +505,7 @@ public final class ControlPlane {
     /// A worker decrypted with a keypair that is not the sending one: if it is the
     /// responder's "next" keypair, the initiator has confirmed the session.
     private func confirm(peer handle: UInt32, localIndex: UInt32, now: Instant) {
-        let session = peers[Int(handle)]
+        guard let session = peers[handle] else { return }
         guard let next = session.slots.next, next.localIndex == localIndex else { return }
         let (confirmed, dropped) = session.slots.receivedWith(next)
         guard confirmed else { return }
@@ -430,11 +521,7 @@ public final class ControlPlane {
         counters.add(.sessionsEstablished)
         session.handshakesCompleted += 1
         session.lastHandshake = Clock.wall()
-        if session.handshakesCompleted == 1 {
-            Log.info("\(tenants[session.tenant].name): session with peer \(session.publicKey.shortName) established")
-        } else {
-            Log.debug("\(tenants[session.tenant].name): peer \(session.publicKey.shortName) rekeyed")
-        }
+        onSessionEstablished?(tenantName(session), session.publicKey, session.handshakesCompleted == 1)
     }
 
     // MARK: Endpoints
@@ -452,18 +539,18 @@ public final class ControlPlane {
         if state.peers.currentRoute(session.handle) == template { return }
         if let retired = state.peers.setRoute(session.handle, template) { reclaimer.retire(.memory(retired)) }
         if let old, old.address != h.sourceAddress || old.port != h.sourcePort {
-            Log.info("\(tenants[session.tenant].name): peer \(session.publicKey.shortName) moved to \(Self.format(h.sourceAddress, h.sourcePort))")
+            Log.info("\(tenantName(session)): peer \(session.publicKey.shortName) moved to \(Self.format(h.sourceAddress, h.sourcePort))")
         }
     }
 
-    static func format(_ a: IPAddress, _ port: UInt16) -> String {
+    public static func format(_ a: IPAddress, _ port: UInt16) -> String {
         a.isV4 ? "\(a):\(port)" : "[\(a)]:\(port)"
     }
 
     // MARK: Staging
 
     private func stage(peer handle: UInt32, _ packet: UnsafeRawBufferPointer, now: Instant) {
-        let session = peers[Int(handle)]
+        guard let session = peers[handle] else { return }
         if session.staged.count >= Tunnel.maxStagedPackets {
             session.staged.removeFirst()   // the kernel drops the oldest
             counters.add(.stagedDropped)
@@ -482,7 +569,7 @@ public final class ControlPlane {
     /// Turns the workers' activity into timer events, fires due timers and carries out what
     /// they ask, for every peer; frees what no worker can hold any more.
     public func tick(now: Instant) {
-        for session in peers {
+        for session in peers.values {
             let a = state.peers.activity(session.handle)
             if let t = a.lastDataSent, t > session.seen.sent {
                 session.seen.sent = t
@@ -510,7 +597,7 @@ public final class ControlPlane {
         if let endpoint = session.endpoint, now >= session.nextRouteLookup, let resolveRoute,
            state.peers.currentRoute(session.handle) == nil {
             session.nextRouteLookup = now + .seconds(1)
-            if let template = resolveRoute(endpoint.address, endpoint.port, tenants[session.tenant].socket.port) {
+            if let template = resolveRoute(endpoint.address, endpoint.port, tenants[session.tenant]!.socket.port) {
                 if let old = state.peers.setRoute(session.handle, template) { reclaimer.retire(.memory(old)) }
             }
         }
@@ -553,7 +640,7 @@ public final class ControlPlane {
         do throws(SealFailure) {
             sealed = try keypair.seal(packet.baseAddress ?? UnsafeRawPointer(buffer.baseAddress!), length: packet.count,
                                       into: buffer.baseAddress!, capacity: buffer.count, now: now,
-                                      mtu: tenants[session.tenant].mtu)
+                                      mtu: tenants[session.tenant]!.mtu)
         } catch {
             session.pending.formUnion(session.timers.requestHandshake(now: now))
             return
@@ -565,7 +652,7 @@ public final class ControlPlane {
 
     private func sendInitiation(_ session: PeerSession, now: Instant) {
         guard session.endpoint != nil else {
-            Log.debug("\(tenants[session.tenant].name): no endpoint for peer \(session.publicKey.shortName): cannot initiate")
+            Log.debug("\(tenantName(session)): no endpoint for peer \(session.publicKey.shortName): cannot initiate")
             return
         }
         abandonHandshake(session)
@@ -593,7 +680,8 @@ public final class ControlPlane {
     }
 
     private func sendRaw(_ length: Int, tenant: Int, to address: IPAddress, port: UInt16) {
-        let error = tenants[tenant].socket.send(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), to: address,
+        guard let socket = tenants[tenant]?.socket else { return }
+        let error = socket.send(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), to: address,
                                                 port: port)
         if error != nil { counters.add(.sendErrors) }
     }
@@ -607,30 +695,38 @@ public final class ControlPlane {
 
     // MARK: Reports
 
+    func tenantName(_ session: PeerSession) -> String { tenants[session.tenant]?.name ?? "?" }
+
+    /// What the control plane knows about one peer, for `wg show`, stats and logs.
     public struct PeerReport: Sendable {
-        public var tenant: String
+        public var handle: UInt32
+        public var tenant: Int
         public var publicKey: PublicKey
-        public var endpoint: String?
+        public var endpoint: (address: IPAddress, port: UInt16)?
         public var handshakes: Int
+        /// Wall clock of the latest completed handshake.
+        public var lastHandshake: TAI64N?
+        /// When (on the monotonic clock) the current keypair was made: its age is now minus this.
+        public var keypairCreated: Instant?
         public var activity: PeerTable.Activity
     }
 
-    public func peerReports() -> [PeerReport] {
-        peers.map { s in
-            PeerReport(tenant: tenants[s.tenant].name, publicKey: s.publicKey,
-                       endpoint: s.endpoint.map { Self.format($0.address, $0.port) },
-                       handshakes: s.handshakesCompleted, activity: state.peers.activity(s.handle))
-        }
+    public func report(_ handle: UInt32) -> PeerReport? {
+        guard let s = peers[handle] else { return nil }
+        return PeerReport(handle: handle, tenant: s.tenant, publicKey: s.publicKey, endpoint: s.endpoint,
+                          handshakes: s.handshakesCompleted, lastHandshake: s.lastHandshake,
+                          keypairCreated: s.slots.current?.createdAt, activity: state.peers.activity(handle))
     }
+
+    public func peerReports() -> [PeerReport] {
+        peers.keys.sorted().compactMap { report($0) }
+    }
+
+    public func tenantName(slot: Int) -> String? { tenants[slot]?.name }
 
     /// Stops every session: wipes keys (used at shutdown, after the workers stopped).
     public func shutdown() {
-        for session in peers {
-            retire(session.slots.clear(), of: session)
-            publishSending(session)
-            abandonHandshake(session)
-            session.staged.removeAll()
-        }
+        for session in peers.values { endSession(session) }
         reclaimer.releaseAll()
     }
 }

@@ -10,10 +10,14 @@ import Glibc
 /// A running gateway: everything `xdpwg up` builds from a configuration, in the order it is
 /// built, and torn down in reverse on every exit path (signal, error, normal stop).
 ///
-/// Built: tenant namespaces and veth pairs → the data-plane tables → the XDP programs on the
-/// uplink and on each tenant's host end → per uplink queue, a UMEM and an AF_XDP socket, a
-/// tenant UMEM with one socket per tenant, a worker pinned to its core → the tenants' kernel
-/// UDP sockets → the control plane. The calling thread then runs the control loop.
+/// Built: the data-plane tables → the uplink's XDP program → per uplink queue, a UMEM, an
+/// AF_XDP socket and a worker pinned to its core → the control plane → then each tenant
+/// (`addTenant`): namespace and veth pair, its XDP program, one lane (UMEM + AF_XDP socket)
+/// per worker, its kernel UDP socket, its peers and route, its port on the uplink. The
+/// calling thread then runs the control loop.
+///
+/// Tenants and peers change while running (`apply`, used by reload and by `wg set`): only
+/// what differs is touched, so unchanged peers keep their sessions.
 public final class Gateway {
     /// Frame and ring sizes (DESIGN §3).
     public struct Sizing: Sendable {
@@ -21,13 +25,35 @@ public final class Gateway {
         public var uplinkFrames = 8192
         public var uplinkFillRing: UInt32 = 4096
         public var uplinkRing: UInt32 = 2048
-        public var tenantFramesPerTenant = 2048
+        public var tenantFramesPerLane = 2048
         public var tenantRing: UInt32 = 1024
         public var tunnelMTU = 1420
         public init() {}
     }
 
-    public let configuration: GatewayConfiguration
+    /// One tenant while it runs.
+    final class TenantRuntime {
+        let slot: Int
+        var configuration: TenantConfiguration
+        let link: TenantLink
+        let program: TenantProgram
+        /// One per worker, in worker order.
+        var lanes: [TenantLane] = []
+        /// Peer handles by public key.
+        var handles: [PublicKey: UInt32] = [:]
+
+        init(slot: Int, configuration: TenantConfiguration, link: TenantLink, program: TenantProgram) {
+            self.slot = slot
+            self.configuration = configuration
+            self.link = link
+            self.program = program
+        }
+    }
+
+    /// The configuration as running now (the file's, changed by reloads and `wg set`).
+    public private(set) var configuration: GatewayConfiguration
+    /// The file `reload` reads again.
+    public let configurationPath: String?
     public let sizing: Sizing
     private var teardown: [(String, () -> Void)] = []
     private var workers: [Worker] = []
@@ -37,10 +63,16 @@ public final class Gateway {
     private var state: DataPlaneState?
     private var queues: [UInt32] = []
     private var uplink: NetworkInterface?
-    private var tenantNames: [String] = []
+    /// Running tenants by name, and the free tenant slots.
+    private var tenants: [String: TenantRuntime] = [:]
+    private var freeSlots: [Int] = []
+    private var controlSocket: ControlSocket?
+    /// Where the control and stats files go (tests use their own).
+    public var runtimeDirectory = ControlSocket.defaultDirectory
 
-    public init(configuration: GatewayConfiguration, sizing: Sizing = Sizing()) {
+    public init(configuration: GatewayConfiguration, configurationPath: String? = nil, sizing: Sizing = Sizing()) {
         self.configuration = configuration
+        self.configurationPath = configurationPath
         self.sizing = sizing
     }
 
@@ -77,6 +109,10 @@ public final class Gateway {
     private func build() throws(GatewayError) {
         try Gateway.checkPrivileges()
         let config = configuration
+        // First: a second gateway with the same name is refused before it touches anything.
+        let controlSocket = try ControlSocket(name: config.gateway.name, directory: runtimeDirectory)
+        self.controlSocket = controlSocket
+        onTeardown("control socket") { [unowned self] in self.controlSocket = nil }
         let uplink: NetworkInterface
         do throws(SystemError) { uplink = try NetworkInterface.named(config.gateway.uplink, role: "uplink") } catch {
             throw GatewayError("\(error)")
@@ -96,69 +132,25 @@ public final class Gateway {
             cores = queues.indices.map { pool[$0 % max(pool.count, 1)] }
         }
 
-        // Tenants: namespaces and veth pairs, peers numbered densely across tenants.
-        var routes: [TenantRoute] = []
-        var setups: [ControlPlane.TenantSetup] = []
-        var links: [TenantLink] = []
-        var nextHandle: UInt32 = 0
-        for tenant in config.tenants {
-            let spec = TenantLinkSpec(namespace: tenant.namespace, hostName: Gateway.hostLinkName(tenant.name),
-                                      innerName: tenant.interfaceName, queues: queues.count,
-                                      addresses: tenant.addresses.map { ($0.address, $0.length) },
-                                      routes: tenant.peers.flatMap { $0.allowedIPs }, mtu: sizing.tunnelMTU)
-            let link: TenantLink
-            do throws(SystemError) { link = try TenantLink.create(spec) } catch {
-                throw GatewayError("tenant \(tenant.name): \(error)")
-            }
-            links.append(link)
-            onTeardown("tenant \(tenant.name) links") {
-                do throws(SystemError) { try link.destroy() } catch { Log.error("tenant \(tenant.name): \(error)") }
-            }
-            var table = AllowedIPs()
-            var peerSetups: [ControlPlane.PeerSetup] = []
-            for peer in tenant.peers {
-                for prefix in peer.allowedIPs { table.insert(prefix, peer: nextHandle) }
-                peerSetups.append(ControlPlane.PeerSetup(
-                    handle: nextHandle, publicKey: peer.publicKey, presharedKey: peer.presharedKey,
-                    endpoint: peer.endpoint.map { ($0.address, $0.port) }, endpointTemplate: nil,
-                    persistentKeepalive: Int(peer.persistentKeepalive)))
-                nextHandle += 1
-            }
-            routes.append(TenantRoute(listenPort: tenant.listenPort, allowedIPs: table, hostMAC: link.hostMAC,
-                                      innerMAC: link.innerMAC, mtu: sizing.tunnelMTU))
-            let socket = try HandshakeSocket(port: tenant.listenPort)
-            setups.append(ControlPlane.TenantSetup(name: tenant.name, privateKey: tenant.privateKey, socket: socket,
-                                                   mtu: sizing.tunnelMTU, peers: peerSetups))
-            tenantNames.append(tenant.name)
-        }
-        let peerCount = Int(nextHandle)
-        let state = DataPlaneState(tenants: routes, peerCapacity: peerCount,
-                                   keypairCapacity: max(1024, peerCount * 4), workerCount: queues.count)
+        let capacity = config.gateway.capacity(tenants: config.tenants.count, peers: config.peerCount)
+        let state = DataPlaneState(tenantCapacity: capacity.tenants, peerCapacity: capacity.peers,
+                                   keypairCapacity: max(1024, capacity.peers * 4), workerCount: queues.count)
         self.state = state
+        freeSlots = (0..<capacity.tenants).reversed()
 
-        // XDP programs: the uplink's, then each tenant host end's.
         let mode: XDPAttachMode = config.gateway.xdpMode == .generic ? .generic : .native
         let uplinkProgram: UplinkProgram
         do throws(BPFError) {
             uplinkProgram = try UplinkProgram(interfaceIndex: uplink.index, interfaceName: uplink.name, mode: mode,
-                                              ports: config.tenants.map { $0.listenPort })
+                                              ports: [])
         } catch { throw GatewayError("\(error)") }
         self.uplinkProgram = uplinkProgram
         onTeardown("uplink XDP program") { uplinkProgram.detach() }
         if uplinkProgram.fellBackToGeneric {
             Log.warning("uplink \(uplink.name): native XDP failed; running in generic mode (slower)")
         }
-        var tenantPrograms: [TenantProgram] = []
-        for (t, link) in links.enumerated() {
-            do throws(BPFError) {
-                let program = try TenantProgram(interfaceIndex: link.hostIndex, interfaceName: link.spec.hostName,
-                                                mode: .native)
-                tenantPrograms.append(program)
-                onTeardown("tenant \(config.tenants[t].name) XDP program") { program.detach() }
-            } catch { throw GatewayError("tenant \(config.tenants[t].name): \(error)") }
-        }
 
-        // Per queue: sockets, UMEMs and a worker.
+        // Per queue: a UMEM, an AF_XDP socket and a worker (its tenant lanes come with the tenants).
         for (w, queue) in queues.enumerated() {
             do throws(XDPError) {
                 let uplinkUmem = try Umem(frameCount: sizing.uplinkFrames, frameSize: sizing.frameSize,
@@ -167,42 +159,239 @@ public final class Gateway {
                 let uplinkSocket = try XskSocket(interface: uplink.name, queue: queue, umem: uplinkUmem,
                                                  configuration: XskConfiguration(rxSize: sizing.uplinkRing,
                                                                                  txSize: sizing.uplinkRing))
-                let tenantUmem = try Umem(frameCount: sizing.tenantFramesPerTenant * links.count,
-                                          frameSize: sizing.frameSize, fillRingSize: sizing.tenantRing,
-                                          completionRingSize: sizing.tenantRing, numaNode: uplink.numaNode)
-                var tenantSockets: [XskSocket] = []
-                for link in links {
-                    // veth cannot do zero-copy: copy mode, and a UMEM of its own (DESIGN §3).
-                    tenantSockets.append(try XskSocket(interface: link.spec.hostName, queue: UInt32(w), umem: tenantUmem,
-                                                       configuration: XskConfiguration(rxSize: sizing.tenantRing,
-                                                                                       txSize: sizing.tenantRing,
-                                                                                       copyMode: true)))
+                do throws(BPFError) { try uplinkProgram.register(socketFD: uplinkSocket.fd, queue: queue) } catch {
+                    throw XDPError("registering AF_XDP sockets in xsks_map", code: EINVAL, detail: "\(error)")
                 }
-                do throws(BPFError) {
-                    try uplinkProgram.register(socketFD: uplinkSocket.fd, queue: queue)
-                    for (t, s) in tenantSockets.enumerated() { try tenantPrograms[t].register(socketFD: s.fd, queue: UInt32(w)) }
-                } catch { throw XDPError("registering AF_XDP sockets in xsks_map", code: EINVAL, detail: "\(error)") }
-                let queue = ControlQueue()
-                controlQueues.append(queue)
-                workers.append(Worker(index: w, core: w < cores.count ? cores[w] : nil, uplink: uplinkSocket,
-                                      tenantSockets: tenantSockets, state: state, control: queue))
+                let controlQueue = ControlQueue()
+                controlQueues.append(controlQueue)
+                workers.append(try Worker(index: w, core: w < cores.count ? cores[w] : nil, uplink: uplinkSocket,
+                                          state: state, control: controlQueue))
             } catch {
                 throw GatewayError("queue \(queue): \(error)")
             }
         }
 
-        let control = ControlPlane(state: state, tenants: setups, now: Clock.now())
+        let control = ControlPlane(state: state)
         control.resolveRoute = Gateway.routeResolver(uplink: uplink)
+        control.onSessionEstablished = Gateway.sessionLogger()
         self.control = control
         onTeardown("sessions") { control.shutdown() }
         for worker in workers {
             do throws(XDPError) { try worker.start() } catch { throw GatewayError("\(error)") }
             onTeardown("worker \(worker.index)") { worker.stop() }
         }
+        // Tenants go before the workers stop (they are torn down first, each on its own).
+        onTeardown("tenants") { [unowned self] in
+            for name in self.tenants.keys.sorted() { self.removeTenant(name) }
+        }
+        for tenant in config.tenants {
+            try addTenant(tenant)
+        }
         Log.info("up: uplink \(uplink.name) (\(uplinkProgram.attachedMode == .native ? "native" : "generic") XDP), "
                  + "queues \(queues.map(String.init).joined(separator: ",")) on cores "
                  + "\(cores.prefix(queues.count).map(String.init).joined(separator: ",")), "
-                 + "\(config.tenants.count) tenant(s), \(peerCount) peer(s)")
+                 + "\(config.tenants.count) tenant(s), \(config.peerCount) peer(s)")
+    }
+
+    /// Logs the first session with each peer, then at most one rekey line a minute per peer.
+    static func sessionLogger() -> (String, PublicKey, Bool) -> Void {
+        var lastRekeyLog: [PublicKey: Instant] = [:]
+        return { tenant, peer, first in
+            if first {
+                Log.info("\(tenant): session with peer \(peer.shortName) established")
+                return
+            }
+            let now = Clock.now()
+            if let last = lastRekeyLog[peer], now < last + .seconds(60) { return }
+            lastRekeyLog[peer] = now
+            Log.debug("\(tenant): peer \(peer.shortName) rekeyed")
+        }
+    }
+
+    // MARK: Tenants while running
+
+    /// Builds and starts serving one tenant. On failure nothing of it remains.
+    func addTenant(_ tenant: TenantConfiguration) throws(GatewayError) {
+        guard let state, let control else { throw GatewayError("the gateway is not running") }
+        guard let slot = freeSlots.popLast() else {
+            throw GatewayError("tenant \(tenant.name): no room for another tenant (MaxTenants \(state.tenantCapacity))")
+        }
+        let spec = TenantLinkSpec(namespace: tenant.namespace, hostName: Gateway.hostLinkName(tenant.name),
+                                  innerName: tenant.interfaceName, queues: workers.count,
+                                  addresses: tenant.addresses.map { ($0.address, $0.length) },
+                                  routes: tenant.peers.flatMap { $0.allowedIPs }, mtu: sizing.tunnelMTU)
+        let link: TenantLink
+        do throws(SystemError) { link = try TenantLink.create(spec) } catch {
+            freeSlots.append(slot)
+            throw GatewayError("tenant \(tenant.name): \(error)")
+        }
+        var runtime: TenantRuntime?
+        do throws(GatewayError) {
+            let program: TenantProgram
+            do throws(BPFError) {
+                program = try TenantProgram(interfaceIndex: link.hostIndex, interfaceName: spec.hostName, mode: .native)
+            } catch { throw GatewayError("\(error)") }
+            let r = TenantRuntime(slot: slot, configuration: tenant, link: link, program: program)
+            runtime = r
+            for w in workers.indices {
+                do throws(XDPError) {
+                    // veth cannot do zero-copy: copy mode, and a UMEM per lane (DESIGN §3).
+                    let umem = try Umem(frameCount: sizing.tenantFramesPerLane, frameSize: sizing.frameSize,
+                                        fillRingSize: sizing.tenantRing, completionRingSize: sizing.tenantRing,
+                                        numaNode: uplink?.numaNode)
+                    let socket = try XskSocket(interface: spec.hostName, queue: UInt32(w), umem: umem,
+                                               configuration: XskConfiguration(rxSize: sizing.tenantRing,
+                                                                               txSize: sizing.tenantRing, copyMode: true))
+                    do throws(BPFError) { try program.register(socketFD: socket.fd, queue: UInt32(w)) } catch {
+                        throw XDPError("registering AF_XDP sockets in xsks_map", code: EINVAL, detail: "\(error)")
+                    }
+                    r.lanes.append(TenantLane(tenant: slot, socket: socket))
+                } catch { throw GatewayError("queue \(w): \(error)") }
+            }
+            let socket = try HandshakeSocket(port: tenant.listenPort)
+            // Lanes first, so that frames find their lane as soon as the port is mapped.
+            for (w, worker) in workers.enumerated() { worker.setLanes(worker.lanes + [r.lanes[w]]) }
+            control.addTenant(slot: slot, name: tenant.name, privateKey: tenant.privateKey, socket: socket,
+                              mtu: sizing.tunnelMTU)
+            tenants[tenant.name] = r
+            for peer in tenant.peers { try addPeer(peer, to: r) }
+            publishRoute(r)
+            try updateUplinkPorts()
+        } catch {
+            if let r = runtime, tenants[tenant.name] === r {
+                removeTenant(tenant.name)
+            } else {
+                if let r = runtime { r.program.detach() }
+                do throws(SystemError) { try link.destroy() } catch { Log.error("tenant \(tenant.name): \(error)") }
+                freeSlots.append(slot)
+            }
+            throw GatewayError("tenant \(tenant.name): \(error.description)")
+        }
+    }
+
+    /// Stops serving a tenant and removes everything of it: its port, peers (keys wiped),
+    /// route, lanes, XDP program, veth pair and (if we made it) namespace.
+    func removeTenant(_ name: String) {
+        guard let r = tenants.removeValue(forKey: name) else { return }
+        do throws(GatewayError) { try updateUplinkPorts() } catch { Log.error("tenant \(name): \(error)") }
+        control?.removeTenant(slot: r.slot)
+        for worker in workers { worker.setLanes(worker.lanes.filter { $0.tenant != r.slot }) }
+        r.lanes.removeAll()        // the sockets close; the workers no longer hold them
+        r.program.detach()
+        do throws(SystemError) { try r.link.destroy() } catch { Log.error("tenant \(name): \(error)") }
+        freeSlots.append(r.slot)
+    }
+
+    private func addPeer(_ peer: PeerConfiguration, to r: TenantRuntime) throws(GatewayError) {
+        guard let control else { return }
+        let setup = ControlPlane.PeerSetup(publicKey: peer.publicKey, presharedKey: peer.presharedKey,
+                                           endpoint: peer.endpoint.map { ($0.address, $0.port) },
+                                           persistentKeepalive: Int(peer.persistentKeepalive))
+        guard let handle = control.addPeer(tenant: r.slot, setup, now: Clock.now()) else {
+            throw GatewayError("peer \(peer.publicKey.shortName): no room for another peer (MaxPeers "
+                               + "\(state?.peers.capacity ?? 0))")
+        }
+        r.handles[peer.publicKey] = handle
+    }
+
+    /// Publishes the tenant's route from its configuration: every AllowedIP to its peer.
+    private func publishRoute(_ r: TenantRuntime) {
+        var table = AllowedIPs()
+        for peer in r.configuration.peers {
+            guard let handle = r.handles[peer.publicKey] else { continue }
+            for prefix in peer.allowedIPs { table.insert(prefix, peer: handle) }
+        }
+        control?.publishRoute(tenant: r.slot, TenantRoute(listenPort: r.configuration.listenPort, allowedIPs: table,
+                                                          hostMAC: r.link.hostMAC, innerMAC: r.link.innerMAC,
+                                                          mtu: sizing.tunnelMTU))
+    }
+
+    /// The uplink's XDP program steers exactly the running tenants' ports.
+    private func updateUplinkPorts() throws(GatewayError) {
+        do throws(BPFError) {
+            try uplinkProgram?.setPorts(tenants.values.map { $0.configuration.listenPort }.sorted())
+        } catch { throw GatewayError("uplink XDP port map: \(error)") }
+    }
+
+    /// Changes a running tenant in place: key, port, peers. Peers that keep their public key
+    /// keep their session.
+    func changeTenant(_ d: TenantDiff) throws(GatewayError) {
+        guard let control, let r = tenants[d.name] else { return }
+        if d.listenPortChanged {
+            let socket = try HandshakeSocket(port: d.new.listenPort)
+            control.setSocket(tenant: r.slot, socket)
+        }
+        if d.privateKeyChanged { control.setPrivateKey(tenant: r.slot, d.new.privateKey) }
+        let oldPrefixes = r.configuration.peers.flatMap(\.allowedIPs)
+        let removed = d.removedPeers.compactMap { r.handles.removeValue(forKey: $0) }
+        r.configuration = d.new
+        var failure: GatewayError?
+        for peer in d.addedPeers {
+            do throws(GatewayError) { try addPeer(peer, to: r) } catch { failure = failure ?? error }
+        }
+        for p in d.changedPeers {
+            guard let handle = r.handles[p.new.publicKey] else { continue }
+            if p.presharedKeyChanged { control.setPresharedKey(handle, p.new.presharedKey) }
+            if p.endpointChanged { control.setEndpoint(handle, p.new.endpoint.map { ($0.address, $0.port) }) }
+            if p.keepaliveChanged {
+                control.setPersistentKeepalive(handle, seconds: Int(p.new.persistentKeepalive), now: Clock.now())
+            }
+        }
+        if failure != nil {
+            // Keep the configuration true to what runs: peers that could not be added are not in it.
+            r.configuration.peers.removeAll { r.handles[$0.publicKey] == nil }
+        }
+        // The route without removed peers goes out before they are removed, so that no
+        // packet is routed to a peer that no longer exists.
+        if d.routesChanged || failure != nil { publishRoute(r) }
+        for handle in removed { control.removePeer(handle) }
+        if d.listenPortChanged { try updateUplinkPorts() }
+        do throws(SystemError) {
+            try r.link.updateRoutes(from: oldPrefixes, to: r.configuration.peers.flatMap(\.allowedIPs))
+        } catch { failure = failure ?? GatewayError("tenant \(d.name): routes in namespace \(d.new.namespace): \(error)") }
+        if let failure { throw failure }
+    }
+
+    /// Applies the changes from the running configuration to `new`, and makes `new` (what
+    /// was applied of it) the running configuration. Returns one line per change. A failure
+    /// of one tenant does not stop the others; the first is thrown after all were tried.
+    @discardableResult
+    public func apply(_ new: GatewayConfiguration, fileName: String) throws(GatewayError) -> [String] {
+        let diff: ConfigurationDiff
+        do throws(ConfigurationError) { diff = try configuration.diff(to: new, fileName: fileName) } catch {
+            throw GatewayError("\(error)")
+        }
+        var failures: [String] = []
+        for name in diff.removedTenants { removeTenant(name) }
+        for t in diff.rebuiltTenants {
+            removeTenant(t.name)
+            do throws(GatewayError) { try addTenant(t) } catch { failures.append(error.description) }
+        }
+        for d in diff.changedTenants {
+            do throws(GatewayError) { try changeTenant(d) } catch { failures.append(error.description) }
+        }
+        for t in diff.addedTenants {
+            do throws(GatewayError) { try addTenant(t) } catch { failures.append(error.description) }
+        }
+        // What runs now, in the new file's order.
+        var running = new
+        running.tenants = new.tenants.compactMap { tenants[$0.name]?.configuration }
+        configuration = running
+        for line in diff.summary { Log.info("reload: \(line)") }
+        if !failures.isEmpty { throw GatewayError(failures.joined(separator: "\n")) }
+        return diff.summary
+    }
+
+    /// Reads the configuration file again and applies what changed. A file with problems
+    /// changes nothing: the running configuration stays.
+    @discardableResult
+    public func reload() throws(GatewayError) -> [String] {
+        guard let path = configurationPath else { throw GatewayError("no configuration file to reload") }
+        let new: GatewayConfiguration
+        do throws(ConfigurationError) { new = try GatewayConfiguration.load(path: path) } catch {
+            throw GatewayError("\(error)\nthe running configuration stays")
+        }
+        return try apply(new, fileName: path)
     }
 
     /// Outer header templates from the kernel's tables: the route to the endpoint must leave
@@ -233,6 +422,7 @@ public final class Gateway {
     public func tearDown() {
         while let (_, body) = teardown.popLast() { body() }
         workers.removeAll()
+        tenants.removeAll()
     }
 
     // MARK: Running
@@ -254,6 +444,7 @@ public final class Gateway {
     public func runControlLoop() {
         guard let control else { return }
         var fds = controlQueues.map { pollfd(fd: $0.eventFD, events: Int16(POLLIN), revents: 0) }
+        if let controlSocket { fds.append(pollfd(fd: controlSocket.fd, events: Int16(POLLIN), revents: 0)) }
         var signals = sigset_t()
         sigemptyset(&signals)
         for s in Gateway.handledSignals { sigaddset(&signals, s) }
@@ -268,6 +459,7 @@ public final class Gateway {
                 reportedPinning.insert(w.index)
                 Log.warning("worker \(w.index): could not pin to core: \(w.pinningError!)")
             }
+            controlSocket?.service { command in self.command(command) }
             let signal = sigtimedwait(&signals, nil, &zero)
             if signal == SIGINT || signal == SIGTERM {
                 Log.info("\(signal == SIGINT ? "SIGINT" : "SIGTERM"): stopping")
@@ -275,8 +467,26 @@ public final class Gateway {
             } else if signal == SIGUSR1 {
                 printCounters()
             } else if signal == SIGHUP {
-                Log.warning("SIGHUP: live reload is not implemented yet; the running configuration stays")
+                Log.info("SIGHUP: reloading the configuration")
+                do throws(GatewayError) { try reload() } catch { Log.error("reload refused: \(error)") }
             }
+        }
+    }
+
+    /// Answers a request on the control socket.
+    private func command(_ command: String) -> (ok: Bool, lines: [String]) {
+        switch command {
+        case "reload":
+            Log.info("reload requested")
+            do throws(GatewayError) {
+                let changes = try reload()
+                return (true, changes.isEmpty ? ["no changes"] : changes)
+            } catch {
+                Log.error("reload refused: \(error)")
+                return (false, error.description.split(separator: "\n").map(String.init))
+            }
+        default:
+            return (false, ["unknown command '\(command)'; known: reload"])
         }
     }
 
@@ -321,7 +531,8 @@ public final class Gateway {
             for f in HandshakeFailure.allCases where h[f] > 0 { line += " \(f.name)=\(h[f])" }
             lines.append(line)
             for p in control.peerReports() {
-                lines.append("stats: peer tenant=\(p.tenant) public_key=\(p.publicKey) endpoint=\(p.endpoint ?? "none")"
+                let endpoint = p.endpoint.map { ControlPlane.format($0.address, $0.port) } ?? "none"
+                lines.append("stats: peer tenant=\(control.tenantName(slot: p.tenant) ?? "?") public_key=\(p.publicKey) endpoint=\(endpoint)"
                              + " handshakes=\(p.handshakes) rx_packets=\(p.activity.rxPackets) rx_bytes=\(p.activity.rxBytes)"
                              + " tx_packets=\(p.activity.txPackets) tx_bytes=\(p.activity.txBytes)")
             }

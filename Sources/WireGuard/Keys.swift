@@ -210,6 +210,21 @@ public struct PresharedKey: Sendable {
     public static var none: PresharedKey { var z = Key32.zero; return PresharedKey(consuming: &z) }
 }
 
+extension SecretKey {
+    /// Constant-time comparison of two secrets (configuration diffs: did the key change?).
+    public func isEqual(to other: SecretKey) -> Bool {
+        withUnsafeBytes { a in other.withUnsafeBytes { b in Sodium.constantTimeEqual(a, b) } }
+    }
+}
+
+extension PrivateKey: Equatable {
+    public static func == (a: PrivateKey, b: PrivateKey) -> Bool { a.secret.isEqual(to: b.secret) }
+}
+
+extension PresharedKey: Equatable {
+    public static func == (a: PresharedKey, b: PresharedKey) -> Bool { a.secret.isEqual(to: b.secret) }
+}
+
 /// Branch-free base64 and hex for 32-byte keys, after wireguard-tools' encoding.c: the
 /// decoders never index a table with secret data and accept only the canonical form.
 enum KeyEncoding {

@@ -14,7 +14,8 @@ struct Up: ParsableCommand {
             worker per uplink queue and serves until SIGINT or SIGTERM; then removes everything \
             it created. Logs go to standard error, one line per message (LEVEL message \
             key=value…), at the level of --log-level, else of the XDPWG_LOG_LEVEL environment \
-            variable, else info. SIGUSR1 prints every counter.
+            variable, else info. SIGUSR1 prints every counter; SIGHUP (or `xdpwg reload`) \
+            re-reads the file and applies what changed.
             """)
 
     @Option(name: .long, help: "The configuration file (see `xdpwg check-config`).")
@@ -59,7 +60,7 @@ struct Up: ParsableCommand {
         // Before any thread exists, so every worker inherits the mask and only the control
         // loop receives these signals.
         Gateway.blockHandledSignals()
-        let gateway = Gateway(configuration: configuration)
+        let gateway = Gateway(configuration: configuration, configurationPath: config)
         do throws(GatewayError) {
             try gateway.start()
         } catch {

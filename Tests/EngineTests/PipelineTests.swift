@@ -32,8 +32,6 @@ import WireGuard
                                           innerMAC: PipelineTests.innerMAC, mtu: 1420))
             }
             state = DataPlaneState(tenants: routes, peerCapacity: 2, keypairCapacity: 64, workerCount: 1)
-            state.peers.activate(0, tenant: 0)
-            state.peers.activate(1, tenant: 1)
             let k1 = Key32(bytes: [UInt8](repeating: 1, count: 32))!, k2 = Key32(bytes: [UInt8](repeating: 2, count: 32))!
             var ours = SessionKeys(sendKey: k1, receiveKey: k2, localIndex: PipelineTests.gatewayIndex,
                                    remoteIndex: PipelineTests.peerIndex, isInitiator: false, createdAt: .zero)
@@ -262,5 +260,75 @@ import WireGuard
             Wire.finishChecksum(Wire.onesComplementSum($0.baseAddress!, length: $0.count))
         }
         #expect(sum == 0)
+    }
+
+    // MARK: Changes while running
+
+    static func route(_ prefixes: [(String, UInt32)], port: UInt16 = 51820) -> TenantRoute {
+        var table = AllowedIPs()
+        for (prefix, peer) in prefixes { table.insert(IPPrefix(prefix)!, peer: peer) }
+        return TenantRoute(listenPort: port, allowedIPs: table, hostMAC: hostMAC, innerMAC: innerMAC, mtu: 1420)
+    }
+
+    @Test func aRepublishedRouteTakesEffectAtOnce() {
+        var f = Fixture()
+        let spoofed = Self.innerPacket(source: "10.10.9.9", destination: "10.10.0.1")
+        #expect(Self.run(&f, Self.uplinkFrame(f.peer, inner: spoofed)).0 == .dropped(.innerSourceNotAllowed))
+        // The peer is now allowed 10.10.9.0/24 too: the same packet (a new counter) passes.
+        let old = f.state.publishTenant(0, Self.route([("10.10.1.0/24", 0), ("10.10.9.0/24", 0)]))
+        #expect(old != nil)
+        if let old { Retired.tenantRoute(old).release() }
+        #expect(Self.run(&f, Self.uplinkFrame(f.peer, inner: spoofed)).0 == .deliver(tenant: 0, length: 14 + 128))
+        // 10.10.1.0/24 moves to peer 1: peer 0 may no longer send from there.
+        if let old = f.state.publishTenant(0, Self.route([("10.10.1.0/24", 1)])) { Retired.tenantRoute(old).release() }
+        let honest = Self.innerPacket(source: "10.10.1.2", destination: "10.10.0.1")
+        #expect(Self.run(&f, Self.uplinkFrame(f.peer, inner: honest)).0 == .dropped(.innerSourceNotAllowed))
+        #expect(f.state.peers.activity(0).drops == 2, "drops of a known peer are counted on the peer")
+    }
+
+    @Test func aRemovedTenantDropsItsTrafficByName() {
+        var f = Fixture()
+        let packet = Self.innerPacket(source: "10.10.1.2", destination: "10.10.0.1")
+        let first = Self.uplinkFrame(f.peer, inner: packet), second = Self.uplinkFrame(f.peer, inner: packet)
+        // Route gone but port still mapped (the moment between two steps of a removal).
+        if let old = f.state.publishTenant(0, nil) { Retired.tenantRoute(old).release() }
+        #expect(Self.run(&f, first).0 == .dropped(.tenantDown))
+        var out = [UInt8](repeating: 0, count: 2048)
+        var tenantFrame = [UInt8](repeating: 0, count: 14) + Self.innerPacket(source: "10.10.0.1", destination: "10.10.1.2")
+        tenantFrame[12] = 0x08
+        let encrypted = tenantFrame.withUnsafeMutableBytes { i in
+            out.withUnsafeMutableBytes { o in
+                f.processor.encrypt(tenant: 0, frame: i.baseAddress!, length: i.count, into: o.baseAddress!,
+                                    uplinkCapacity: 2048, now: .zero)
+            }
+        }
+        #expect(encrypted == .dropped(.tenantDown))
+        // Port unmapped: nothing reaches the tenant's tables at all.
+        f.state.mapPort(51820, to: nil)
+        #expect(Self.run(&f, second).0 == .dropped(.unknownPort))
+    }
+
+    @Test func aRemovedPeersHandleIsClearedBeforeReuse() {
+        let f = Fixture()
+        var input = Self.uplinkFrame(f.peer, inner: Self.innerPacket(source: "10.10.1.2", destination: "10.10.0.1"))
+        var processor = f.processor
+        var out = [UInt8](repeating: 0, count: 2048)
+        _ = input.withUnsafeMutableBytes { i in
+            out.withUnsafeMutableBytes { o in
+                processor.decrypt(i.baseAddress!, length: i.count, into: o.baseAddress!, tenantCapacity: 2048, now: .zero)
+            }
+        }
+        #expect(f.state.peers.activity(0).rxPackets == 1)
+        var reclaimer = Reclaimer(epochs: f.state.epochs)
+        var reused: [UInt32] = []
+        f.state.epochs.announce(worker: 0)          // the worker is busy: it may hold handle 0
+        reclaimer.retire(.peerHandle(0, f.state.peers, reuse: { reused.append($0) }))
+        reclaimer.collect()
+        #expect(reused.isEmpty, "reused while a worker could still hold it")
+        f.state.epochs.announce(worker: 0)          // the worker moved on
+        reclaimer.collect()
+        #expect(reused == [0])
+        #expect(f.state.peers.activity(0) == PeerTable.Activity(rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0,
+                                                                drops: 0))
     }
 }

@@ -21,6 +21,7 @@ import Glibc
         let unit = try Self.unit()
         #expect(unit.value("Service", "Type") == "simple")
         #expect(unit.value("Service", "ExecStart") == "/usr/local/bin/xdpwg up --config /etc/xdpwg/xdpwg.conf")
+        #expect(unit.value("Service", "ExecReload") == "/usr/local/bin/xdpwg reload --name xdpwg")
         #expect(unit.value("Service", "Restart") == "on-failure")
         #expect(unit.value("Service", "KillSignal") == "SIGTERM")
         #expect(unit.value("Service", "KillMode") == "mixed")

@@ -45,6 +45,7 @@ struct GatewayUpTests {
             # written by GatewayUpTests
             [Gateway]
             Uplink = \(topology.uplinkName)
+            Name = up\(tag)
 
             [Tenant]
             Name = \(a.name)
@@ -189,6 +190,7 @@ struct GatewayUpTests {
         let config = """
             [Gateway]
             Uplink = nope0
+            Name = nouplink\(getpid())
             [Tenant]
             Name = never\(getpid() % 10_000)
             PrivateKey = \(PrivateKey.generate().secret.base64ForDisplay)

@@ -66,6 +66,8 @@ public enum DropReason: Int, CaseIterable, Sendable {
     case tenantTxRingFull
     /// The control plane's queue was full (handshake message or staged packet).
     case controlQueueFull
+    /// The packet's tenant is being removed (its port or its lane outlived it for a moment).
+    case tenantDown
 
     // Tenant → uplink (encrypt direction).
     /// Not an IPv4/IPv6 frame of consistent length.
@@ -99,6 +101,7 @@ public enum DropReason: Int, CaseIterable, Sendable {
         case .tenantFramesExhausted: "tenant_frames_exhausted"
         case .tenantTxRingFull: "tenant_tx_ring_full"
         case .controlQueueFull: "control_queue_full"
+        case .tenantDown: "tenant_down"
         case .tenantMalformed: "tenant_malformed"
         case .noRoute: "no_route"
         case .noEndpoint: "no_endpoint"

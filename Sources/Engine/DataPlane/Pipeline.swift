@@ -1,7 +1,8 @@
+import Synchronization
 import WireGuard
 
 /// What the data path knows about one tenant: its routing table (AllowedIPs → peer handle)
-/// and the MACs of its veth pair. Immutable while workers run.
+/// and the MACs of its veth pair. Immutable once published: a change publishes a new one.
 public struct TenantRoute: Sendable {
     public var listenPort: UInt16
     public var allowedIPs: AllowedIPs
@@ -21,39 +22,80 @@ public struct TenantRoute: Sendable {
     }
 }
 
-/// Everything the workers share with the control plane: the keypair and peer tables (the
-/// control plane publishes, workers read), the tenants' routes and the port map (fixed while
-/// workers run), and the epochs that make retirement safe.
+/// Everything the workers share with the control plane: the keypair and peer tables, the
+/// tenants' routes and the port map (the control plane publishes, workers read), and the
+/// epochs that make retirement safe.
+///
+/// Tenants live in numbered slots (`tenantCapacity` of them). A slot holds a pointer to an
+/// immutable `TenantRoute`, or nothing; a change (AllowedIPs, a new peer) publishes a new
+/// route and retires the old one (`Retired.tenantRoute`), so workers never see a table
+/// being edited.
 public final class DataPlaneState: @unchecked Sendable {
     public let keypairs: KeypairTable
     public let peers: PeerTable
     public let epochs: WorkerEpochs
-    /// Tenant routes, indexed by tenant number; one allocation the workers read by pointer
-    /// (no array copies, no reference counting on the per-packet path).
-    let tenants: UnsafeMutablePointer<TenantRoute>
-    public let tenantCount: Int
-    /// UDP port → tenant number + 1 (0: none), 65536 entries.
-    let ports: UnsafeMutablePointer<UInt16>
+    public let tenantCapacity: Int
+    /// Per tenant slot, `UnsafeMutablePointer<TenantRoute>` bits, or 0.
+    let tenants: UnsafeMutablePointer<Atomic<UInt>>
+    /// UDP port → tenant slot + 1 (0: none), 65536 entries.
+    let ports: UnsafeMutablePointer<Atomic<UInt16>>
 
-    public init(tenants routes: [TenantRoute], peerCapacity: Int, keypairCapacity: Int, workerCount: Int) {
+    public init(tenantCapacity: Int, peerCapacity: Int, keypairCapacity: Int, workerCount: Int) {
         keypairs = KeypairTable(capacity: keypairCapacity)
-        peers = PeerTable(capacity: peerCapacity)
+        peers = PeerTable(capacity: peerCapacity, workerCount: workerCount)
         epochs = WorkerEpochs(workerCount: workerCount)
-        tenantCount = routes.count
-        tenants = .allocate(capacity: max(routes.count, 1))
-        tenants.initialize(from: routes, count: routes.count)
+        self.tenantCapacity = max(tenantCapacity, 1)
+        tenants = .allocate(capacity: self.tenantCapacity)
+        for i in 0..<self.tenantCapacity { (tenants + i).initialize(to: Atomic(0)) }
         ports = .allocate(capacity: 65536)
-        ports.initialize(repeating: 0, count: 65536)
-        for (i, r) in routes.enumerated() { ports[Int(r.listenPort)] = UInt16(i + 1) }
+        for i in 0..<65536 { (ports + i).initialize(to: Atomic(0)) }
+    }
+
+    /// A state with `routes` published in slots 0..<routes.count and their ports mapped.
+    public convenience init(tenants routes: [TenantRoute], tenantCapacity: Int? = nil, peerCapacity: Int,
+                            keypairCapacity: Int, workerCount: Int) {
+        self.init(tenantCapacity: tenantCapacity ?? routes.count, peerCapacity: peerCapacity,
+                  keypairCapacity: keypairCapacity, workerCount: workerCount)
+        for (t, route) in routes.enumerated() {
+            _ = publishTenant(t, route)
+            mapPort(route.listenPort, to: t)
+        }
     }
 
     deinit {
-        tenants.deinitialize(count: tenantCount)
+        for i in 0..<tenantCapacity {
+            if let p = UnsafeMutablePointer<TenantRoute>(bitPattern: tenants[i].load(ordering: .relaxed)) {
+                Retired.tenantRoute(p).release()
+            }
+        }
+        tenants.deinitialize(count: tenantCapacity)
         tenants.deallocate()
+        ports.deinitialize(count: 65536)
         ports.deallocate()
     }
 
-    public func tenantRoute(_ i: Int) -> TenantRoute { tenants[i] }
+    // MARK: Control plane
+
+    /// Publishes `route` in slot `t` (nil: empties it) and returns the route it replaced,
+    /// which the caller retires.
+    public func publishTenant(_ t: Int, _ route: TenantRoute?) -> UnsafeMutablePointer<TenantRoute>? {
+        var bits: UInt = 0
+        if let route {
+            let p = UnsafeMutablePointer<TenantRoute>.allocate(capacity: 1)
+            p.initialize(to: route)
+            bits = UInt(bitPattern: p)
+        }
+        return UnsafeMutablePointer(bitPattern: tenants[t].exchange(bits, ordering: .acquiringAndReleasing))
+    }
+
+    /// Sends transport messages to UDP port `port` to tenant slot `t` (nil: to nobody).
+    public func mapPort(_ port: UInt16, to t: Int?) {
+        ports[Int(port)].store(t.map { UInt16($0 + 1) } ?? 0, ordering: .releasing)
+    }
+
+    public func tenantRoute(_ t: Int) -> TenantRoute? {
+        UnsafePointer<TenantRoute>(bitPattern: tenants[t].load(ordering: .acquiring))?.pointee
+    }
 }
 
 /// The per-packet work of one worker, free of any socket: decrypt one uplink frame into a
@@ -68,8 +110,8 @@ public struct PacketProcessor {
     /// what they point to alive.
     let keypairs: KeypairTableView
     let peers: PeerTableView
-    let tenants: UnsafeMutablePointer<TenantRoute>
-    let ports: UnsafeMutablePointer<UInt16>
+    let tenants: UnsafeMutablePointer<Atomic<UInt>>
+    let ports: UnsafeMutablePointer<Atomic<UInt16>>
     public let counters: WorkerCounters
     public let control: ControlQueue.Producer
     public let workerIndex: UInt16
@@ -80,12 +122,19 @@ public struct PacketProcessor {
     public init(state: DataPlaneState, counters: WorkerCounters, control: ControlQueue, workerIndex: Int) {
         self.state = state
         keypairs = state.keypairs.view
-        peers = state.peers.view
+        peers = state.peers.view(worker: workerIndex)
         tenants = state.tenants
         ports = state.ports
         self.counters = counters
         self.control = control.producer
         self.workerIndex = UInt16(workerIndex)
+    }
+
+    /// The published route of tenant slot `t`, if the tenant exists. Acquire: its fields
+    /// were written before it was published.
+    @inline(__always)
+    func route(_ t: Int) -> UnsafePointer<TenantRoute>? {
+        UnsafePointer(bitPattern: tenants[t].load(ordering: .acquiring))
     }
 
     public enum DecryptResult: Equatable {
@@ -96,28 +145,59 @@ public struct PacketProcessor {
         case dropped(DropReason)
     }
 
-    /// Processes one frame from the uplink. A transport message is decrypted out of place
-    /// into `tenantFrame` behind a fresh Ethernet header (`tenantCapacity` bytes of room).
+    /// What an uplink frame is, before any tenant frame is needed for it.
+    public enum Arrival {
+        /// A transport message for tenant slot `tenant`: decrypt it with `decrypt(_:outer:tenant:...)`.
+        case transport(OuterFrame, tenant: Int)
+        /// Nothing more to do (a handshake message handed to the control plane, or a drop).
+        case done(DecryptResult)
+    }
+
+    /// First step for an uplink frame: parse it and find its tenant by UDP port. Handshake
+    /// messages go to the control plane here; a transport message needs a frame of that
+    /// tenant (the worker takes it from the tenant's own UMEM) and the second step.
+    @inline(__always)
+    public mutating func arrive(_ frame: UnsafeMutableRawPointer, length: Int) -> Arrival {
+        guard let outer = OuterFrame.parse(frame, length: length) else { return .done(.dropped(.outerMalformed)) }
+        let tenantPlusOne = ports[Int(outer.destinationPort)].load(ordering: .relaxed)
+        guard tenantPlusOne != 0 else { return .done(.dropped(.unknownPort)) }
+        let tenant = Int(tenantPlusOne - 1)
+        let message = frame + outer.payloadOffset
+        guard outer.payloadLength >= 4 else { return .done(.dropped(.messageMalformed)) }
+        let typeWord = UInt32(littleEndian: message.loadUnaligned(as: UInt32.self))
+        switch typeWord {
+        case TransportHeader.typeWord:
+            return .transport(outer, tenant: tenant)
+        case 1, 2, 3:
+            return .done(forwardHandshake(outer, frame: frame, tenant: tenant))
+        default:
+            return .done(.dropped(.messageMalformed))
+        }
+    }
+
+    /// Both steps for a frame in memory (tests, benchmarks): `arrive`, then `decrypt` into
+    /// `tenantFrame` (`tenantCapacity` bytes of room).
     @inline(__always)
     public mutating func decrypt(_ frame: UnsafeMutableRawPointer, length: Int,
                                  into tenantFrame: UnsafeMutableRawPointer, tenantCapacity: Int,
                                  now: Instant) -> DecryptResult {
-        guard let outer = OuterFrame.parse(frame, length: length) else { return .dropped(.outerMalformed) }
-        let tenantPlusOne = ports[Int(outer.destinationPort)]
-        guard tenantPlusOne != 0 else { return .dropped(.unknownPort) }
-        let tenant = Int(tenantPlusOne - 1)
+        switch arrive(frame, length: length) {
+        case .done(let result): return result
+        case .transport(let outer, let tenant):
+            return decrypt(frame, outer: outer, tenant: tenant, into: tenantFrame, tenantCapacity: tenantCapacity,
+                           now: now)
+        }
+    }
+
+    /// Second step: decrypts the transport message of `frame` out of place into
+    /// `tenantFrame`, behind a fresh Ethernet header.
+    @inline(__always)
+    public mutating func decrypt(_ frame: UnsafeMutableRawPointer, outer: OuterFrame, tenant: Int,
+                                 into tenantFrame: UnsafeMutableRawPointer, tenantCapacity: Int,
+                                 now: Instant) -> DecryptResult {
+        guard let route = route(tenant) else { return .dropped(.tenantDown) }
         let message = frame + outer.payloadOffset
         let messageLength = outer.payloadLength
-        guard messageLength >= 4 else { return .dropped(.messageMalformed) }
-        let typeWord = UInt32(littleEndian: message.loadUnaligned(as: UInt32.self))
-        switch typeWord {
-        case TransportHeader.typeWord:
-            break
-        case 1, 2, 3:
-            return forwardHandshake(outer, frame: frame, tenant: tenant)
-        default:
-            return .dropped(.messageMalformed)
-        }
         guard messageLength >= WireGuardProtocol.keepaliveSize else { return .dropped(.messageMalformed) }
         let receiver = UInt32(littleEndian: message.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
         guard let entry = keypairs.lookup(receiver), Int(entry.pointee.tenant) == tenant else {
@@ -136,7 +216,9 @@ public struct PacketProcessor {
         let plaintextLength: Int
         switch result {
         case .success(let n): plaintextLength = n
-        case .failure(let rejection): return .dropped(DropReason(rejection))
+        case .failure(let rejection):
+            peers.noteDrop(peer)
+            return .dropped(DropReason(rejection))
         }
         counters.add(.decrypted)
 
@@ -157,15 +239,21 @@ public struct PacketProcessor {
             return .consumed
         }
         guard let packetLength = Tunnel.innerPacketLength(UnsafeRawBufferPointer(start: inner, count: plaintextLength))
-        else { return .dropped(.innerMalformed) }
+        else {
+            peers.noteDrop(peer)
+            return .dropped(.innerMalformed)
+        }
         // Cryptokey routing: the inner source must be one of this peer's AllowedIPs.
         let isIPv6 = inner.load(as: UInt8.self) >> 4 == 6
-        let owner = tenants[tenant].allowedIPs.lookup(
+        let owner = route.pointee.allowedIPs.lookup(
             ipv4OrIPv6: UnsafeRawPointer(inner + (isIPv6 ? 8 : 12)), isIPv6: isIPv6)
-        guard owner == peer else { return .dropped(.innerSourceNotAllowed) }
+        guard owner == peer else {
+            peers.noteDrop(peer)
+            return .dropped(.innerSourceNotAllowed)
+        }
         peers.noteReceived(peer, bytes: messageLength, keepalive: false, now: now)
-        tenants[tenant].innerMAC.store(to: tenantFrame)
-        tenants[tenant].hostMAC.store(to: tenantFrame + 6)
+        route.pointee.innerMAC.store(to: tenantFrame)
+        route.pointee.hostMAC.store(to: tenantFrame + 6)
         Wire.store16(tenantFrame, 12, isIPv6 ? Wire.etherTypeIPv6 : Wire.etherTypeIPv4)
         return .deliver(tenant: tenant, length: Wire.ethernetHeaderSize + packetLength)
     }
@@ -193,16 +281,20 @@ public struct PacketProcessor {
         else { return .dropped(.tenantMalformed) }
         let isIPv6 = inner.load(as: UInt8.self) >> 4 == 6
         guard isIPv6 == (etherType == Wire.etherTypeIPv6) else { return .dropped(.tenantMalformed) }
-        guard let peer = tenants[tenant].allowedIPs.lookup(
+        guard let tenantRoute = route(tenant) else { return .dropped(.tenantDown) }
+        guard let peer = tenantRoute.pointee.allowedIPs.lookup(
             ipv4OrIPv6: inner + (isIPv6 ? 24 : 16), isIPv6: isIPv6)
         else { return .dropped(.noRoute) }
 
         guard let entry = peers.sendingEntry(peer) else {
             return stage(inner, length: packetLength, tenant: tenant, peer: peer)
         }
-        guard let route = peers.route(peer) else { return .dropped(.noEndpoint) }
+        guard let route = peers.route(peer) else {
+            peers.noteDrop(peer)
+            return .dropped(.noEndpoint)
+        }
         let headerLength = route.pointee.length
-        let mtu = tenants[tenant].mtu
+        let mtu = tenantRoute.pointee.mtu
         let result: Result<SealedMessage, SealFailure> = entry.pointee.keypair._withUnsafeGuaranteedRef { keypair in
             do throws(SealFailure) {
                 return .success(try keypair.seal(inner, length: packetLength, into: uplinkFrame + headerLength,
@@ -218,6 +310,7 @@ public struct PacketProcessor {
             peers.noteSent(peer, bytes: sealed.length, now: now)
             return .send(length: headerLength + sealed.length)
         case .failure(.destinationTooSmall), .failure(.invalidLength):
+            peers.noteDrop(peer)
             return .dropped(.packetTooBig)
         case .failure:
             // The keypair expired or ran out: the control plane stages and rekeys.

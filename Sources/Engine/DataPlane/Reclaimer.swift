@@ -63,11 +63,22 @@ public enum Retired {
     case keypairEntry(UnsafeMutablePointer<KeypairEntry>)
     /// An allocation no longer published (an outer header template).
     case memory(UnsafeMutableRawPointer)
+    /// A tenant route replaced or removed (it owns its AllowedIPs table).
+    case tenantRoute(UnsafeMutablePointer<TenantRoute>)
+    /// A peer handle whose peer was removed: once no worker can hold it, its slot is cleared
+    /// and `reuse` gives the handle back.
+    case peerHandle(UInt32, PeerTable, reuse: (UInt32) -> Void)
 
     func release() {
         switch self {
         case .keypairEntry(let p): KeypairEntry.destroy(p)
         case .memory(let p): p.deallocate()
+        case .tenantRoute(let p):
+            p.deinitialize(count: 1)
+            p.deallocate()
+        case .peerHandle(let handle, let table, let reuse):
+            table.reset(handle)
+            reuse(handle)
         }
     }
 }

@@ -133,21 +133,41 @@ public struct PeerSlot: ~Copyable {
     let lastDataReceived = Atomic<UInt64>(0)
     let lastKeepaliveReceived = Atomic<UInt64>(0)
     let lastDataSent = Atomic<UInt64>(0)
-    let rxPackets = Atomic<UInt64>(0), rxBytes = Atomic<UInt64>(0)
-    let txPackets = Atomic<UInt64>(0), txBytes = Atomic<UInt64>(0)
-    var tenant: UInt32 = 0
-    var active = false
 }
 
-/// Every peer's `PeerSlot`, indexed by the peer handle the tenants' AllowedIPs map to.
+/// One worker's traffic counters for one peer. Each worker writes only its own rows (relaxed
+/// load + store, no locked instruction, no line shared with another writer); the control
+/// plane sums the rows of all workers.
+public struct PeerCounterRow: ~Copyable {
+    let rxPackets = Atomic<UInt64>(0), rxBytes = Atomic<UInt64>(0)
+    let txPackets = Atomic<UInt64>(0), txBytes = Atomic<UInt64>(0)
+    /// Packets of this peer the data path dropped after it knew the peer (replayed, failed
+    /// authentication, inner source not allowed, no endpoint, too big).
+    let drops = Atomic<UInt64>(0)
+
+    @inline(__always)
+    static func bump(_ a: borrowing Atomic<UInt64>, _ n: UInt64) {
+        a.store(a.load(ordering: .relaxed) &+ n, ordering: .relaxed)
+    }
+}
+
+/// Every peer's `PeerSlot`, indexed by the peer handle the tenants' AllowedIPs map to, and
+/// each worker's `PeerCounterRow`s. Handles are reused: a removed peer's handle is given out
+/// again only after quiescence, when `reset` has cleared its slot and rows.
 public final class PeerTable: @unchecked Sendable {
     public let capacity: Int
+    public let workerCount: Int
     let slots: UnsafeMutablePointer<PeerSlot>
+    /// `workerCount` blocks of `capacity` rows.
+    let rows: UnsafeMutablePointer<PeerCounterRow>
 
-    public init(capacity: Int) {
+    public init(capacity: Int, workerCount: Int = 1) {
         self.capacity = max(capacity, 1)
+        self.workerCount = max(workerCount, 1)
         slots = .allocate(capacity: self.capacity)
         for i in 0..<self.capacity { (slots + i).initialize(to: PeerSlot()) }
+        rows = .allocate(capacity: self.capacity * self.workerCount)
+        for i in 0..<(self.capacity * self.workerCount) { (rows + i).initialize(to: PeerCounterRow()) }
     }
 
     deinit {
@@ -158,17 +178,35 @@ public final class PeerTable: @unchecked Sendable {
         }
         slots.deinitialize(count: capacity)
         slots.deallocate()
+        rows.deinitialize(count: capacity * workerCount)
+        rows.deallocate()
     }
 
-    /// What the data path holds: the slots as a plain pointer (no reference counting per
+    /// What worker `worker`'s data path holds: plain pointers (no reference counting per
     /// packet). Valid while the table lives.
-    public var view: PeerTableView { PeerTableView(slots: slots) }
+    public func view(worker: Int) -> PeerTableView {
+        precondition(worker < workerCount, "worker \(worker) has no counter rows")
+        return PeerTableView(slots: slots, rows: rows + worker * capacity)
+    }
 
     // MARK: Control plane
 
-    public func activate(_ peer: UInt32, tenant: UInt32) {
-        slots[Int(peer)].tenant = tenant
-        slots[Int(peer)].active = true
+    /// Clears everything the data path left in a slot whose peer is gone, before its handle
+    /// is reused: call only after quiescence (no worker can hold the old peer's handle), and
+    /// after the sending entry and the route were unpublished.
+    public func reset(_ peer: UInt32) {
+        let s = slots + Int(peer)
+        s.pointee.reportedEndpoint.store(0, ordering: .relaxed)
+        s.pointee.reportedKeypair.store(0, ordering: .relaxed)
+        s.pointee.lastDataReceived.store(0, ordering: .relaxed)
+        s.pointee.lastKeepaliveReceived.store(0, ordering: .relaxed)
+        s.pointee.lastDataSent.store(0, ordering: .relaxed)
+        for w in 0..<workerCount {
+            let r = rows + w * capacity + Int(peer)
+            r.pointee.rxPackets.store(0, ordering: .relaxed); r.pointee.rxBytes.store(0, ordering: .relaxed)
+            r.pointee.txPackets.store(0, ordering: .relaxed); r.pointee.txBytes.store(0, ordering: .relaxed)
+            r.pointee.drops.store(0, ordering: .relaxed)
+        }
     }
 
     /// Publishes the keypair entry to send with (nil: none) and returns the previous one.
@@ -192,33 +230,41 @@ public final class PeerTable: @unchecked Sendable {
     }
 
     public func currentRoute(_ peer: UInt32) -> OuterHeaderTemplate? {
-        view.route(peer)?.pointee
+        UnsafePointer<OuterHeaderTemplate>(bitPattern: slots[Int(peer)].route.load(ordering: .acquiring))?.pointee
     }
 
     public struct Activity: Sendable, Equatable {
         public var lastDataReceived: Instant?
         public var lastKeepaliveReceived: Instant?
         public var lastDataSent: Instant?
-        public var rxPackets: UInt64, rxBytes: UInt64, txPackets: UInt64, txBytes: UInt64
+        /// Summed over every worker's row.
+        public var rxPackets: UInt64, rxBytes: UInt64, txPackets: UInt64, txBytes: UInt64, drops: UInt64
     }
 
     public func activity(_ peer: UInt32) -> Activity {
         let s = slots + Int(peer)
         func instant(_ v: UInt64) -> Instant? { v == 0 ? nil : Instant(nanoseconds: v) }
-        return Activity(lastDataReceived: instant(s.pointee.lastDataReceived.load(ordering: .relaxed)),
-                        lastKeepaliveReceived: instant(s.pointee.lastKeepaliveReceived.load(ordering: .relaxed)),
-                        lastDataSent: instant(s.pointee.lastDataSent.load(ordering: .relaxed)),
-                        rxPackets: s.pointee.rxPackets.load(ordering: .relaxed),
-                        rxBytes: s.pointee.rxBytes.load(ordering: .relaxed),
-                        txPackets: s.pointee.txPackets.load(ordering: .relaxed),
-                        txBytes: s.pointee.txBytes.load(ordering: .relaxed))
+        var a = Activity(lastDataReceived: instant(s.pointee.lastDataReceived.load(ordering: .relaxed)),
+                         lastKeepaliveReceived: instant(s.pointee.lastKeepaliveReceived.load(ordering: .relaxed)),
+                         lastDataSent: instant(s.pointee.lastDataSent.load(ordering: .relaxed)),
+                         rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, drops: 0)
+        for w in 0..<workerCount {
+            let r = rows + w * capacity + Int(peer)
+            a.rxPackets &+= r.pointee.rxPackets.load(ordering: .relaxed)
+            a.rxBytes &+= r.pointee.rxBytes.load(ordering: .relaxed)
+            a.txPackets &+= r.pointee.txPackets.load(ordering: .relaxed)
+            a.txBytes &+= r.pointee.txBytes.load(ordering: .relaxed)
+            a.drops &+= r.pointee.drops.load(ordering: .relaxed)
+        }
+        return a
     }
 }
 
-/// The data path's view of a `PeerTable`: reads of the published pointers, activity stamps
-/// and counters.
+/// One worker's view of a `PeerTable`: reads of the published pointers and activity stamps,
+/// and that worker's own counter rows.
 public struct PeerTableView: @unchecked Sendable {
     let slots: UnsafeMutablePointer<PeerSlot>
+    let rows: UnsafeMutablePointer<PeerCounterRow>
 
     @inline(__always)
     func sendingEntry(_ peer: UInt32) -> UnsafePointer<KeypairEntry>? {
@@ -237,18 +283,24 @@ public struct PeerTableView: @unchecked Sendable {
 
     @inline(__always)
     func noteReceived(_ peer: UInt32, bytes: Int, keepalive: Bool, now: Instant) {
+        let r = rows + Int(peer)
+        PeerCounterRow.bump(r.pointee.rxPackets, 1)
+        PeerCounterRow.bump(r.pointee.rxBytes, UInt64(bytes))
         let s = slots + Int(peer)
-        s.pointee.rxPackets.wrappingAdd(1, ordering: .relaxed)
-        s.pointee.rxBytes.wrappingAdd(UInt64(bytes), ordering: .relaxed)
         if keepalive { PeerTableView.touch(s.pointee.lastKeepaliveReceived, now) } else { PeerTableView.touch(s.pointee.lastDataReceived, now) }
     }
 
     @inline(__always)
     func noteSent(_ peer: UInt32, bytes: Int, now: Instant) {
-        let s = slots + Int(peer)
-        s.pointee.txPackets.wrappingAdd(1, ordering: .relaxed)
-        s.pointee.txBytes.wrappingAdd(UInt64(bytes), ordering: .relaxed)
-        PeerTableView.touch(s.pointee.lastDataSent, now)
+        let r = rows + Int(peer)
+        PeerCounterRow.bump(r.pointee.txPackets, 1)
+        PeerCounterRow.bump(r.pointee.txBytes, UInt64(bytes))
+        PeerTableView.touch(slots[Int(peer)].lastDataSent, now)
+    }
+
+    @inline(__always)
+    func noteDrop(_ peer: UInt32) {
+        PeerCounterRow.bump(rows[Int(peer)].drops, 1)
     }
 
     /// True the first time a worker sees `key` as this peer's new endpoint.

@@ -1,4 +1,5 @@
 import CLibXDP
+import CXDPWG
 import Synchronization
 import WireGuard
 
@@ -6,16 +7,31 @@ import WireGuard
 import Glibc
 #endif
 
+/// One tenant's AF_XDP socket on one worker's queue. The socket has a UMEM of its own, so a
+/// lane can come and go while the gateway runs (a tenant added or removed) without touching
+/// any other lane's frames.
+public final class TenantLane: @unchecked Sendable {
+    /// The tenant's slot in `DataPlaneState`.
+    public let tenant: Int
+    public let socket: XskSocket
+
+    public init(tenant: Int, socket: XskSocket) {
+        self.tenant = tenant
+        self.socket = socket
+    }
+}
+
 /// One data-plane worker: one uplink queue's AF_XDP socket, the same queue of every tenant's
-/// veth, a thread pinned to one core. It owns its rings, its two frame pools and its
+/// veth (its lanes), a thread pinned to one core. It owns its rings, its frame pools and its
 /// counters; it shares only the read-mostly tables with the control plane.
 ///
 /// The loop, per iteration (xdpsock's batch rule on each ring):
-/// 1. announce the epoch (nothing read before is held any more);
+/// 1. announce the epoch (nothing read before is held any more); take a new set of lanes if
+///    the control plane offered one;
 /// 2. drain completion rings into the pools;
-/// 3. uplink RX: peek ≤ 64, decrypt each frame out of place into a tenant frame, queue
-///    the results per tenant, release; TX them to each tenant socket, kick;
-/// 4. each tenant's RX: peek ≤ 64, encrypt into uplink frames, release; TX, kick;
+/// 3. uplink RX: peek ≤ 64, decrypt each frame out of place into a frame of its tenant's
+///    lane, release; TX them to each tenant socket, kick;
+/// 4. each lane's RX: peek ≤ 64, encrypt into uplink frames, release; TX, kick;
 /// 5. refill the fill rings; ring the control plane's doorbell if anything was queued;
 /// 6. with nothing to do for a while, park and sleep in poll() on all sockets.
 public final class Worker: @unchecked Sendable {
@@ -26,26 +42,62 @@ public final class Worker: @unchecked Sendable {
     public let index: Int
     public let core: Int?
     public let uplink: XskSocket
-    /// Tenant sockets, indexed by tenant number; all share one UMEM.
-    public let tenantSockets: [XskSocket]
     public let counters: WorkerCounters
     public let control: ControlQueue
     let state: DataPlaneState
+    /// The lanes in use, as the control plane last set them (control thread only).
+    public private(set) var lanes: [TenantLane] = []
+    /// The set handed to the thread: written before `offered` is bumped, read by the thread
+    /// after it sees the bump.
+    private var offeredLanes: [TenantLane] = []
+    /// [0]: generation of the lanes offered (control thread stores, release);
+    /// [1]: generation the thread has taken (thread stores, release).
+    let handoff: UnsafeMutablePointer<Atomic<UInt64>>
+    /// Wakes the thread from poll() when lanes are offered.
+    let wakeFD: Int32
     private let stopRequested = Atomic<Bool>(false)
     private var thread: pthread_t?
     /// Set by the thread if it could not pin itself (reported, not fatal).
     public private(set) var pinningError: String?
 
-    public init(index: Int, core: Int?, uplink: XskSocket, tenantSockets: [XskSocket], state: DataPlaneState,
-                control: ControlQueue, counters: WorkerCounters = .allocate()) {
-        precondition(!tenantSockets.isEmpty, "a worker serves at least one tenant")
+    public init(index: Int, core: Int?, uplink: XskSocket, state: DataPlaneState, control: ControlQueue,
+                counters: WorkerCounters = .allocate()) throws(XDPError) {
         self.index = index
         self.core = core
         self.uplink = uplink
-        self.tenantSockets = tenantSockets
         self.state = state
         self.control = control
         self.counters = counters
+        let fd = cxdpwg_eventfd_nonblocking()
+        guard fd >= 0 else { throw XDPError("eventfd (worker \(index))", code: errno) }
+        wakeFD = fd
+        handoff = .allocate(capacity: 2)
+        handoff.initialize(to: Atomic(0))
+        (handoff + 1).initialize(to: Atomic(0))
+    }
+
+    deinit {
+        stop()
+        close(wakeFD)
+        handoff.deinitialize(count: 2)
+        handoff.deallocate()
+    }
+
+    /// Hands the thread a new set of lanes (at most one per tenant slot) and waits until it
+    /// has taken them, so that lanes left out can be closed when this returns. Control
+    /// thread only. Before `start`, the thread takes them when it starts.
+    public func setLanes(_ newLanes: [TenantLane]) {
+        offeredLanes = newLanes
+        let generation = handoff[0].load(ordering: .relaxed) + 1
+        handoff[0].store(generation, ordering: .releasing)
+        if thread != nil {
+            var one: UInt64 = 1
+            _ = write(wakeFD, &one, 8)
+            while handoff[1].load(ordering: .acquiring) < generation && thread != nil {
+                usleep(100)
+            }
+        }
+        lanes = newLanes
     }
 
     /// Starts the worker's thread.
@@ -82,6 +134,22 @@ public final class Worker: @unchecked Sendable {
         loop.run(stop: stopRequested)
         state.epochs.park(worker: index)
     }
+
+    /// The thread's side of `setLanes`: the offered set and its generation.
+    fileprivate func takeOffer() -> (lanes: [TenantLane], generation: UInt64) {
+        let generation = handoff[0].load(ordering: .acquiring)
+        return (offeredLanes, generation)
+    }
+}
+
+/// What the loop keeps of one lane: ring views and the frame area, as plain values.
+struct Lane {
+    let rx: RxRing, tx: TxRing, fill: FillRing, completion: CompletionRing
+    let frames: UmemFrames
+    let fd: Int32
+    /// How many frames the fill ring holds when full: half the lane's UMEM, the other half
+    /// being what decryption writes into.
+    let fillTarget: UInt32
 }
 
 /// The worker's hot loop with everything it touches in local values: ring structs, frame
@@ -91,69 +159,76 @@ struct WorkerLoop: ~Copyable {
     let uplinkRx: RxRing, uplinkTx: TxRing, uplinkFill: FillRing, uplinkCompletion: CompletionRing
     let uplinkFrames: UmemFrames
     let uplinkPool: FramePool
-    let uplinkSocket: XskSocket
-    let tenantRx: [RxRing], tenantTx: [TxRing], tenantFill: [FillRing], tenantCompletion: [CompletionRing]
-    let tenantFrames: UmemFrames
-    let tenantPool: FramePool
-    let tenantSockets: [XskSocket]
-    /// Per tenant, up to one batch of (frame address, length) to transmit.
-    let tenantPending: UnsafeMutablePointer<(UInt64, UInt32)>
-    let tenantPendingCount: UnsafeMutablePointer<Int>
-    let uplinkPending: UnsafeMutablePointer<(UInt64, UInt32)>
+    let uplinkFD: Int32
+    /// Per tenant slot: the lane, or nil; its pool is initialized exactly when the lane is set.
+    let lanes: UnsafeMutablePointer<Lane?>
+    let pools: UnsafeMutablePointer<FramePool>
+    let laneCapacity: Int
+    /// The tenant slots that have a lane, in slot order.
+    let active: UnsafeMutablePointer<Int>
+    var activeCount = 0
+    /// Decrypted frames of one uplink batch, with their tenants, waiting to be transmitted.
+    let delivered: UnsafeMutablePointer<(UInt64, UInt32)>
+    let deliveredTenant: UnsafeMutablePointer<Int>
+    /// One tenant's share of `delivered`, or one lane's encrypted frames, made contiguous.
+    let outgoing: UnsafeMutablePointer<(UInt64, UInt32)>
     var processor: PacketProcessor
     let counters: WorkerCounters
     let epochs: WorkerEpochs
+    /// uplink, wake eventfd, then each active lane.
     let pollSet: UnsafeMutablePointer<pollfd>
-    let pollCount: Int
-    /// Fill-ring sizes: how many frames each fill ring holds when full.
+    var pollCount = 2
     let uplinkFillTarget: UInt32
-    let tenantFillTarget: UInt32
+    /// The worker, for the rare lane hand-over only.
+    let owner: Unmanaged<Worker>
+    let handoff: UnsafeMutablePointer<Atomic<UInt64>>
+    var takenGeneration: UInt64 = 0
 
     init(_ w: Worker) {
         index = w.index
-        uplinkSocket = w.uplink
+        owner = .passUnretained(w)
+        handoff = w.handoff
+        uplinkFD = w.uplink.fd
         uplinkRx = w.uplink.rxRing; uplinkTx = w.uplink.txRing
         uplinkFill = w.uplink.fillRing; uplinkCompletion = w.uplink.completionRing
         uplinkFrames = w.uplink.umem.frames
         uplinkPool = FramePool(umem: w.uplink.umem)
-        tenantSockets = w.tenantSockets
-        tenantRx = w.tenantSockets.map { $0.rxRing }
-        tenantTx = w.tenantSockets.map { $0.txRing }
-        tenantFill = w.tenantSockets.map { $0.fillRing }
-        tenantCompletion = w.tenantSockets.map { $0.completionRing }
-        let tenantUmem = w.tenantSockets[0].umem
-        tenantFrames = tenantUmem.frames
-        tenantPool = FramePool(umem: tenantUmem)
-        let n = w.tenantSockets.count
-        tenantPending = .allocate(capacity: n * Worker.batchSize)
-        tenantPendingCount = .allocate(capacity: n)
-        tenantPendingCount.initialize(repeating: 0, count: n)
-        uplinkPending = .allocate(capacity: Worker.batchSize)
+        laneCapacity = w.state.tenantCapacity
+        lanes = .allocate(capacity: laneCapacity)
+        lanes.initialize(repeating: nil, count: laneCapacity)
+        pools = .allocate(capacity: laneCapacity)
+        active = .allocate(capacity: laneCapacity)
+        delivered = .allocate(capacity: Worker.batchSize)
+        deliveredTenant = .allocate(capacity: Worker.batchSize)
+        outgoing = .allocate(capacity: Worker.batchSize)
         processor = PacketProcessor(state: w.state, counters: w.counters, control: w.control, workerIndex: w.index)
         counters = w.counters
         epochs = w.state.epochs
-        pollCount = 1 + n
-        pollSet = .allocate(capacity: pollCount)
+        pollSet = .allocate(capacity: 2 + laneCapacity)
         pollSet[0] = pollfd(fd: w.uplink.fd, events: Int16(POLLIN), revents: 0)
-        for (i, s) in w.tenantSockets.enumerated() { pollSet[1 + i] = pollfd(fd: s.fd, events: Int16(POLLIN), revents: 0) }
+        pollSet[1] = pollfd(fd: w.wakeFD, events: Int16(POLLIN), revents: 0)
         uplinkFillTarget = w.uplink.umem.fillRingSize
-        // The tenant UMEM's frames are shared by every tenant's fill ring and the decrypt
-        // path: give each fill ring an equal share of half the frames at most.
-        tenantFillTarget = UInt32(max(Worker.batchSize, tenantUmem.frameCount / (2 * n)))
     }
 
     deinit {
-        tenantPending.deallocate()
-        tenantPendingCount.deallocate()
-        uplinkPending.deallocate()
+        for t in 0..<laneCapacity where lanes[t] != nil { (pools + t).deinitialize(count: 1) }
+        lanes.deinitialize(count: laneCapacity)
+        lanes.deallocate()
+        pools.deallocate()
+        active.deallocate()
+        delivered.deallocate()
+        deliveredTenant.deallocate()
+        outgoing.deallocate()
         pollSet.deallocate()
     }
 
     mutating func run(stop: borrowing Atomic<Bool>) {
+        takeLanesIfOffered()
         refill()
         var idle = 0
         while !stop.load(ordering: .relaxed) {
             epochs.announce(worker: index)
+            takeLanesIfOffered()
             let now = Clock.now()
             var work = reclaimCompletions()
             work += receiveUplink(now: now)
@@ -171,8 +246,8 @@ struct WorkerLoop: ~Copyable {
             flushTransmits()
             idle += 1
             if idle >= 64 {
-                // Nothing for a while: hold nothing, sleep until a socket has frames (or
-                // 20 ms, to notice a stop request).
+                // Nothing for a while: hold nothing, sleep until a socket has frames, lanes
+                // are offered, or 20 ms pass (to notice a stop request).
                 epochs.park(worker: index)
                 _ = poll(pollSet, nfds_t(pollCount), 20)
                 idle = 0
@@ -180,12 +255,55 @@ struct WorkerLoop: ~Copyable {
         }
     }
 
+    // MARK: Lanes
+
+    /// Takes the control plane's new set of lanes, if it offered one: lanes that left are
+    /// forgotten with their pools (their UMEMs go away with them), new lanes get a full
+    /// pool. Called between batches, so no frame of a lane is pending anywhere.
+    @inline(__always)
+    mutating func takeLanesIfOffered() {
+        guard handoff[0].load(ordering: .relaxed) != takenGeneration else { return }
+        let (offered, generation) = owner._withUnsafeGuaranteedRef { $0.takeOffer() }
+        var byTenant: [Int: TenantLane] = [:]
+        for lane in offered { byTenant[lane.tenant] = lane }
+        for t in 0..<laneCapacity {
+            let new = byTenant[t]
+            if let old = lanes[t], old.fd == new?.socket.fd { continue }
+            if lanes[t] != nil {
+                (pools + t).deinitialize(count: 1)
+                lanes[t] = nil
+            }
+            if let lane = new {
+                let s = lane.socket
+                lanes[t] = Lane(rx: s.rxRing, tx: s.txRing, fill: s.fillRing, completion: s.completionRing,
+                                frames: s.umem.frames, fd: s.fd,
+                                fillTarget: min(s.umem.fillRingSize, UInt32(s.umem.frameCount / 2)))
+                (pools + t).initialize(to: FramePool(umem: s.umem))
+            }
+        }
+        activeCount = 0
+        pollCount = 2
+        for t in 0..<laneCapacity {
+            guard let lane = lanes[t] else { continue }
+            active[activeCount] = t
+            activeCount += 1
+            pollSet[pollCount] = pollfd(fd: lane.fd, events: Int16(POLLIN), revents: 0)
+            pollCount += 1
+        }
+        var drained: UInt64 = 0
+        _ = read(pollSet[1].fd, &drained, 8)
+        takenGeneration = generation
+        handoff[1].store(generation, ordering: .releasing)
+        refill()
+    }
+
     /// Transmitted frames come back to their pools.
     @inline(__always)
     mutating func reclaimCompletions() -> Int {
         var n = Int(uplinkCompletion.drain(into: uplinkPool, maximum: UInt32(Worker.batchSize * 4)))
-        for i in 0..<tenantCompletion.count {
-            n += Int(tenantCompletion[i].drain(into: tenantPool, maximum: UInt32(Worker.batchSize * 4)))
+        for k in 0..<activeCount {
+            let t = active[k]
+            n += Int(lanes[t].unsafelyUnwrapped.completion.drain(into: pools[t], maximum: UInt32(Worker.batchSize * 4)))
         }
         return n
     }
@@ -198,11 +316,16 @@ struct WorkerLoop: ~Copyable {
             let wanted = min(UInt32(spareUplink), uplinkFillTarget &- min(uplinkFillTarget, uplinkFill.outstanding))
             if wanted > 0 { _ = uplinkFill.replenish(from: uplinkPool, maximum: wanted) }
         }
-        if uplinkFill.needsWakeup { uplinkSocket.wakeFill(); counters.add(.fillWakeups) }
-        for i in 0..<tenantFill.count {
-            let have = tenantFill[i].outstanding
-            if have < tenantFillTarget {
-                _ = tenantFill[i].replenish(from: tenantPool, maximum: tenantFillTarget &- have)
+        if uplinkFill.needsWakeup {
+            _ = recvfrom(uplinkFD, nil, 0, Int32(MSG_DONTWAIT), nil, nil)
+            counters.add(.fillWakeups)
+        }
+        for k in 0..<activeCount {
+            let t = active[k]
+            let lane = lanes[t].unsafelyUnwrapped
+            let have = lane.fill.outstanding
+            if have < lane.fillTarget {
+                _ = lane.fill.replenish(from: pools[t], maximum: lane.fillTarget &- have)
             }
         }
     }
@@ -216,53 +339,71 @@ struct WorkerLoop: ~Copyable {
         counters.add(.batches)
         counters.add(.batchFrames, UInt64(count))
         var bytes: UInt64 = 0
+        var deliveredCount = 0
         for i in 0..<count {
             let d = uplinkRx.descriptor(first &+ i)
             bytes &+= UInt64(d.len)
-            guard let out = tenantPool.pop() else {
-                counters.drop(.tenantFramesExhausted)
-                uplinkPool.push(d.addr)
-                continue
+            let frame = uplinkFrames.frame(d.addr)
+            switch processor.arrive(frame, length: Int(d.len)) {
+            case .done(.dropped(let reason)):
+                counters.drop(reason)
+            case .done:
+                break
+            case .transport(let outer, let tenant):
+                guard tenant < laneCapacity, let lane = lanes[tenant] else {
+                    counters.drop(.tenantDown)
+                    break
+                }
+                guard let out = pools[tenant].pop() else {
+                    counters.drop(.tenantFramesExhausted)
+                    break
+                }
+                let result = processor.decrypt(frame, outer: outer, tenant: tenant, into: lane.frames.frame(out),
+                                               tenantCapacity: lane.frames.frameSize, now: now)
+                switch result {
+                case .deliver(_, let length):
+                    delivered[deliveredCount] = (out, UInt32(length))
+                    deliveredTenant[deliveredCount] = tenant
+                    deliveredCount += 1
+                case .consumed:
+                    pools[tenant].push(out)
+                case .dropped(let reason):
+                    counters.drop(reason)
+                    pools[tenant].push(out)
+                }
             }
-            let result = processor.decrypt(uplinkFrames.frame(d.addr), length: Int(d.len),
-                                           into: tenantFrames.frame(out), tenantCapacity: tenantFrames.frameSize,
-                                           now: now)
             // Out of place: the uplink frame is free as soon as it was read.
             uplinkPool.push(d.addr)
-            switch result {
-            case .deliver(let tenant, let length):
-                let slot = tenantPendingCount[tenant]
-                tenantPending[tenant * Worker.batchSize + slot] = (out, UInt32(length))
-                tenantPendingCount[tenant] = slot + 1
-            case .consumed:
-                tenantPool.push(out)
-            case .dropped(let reason):
-                counters.drop(reason)
-                tenantPool.push(out)
-            }
         }
         uplinkRx.release(count)
         counters.add(.uplinkRxPackets, UInt64(count))
         counters.add(.uplinkRxBytes, bytes)
-        for tenant in 0..<tenantTx.count where tenantPendingCount[tenant] > 0 {
-            transmitToTenant(tenant)
-        }
+        transmitDelivered(deliveredCount)
         return Int(count)
     }
 
+    /// Sends the batch's decrypted frames, one TX burst per tenant in order of first
+    /// appearance (a batch usually holds one or two tenants).
     @inline(__always)
-    mutating func transmitToTenant(_ tenant: Int) {
-        let n = tenantPendingCount[tenant]
-        tenantPendingCount[tenant] = 0
-        transmit(tenantPending + tenant * Worker.batchSize, count: n, tx: tenantTx[tenant],
-                 socket: tenantSockets[tenant], pool: tenantPool,
-                 packets: .tenantTxPackets, bytes: .tenantTxBytes, ringFull: .tenantTxRingFull)
+    func transmitDelivered(_ count: Int) {
+        for i in 0..<count where deliveredTenant[i] >= 0 {
+            let tenant = deliveredTenant[i]
+            var n = 0
+            for j in i..<count where deliveredTenant[j] == tenant {
+                outgoing[n] = delivered[j]
+                n += 1
+                deliveredTenant[j] = -1
+            }
+            let lane = lanes[tenant].unsafelyUnwrapped
+            transmit(outgoing, count: n, tx: lane.tx, fd: lane.fd, pool: pools[tenant],
+                     packets: .tenantTxPackets, bytes: .tenantTxBytes, ringFull: .tenantTxRingFull)
+        }
     }
 
     /// Puts `n` (frame, length) pairs on `tx` and kicks; frames the ring cannot take go back
     /// to `pool`, counted as `ringFull` drops.
     @inline(__always)
-    func transmit(_ pending: UnsafeMutablePointer<(UInt64, UInt32)>, count n: Int, tx: TxRing, socket: XskSocket,
+    func transmit(_ pending: UnsafeMutablePointer<(UInt64, UInt32)>, count n: Int, tx: TxRing, fd: Int32,
                   pool: borrowing FramePool, packets: WorkerCounter, bytes: WorkerCounter, ringFull: DropReason) {
         var accepted = Int(min(UInt32(n), tx.freeSlots(wanted: UInt32(n))))
         if accepted > 0, let first = tx.reserve(UInt32(accepted)) {
@@ -274,7 +415,7 @@ struct WorkerLoop: ~Copyable {
             tx.submit(UInt32(accepted))
             counters.add(packets, UInt64(accepted))
             counters.add(bytes, sent)
-            kick(socket, tx)
+            kick(fd, tx)
         } else {
             accepted = 0
         }
@@ -290,9 +431,10 @@ struct WorkerLoop: ~Copyable {
     @inline(__always)
     mutating func receiveTenants(now: Instant) -> Int {
         var total = 0
-        for tenant in 0..<tenantRx.count {
-            let rx = tenantRx[tenant]
-            let (count, first) = rx.peek(maximum: UInt32(Worker.batchSize))
+        for k in 0..<activeCount {
+            let tenant = active[k]
+            let lane = lanes[tenant].unsafelyUnwrapped
+            let (count, first) = lane.rx.peek(maximum: UInt32(Worker.batchSize))
             guard count > 0 else { continue }
             total += Int(count)
             counters.add(.batches)
@@ -300,20 +442,20 @@ struct WorkerLoop: ~Copyable {
             var pending = 0
             var bytes: UInt64 = 0
             for i in 0..<count {
-                let d = rx.descriptor(first &+ i)
+                let d = lane.rx.descriptor(first &+ i)
                 bytes &+= UInt64(d.len)
                 guard let out = uplinkPool.pop() else {
                     counters.drop(.uplinkFramesExhausted)
-                    tenantPool.push(d.addr)
+                    pools[tenant].push(d.addr)
                     continue
                 }
-                let result = processor.encrypt(tenant: tenant, frame: tenantFrames.frame(d.addr), length: Int(d.len),
+                let result = processor.encrypt(tenant: tenant, frame: lane.frames.frame(d.addr), length: Int(d.len),
                                                into: uplinkFrames.frame(out), uplinkCapacity: uplinkFrames.frameSize,
                                                now: now)
-                tenantPool.push(d.addr)
+                pools[tenant].push(d.addr)
                 switch result {
                 case .send(let length):
-                    uplinkPending[pending] = (out, UInt32(length))
+                    outgoing[pending] = (out, UInt32(length))
                     pending += 1
                 case .staged:
                     uplinkPool.push(out)
@@ -322,11 +464,11 @@ struct WorkerLoop: ~Copyable {
                     uplinkPool.push(out)
                 }
             }
-            rx.release(count)
+            lane.rx.release(count)
             counters.add(.tenantRxPackets, UInt64(count))
             counters.add(.tenantRxBytes, bytes)
             if pending > 0 {
-                transmit(uplinkPending, count: pending, tx: uplinkTx, socket: uplinkSocket, pool: uplinkPool,
+                transmit(outgoing, count: pending, tx: uplinkTx, fd: uplinkFD, pool: uplinkPool,
                          packets: .uplinkTxPackets, bytes: .uplinkTxBytes, ringFull: .uplinkTxRingFull)
             }
         }
@@ -336,19 +478,22 @@ struct WorkerLoop: ~Copyable {
     /// Kicks every TX ring that still holds descriptors (a kick that made no progress left
     /// them there; nothing else would send them before the next packet).
     func flushTransmits() {
-        if uplinkTx.outstanding > 0 { kick(uplinkSocket, uplinkTx) }
-        for i in 0..<tenantTx.count where tenantTx[i].outstanding > 0 { kick(tenantSockets[i], tenantTx[i]) }
+        if uplinkTx.outstanding > 0 { kick(uplinkFD, uplinkTx) }
+        for k in 0..<activeCount {
+            let lane = lanes[active[k]].unsafelyUnwrapped
+            if lane.tx.outstanding > 0 { kick(lane.fd, lane.tx) }
+        }
     }
 
     /// Copy mode sends at most 32 descriptors per kick: kick until the ring is empty, or the
     /// kernel stops taking (completion ring full: the next iteration drains it and kicks again).
     @inline(__always)
-    func kick(_ socket: XskSocket, _ tx: TxRing) {
+    func kick(_ fd: Int32, _ tx: TxRing) {
         guard tx.needsWakeup else { return }
         var remaining = tx.outstanding
         var kicks = 0
         while remaining > 0 && kicks < 8 {
-            socket.kickTransmit()
+            XskSocket.kickTransmit(fd: fd)
             kicks += 1
             let after = tx.outstanding
             if after >= remaining { break }   // no progress: leave it to the next iteration

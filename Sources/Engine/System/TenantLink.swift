@@ -157,6 +157,22 @@ public final class TenantLink: Sendable {
         }
     }
 
+    /// Brings the namespace's routes through the inner interface in line with a new set of
+    /// AllowedIPs (a peer added, removed or changed while running): routes of prefixes no
+    /// longer allowed go, new ones come.
+    public func updateRoutes(from old: [IPPrefix], to new: [IPPrefix]) throws(SystemError) {
+        let ip = try IPCommand()
+        let inNamespace = ["-n", spec.namespace]
+        let oldSet = Set(old.map(\.masked)), newSet = Set(new.map(\.masked))
+        for prefix in new.map(\.masked) where !oldSet.contains(prefix) {
+            try ip.run(inNamespace + ["route", "replace", prefix.description, "dev", spec.innerName])
+        }
+        for prefix in old.map(\.masked) where !newSet.contains(prefix) {
+            // Gone already (the operator removed it, or the address's own route) is fine.
+            _ = try? ip.run(inNamespace + ["route", "del", prefix.description, "dev", spec.innerName])
+        }
+    }
+
     // MARK: Steps
 
     /// A link left by a crashed run is deleted, but only if it is a veth: a name clash with

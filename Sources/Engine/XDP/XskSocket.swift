@@ -240,7 +240,12 @@ public final class XskSocket: @unchecked Sendable {
     ///   ENETDOWN the interface is down; descriptors wait in the ring.
     /// EINTR is retried.
     @discardableResult
-    public func kickTransmit() -> Int32 {
+    public func kickTransmit() -> Int32 { XskSocket.kickTransmit(fd: fd) }
+
+    /// `kickTransmit` for a socket known by its descriptor (the worker loop holds no
+    /// reference to the socket object, to avoid reference counting per batch).
+    @discardableResult
+    public static func kickTransmit(fd: Int32) -> Int32 {
         while true {
             if sendto(fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0) >= 0 { return 0 }
             let e = errno

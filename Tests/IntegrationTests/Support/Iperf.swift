@@ -19,6 +19,9 @@ enum Iperf {
         /// TCP retransmissions of the sending side (reported by the side that sent: the client
         /// unless the test ran in reverse).
         var retransmits: Int?
+        /// Bytes per reporting interval (one a second), as this side saw them: a stall shows
+        /// as an interval with nothing.
+        var intervalBytes: [UInt64] = []
 
         var description: String {
             let r = retransmits.map { ", \($0) retransmits" } ?? ""
@@ -143,6 +146,10 @@ enum Iperf {
             var sum_sent: Sum?
             var sum_received: Sum?
         }
+        struct Interval: Decodable {
+            var sum: Sum
+        }
+        var intervals: [Interval]?
         var end: End?
         var error: String?
     }
@@ -163,6 +170,7 @@ enum Iperf {
         }
         return Result(sentBytes: UInt64(sent.bytes), receivedBytes: UInt64(received.bytes),
                       senderBitsPerSecond: sent.bits_per_second, receiverBitsPerSecond: received.bits_per_second,
-                      retransmits: sent.retransmits)
+                      retransmits: sent.retransmits,
+                      intervalBytes: (report.intervals ?? []).map { UInt64($0.sum.bytes) })
     }
 }

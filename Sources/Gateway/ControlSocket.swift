@@ -1,0 +1,155 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The gateway's own command socket, `/run/xdpwg/NAME.control`: `xdpwg reload` asks the
+/// running gateway to re-read its file and hears back what changed, or why nothing did.
+///
+/// One request per connection: a command line (`reload\n`); the reply is `ok` or `error` on
+/// the first line, then one line per change or problem. The socket is 0600 in a root-owned
+/// directory, so only root reaches it. The gateway's control thread serves it between its
+/// other work (`service`), never blocking for long: a client has 200 ms to send its line.
+public final class ControlSocket {
+    public static let defaultDirectory = "/run/xdpwg"
+    public let path: String
+    public let fd: Int32
+
+    /// Binds `DIRECTORY/NAME.control`. A file left by a gateway that died is replaced; one a
+    /// running gateway answers on is refused (two gateways with one name).
+    public init(name: String, directory: String = ControlSocket.defaultDirectory) throws(GatewayError) {
+        path = "\(directory)/\(name).control"
+        if mkdir(directory, 0o755) != 0 && errno != EEXIST {
+            throw GatewayError("cannot create \(directory)", errno: errno)
+        }
+        if let probe = try? ControlSocket.connect(path: path) {
+            close(probe)
+            throw GatewayError("another gateway named '\(name)' is running (it answers on \(path)); "
+                               + "give this one another [Gateway] Name")
+        }
+        unlink(path)
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw GatewayError("cannot create the control socket", errno: errno) }
+        var address = try ControlSocket.address(path)
+        let old = umask(0o077)
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        umask(old)
+        guard rc == 0, listen(fd, 8) == 0 else {
+            let e = errno
+            close(fd)
+            throw GatewayError("cannot listen on \(path)", errno: e)
+        }
+    }
+
+    deinit {
+        close(fd)
+        unlink(path)
+    }
+
+    /// Accepts waiting clients and answers each with `handle(command)`: (ok, lines).
+    public func service(_ handle: (String) -> (ok: Bool, lines: [String])) {
+        while true {
+            let client = accept(fd, nil, nil)
+            guard client >= 0 else { return }   // EAGAIN: nobody waiting (or a transient error)
+            // Accepted sockets do not inherit O_NONBLOCK on Linux; close-on-exec is set by hand
+            // (glibc's accept4 is not visible to Swift).
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+            defer { close(client) }
+            var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
+            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            timeout.tv_sec = 1
+            setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            guard let line = ControlSocket.readLine(client) else { continue }
+            let (ok, lines) = handle(line)
+            ControlSocket.writeAll(client, ([ok ? "ok" : "error"] + lines).joined(separator: "\n") + "\n")
+        }
+    }
+
+    // MARK: Client
+
+    /// Sends `command` to the gateway named `name` and returns its reply.
+    public static func request(_ command: String, name: String, directory: String = defaultDirectory,
+                               timeoutSeconds: Int = 120) throws(GatewayError) -> (ok: Bool, lines: [String]) {
+        let path = "\(directory)/\(name).control"
+        let fd: Int32
+        do throws(GatewayError) { fd = try connect(path: path) } catch {
+            throw GatewayError("no gateway named '\(name)' is running (\(error))")
+        }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        writeAll(fd, command + "\n")
+        var reply: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n > 0 { reply += chunk[0..<n]; continue }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw GatewayError("no reply from the gateway on \(path)", errno: errno) }
+            break
+        }
+        var lines = String(decoding: reply, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+            .map(String.init)
+        if lines.last == "" { lines.removeLast() }
+        guard let status = lines.first, status == "ok" || status == "error" else {
+            throw GatewayError("the gateway's reply on \(path) is not understood")
+        }
+        return (status == "ok", Array(lines.dropFirst()))
+    }
+
+    // MARK: Helpers
+
+    static func address(_ path: String) throws(GatewayError) -> sockaddr_un {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw GatewayError("socket path \(path) is too long")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        return address
+    }
+
+    static func connect(path: String) throws(GatewayError) -> Int32 {
+        var address = try address(path)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw GatewayError("socket", errno: errno) }
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard rc == 0 else {
+            let e = errno
+            close(fd)
+            throw GatewayError("cannot connect to \(path)", errno: e)
+        }
+        return fd
+    }
+
+    /// One line of at most 256 bytes, without its newline; nil on timeout, EOF or overflow.
+    static func readLine(_ fd: Int32) -> String? {
+        var bytes: [UInt8] = []
+        var byte: UInt8 = 0
+        while bytes.count < 256 {
+            let n = read(fd, &byte, 1)
+            if n < 0 && errno == EINTR { continue }
+            guard n == 1 else { return nil }
+            if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
+            bytes.append(byte)
+        }
+        return nil
+    }
+
+    static func writeAll(_ fd: Int32, _ text: String) {
+        var bytes = Array(text.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return }
+            offset += n
+        }
+    }
+}

@@ -1,0 +1,206 @@
+import Foundation
+import TestSupport
+import Testing
+import WireGuard
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Live reload, end to end: while an iperf3 run goes through tenant A, tenant B is added,
+/// changed, given a bad file, given a [Gateway] change, and removed, by `xdpwg reload`.
+/// Tenant A's session must survive it all: one handshake, and iperf3 sees bytes in every
+/// second of its run.
+@Suite(.serialized, .enabled(if: Privileged.shouldRun))
+struct GatewayReloadTests {
+    @Test func tenantsComeAndGoWhileAnotherCarriesTraffic() throws {
+        try Privileged.require()
+        let topology = try GatewayTopology(peers: [
+            .init(tenant: "a", innerAddress: "10.10.1.2/32", tenantRange: "10.10.0.0/24", queue: 0),
+            .init(tenant: "b", innerAddress: "10.10.1.2/32", tenantRange: "10.10.0.0/24", queue: 1),
+        ])
+        defer { topology.close() }
+        let tag = getpid() % 100_000
+        let name = "rl\(tag)"
+        let keyA = PrivateKey.generate(), keyB = PrivateKey.generate()
+        let namespaceA = topology.namespaceName(tag: "ra"), namespaceB = topology.namespaceName(tag: "rb")
+        let tenantAName = "ra\(tag)", tenantBName = "rb\(tag)"
+        let peerA = topology.peers[0], peerB = topology.peers[1]
+
+        func file(gateway: String = "Uplink = \(topology.uplinkName)", tenantB: String?) -> String {
+            var text = """
+                [Gateway]
+                \(gateway)
+                Name = \(name)
+
+                [Tenant]
+                Name = \(tenantAName)
+                PrivateKey = \(keyA.secret.base64ForDisplay)
+                ListenPort = 51820
+                Namespace = \(namespaceA)
+                Address = 10.10.0.1/24
+
+                [Peer]
+                PublicKey = \(peerA.publicKey)
+                AllowedIPs = 10.10.1.2/32
+
+                """
+            if let tenantB {
+                text += """
+                    [Tenant]
+                    Name = \(tenantBName)
+                    PrivateKey = \(keyB.secret.base64ForDisplay)
+                    Namespace = \(namespaceB)
+                    Address = 10.10.0.1/24
+                    \(tenantB)
+                    """
+            }
+            return text
+        }
+        let tenantBFirst = """
+            ListenPort = 51821
+            [Peer]
+            PublicKey = \(peerB.publicKey)
+            AllowedIPs = 10.10.1.2/32
+            Endpoint = \(peerB.endpoint)
+            """
+        let tenantBChanged = """
+            ListenPort = 51821
+            [Peer]
+            PublicKey = \(peerB.publicKey)
+            AllowedIPs = 10.10.1.2/32, 10.10.2.0/24
+            Endpoint = \(peerB.endpoint)
+            PersistentKeepalive = 5
+            """
+        let tenantBBroken = """
+            ListenPort = 99999
+            [Peer]
+            PublicKey = \(peerB.publicKey)
+            """
+
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("xdpwg-reload-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let configPath = directory.appendingPathComponent("gateway.conf").path
+        func write(_ text: String) {
+            _ = FileManager.default.createFile(atPath: configPath, contents: Data(text.utf8),
+                                               attributes: [.posixPermissions: 0o600])
+        }
+        func reload() throws -> (status: Int32, stdout: String, stderr: String) {
+            try Command.runAllowingFailure([try Command.xdpwg, "reload", "--name", name])
+        }
+        let log = directory.appendingPathComponent("gateway.log")
+
+        write(file(tenantB: nil))
+        let gateway = try topology.gateway.spawn([try Command.xdpwg, "up", "--config", configPath], log: log,
+                                                 sharedMounts: true)
+        defer { if gateway.isRunning { NetworkNamespace.stop(gateway) } }
+        let tenantA = topology.adoptNamespace(named: namespaceA)
+        try GatewayUpTests.waitFor("the gateway to come up", log: log, process: gateway) { $0.contains("up: uplink") }
+        try topology.configurePeer(0, gatewayPublicKey: keyA.publicKey.description,
+                                   endpoint: "\(GatewayTopology.gatewayAddress):51820", allowedIPs: "10.10.0.0/24")
+        try topology.configurePeer(1, gatewayPublicKey: keyB.publicKey.description,
+                                   endpoint: "\(GatewayTopology.gatewayAddress):51821", allowedIPs: "10.10.0.0/24")
+        let first = try topology.ping(from: 0, to: "10.10.0.1", count: 3, interval: 0.2)
+        #expect(first.allReceived, "peer A → tenant A before any reload: \(first)\n\(GatewayUpTests.text(log))")
+
+        // Tenant A carries TCP for the whole sequence.
+        let seconds = 20
+        let traffic = Background {
+            try topology.iperf(clientIn: peerA.namespace, server: "10.10.0.1", serverIn: tenantA, seconds: seconds)
+        }
+        usleep(1_500_000)
+
+        // 1. Tenant B added.
+        write(file(tenantB: tenantBFirst))
+        let added = try reload()
+        #expect(added.status == 0, "reload adding tenant B: \(added)")
+        #expect(added.stdout.contains("tenant \(tenantBName): added with 1 peer(s)"), "\(added.stdout)")
+        let tenantB = topology.adoptNamespace(named: namespaceB)
+        let toB = try topology.ping(from: 1, to: "10.10.0.1", count: 5, interval: 0.2)
+        #expect(toB.received >= 3, "peer B → the added tenant B: \(toB)\n\(GatewayUpTests.text(log))")
+
+        // 2. Tenant B's peer changed: another prefix (routed in its namespace), a keepalive.
+        write(file(tenantB: tenantBChanged))
+        let changed = try reload()
+        #expect(changed.status == 0, "reload changing tenant B: \(changed)")
+        #expect(changed.stdout.contains("changed: allowed IPs, persistent keepalive"), "\(changed.stdout)")
+        let routes = try tenantB.exec(["ip", "route", "show"])
+        #expect(routes.contains("10.10.2.0/24"), "the new AllowedIPs prefix is not routed in tenant B: \(routes)")
+        let fromB = try GatewayTopology.ping(in: tenantB, to: "10.10.1.2", count: 3, interval: 0.2)
+        #expect(fromB.allReceived, "tenant B → peer B after the change: \(fromB)")
+
+        // 3. A broken file and a [Gateway] change are refused; tenant B keeps working.
+        write(file(tenantB: tenantBBroken))
+        let broken = try reload()
+        #expect(broken.status == 1, "a broken file was accepted: \(broken)")
+        #expect(broken.stderr.contains("\(configPath):"), "no file:line in \(broken.stderr)")
+        #expect(broken.stderr.contains("ListenPort: '99999' is not a port number"), "\(broken.stderr)")
+        #expect(broken.stderr.contains("the running configuration stays"), "\(broken.stderr)")
+        write(file(gateway: "Uplink = lo", tenantB: tenantBChanged))
+        let uplinkChange = try reload()
+        #expect(uplinkChange.status == 1 && uplinkChange.stderr.contains("Uplink cannot change while the gateway runs"),
+                "\(uplinkChange)")
+        let afterRefusals = try topology.ping(from: 1, to: "10.10.0.1", count: 3, interval: 0.2)
+        #expect(afterRefusals.allReceived, "tenant B after refused reloads: \(afterRefusals)")
+
+        // 4. Tenant B removed: its namespace (which the gateway created) goes with it.
+        write(file(tenantB: nil))
+        let removed = try reload()
+        #expect(removed.status == 0 && removed.stdout.contains("tenant \(tenantBName): removed"), "\(removed)")
+        #expect(!(try Command.run(["ip", "netns", "list"])).contains(namespaceB), "tenant B's namespace is still there")
+        let unchanged = try reload()
+        #expect(unchanged.status == 0 && unchanged.stdout.contains("no changes"), "\(unchanged)")
+
+        // 5. SIGHUP does the same: tenant B comes back.
+        write(file(tenantB: tenantBFirst))
+        kill(gateway.processIdentifier, SIGHUP)
+        try GatewayUpTests.waitFor("the SIGHUP reload", log: log, process: gateway) {
+            $0.components(separatedBy: "reload: tenant \(tenantBName): added").count == 3
+        }
+        // Peer B still holds a session with the tenant B that was removed: the new tenant B
+        // speaks first, so the gateway initiates a new one.
+        let newB = topology.adoptNamespace(named: namespaceB)
+        let backB = try GatewayTopology.ping(in: newB, to: "10.10.1.2", count: 5, interval: 0.2)
+        #expect(backB.received >= 3, "tenant B re-added by SIGHUP → peer B: \(backB)\n\(GatewayUpTests.text(log))")
+
+        // Tenant A's iperf3 run never stalled, and its session was never rebuilt.
+        let run = try #require(try traffic.wait(seconds: Double(seconds + 30)), "the iperf3 run through tenant A hung")
+        print("tenant A during reloads: \(run.client.receiverBitsPerSecond / 1e6) Mbit/s, per second: "
+              + "\(run.server.intervalBytes.map { $0 / 1_000_000 }) MB")
+        #expect(run.server.intervalBytes.count >= seconds - 1)
+        // (The last interval is the fraction of a second after the client stopped.)
+        #expect(run.server.intervalBytes.dropLast().allSatisfy { $0 > 0 },
+                "a second without traffic: \(run.server.intervalBytes)")
+
+        kill(gateway.processIdentifier, SIGTERM)
+        #expect(GatewayUpTests.wait(for: gateway, seconds: 15), "xdpwg up did not exit after SIGTERM")
+        #expect(gateway.terminationStatus == 0, "exit status \(gateway.terminationStatus)\n\(GatewayUpTests.text(log))")
+        let text = GatewayUpTests.text(log)
+        let peerLine = text.split(separator: "\n").first { $0.hasPrefix("stats: peer") && $0.contains(peerA.publicKey) }
+        #expect(peerLine?.contains(" handshakes=1 ") == true, "tenant A's peer did not keep its one session: \(peerLine ?? "")\n\(text)")
+        #expect(!text.contains(keyA.secret.base64ForDisplay) && !text.contains(keyB.secret.base64ForDisplay))
+        #expect(!(try Command.run(["ip", "netns", "list"])).contains(namespaceA))
+    }
+}
+
+/// Runs `body` on its own thread; `wait` returns its result (nil on timeout).
+final class Background<T>: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var result: Result<T, Error>?
+
+    private var body: (() throws -> T)?
+
+    init(_ body: @escaping () throws -> T) {
+        self.body = body
+        let thread = Thread { [self] in
+            result = Result { try self.body!() }
+            done.signal()
+        }
+        thread.start()
+    }
+
+    func wait(seconds: Double) throws -> T? {
+        guard done.wait(timeout: .now() + seconds) == .success else { return nil }
+        return try result!.get()
+    }
+}
