@@ -193,18 +193,15 @@ public final class Gateway {
                  + "\(config.tenants.count) tenant(s), \(config.peerCount) peer(s)")
     }
 
-    /// Logs the first session with each peer, then at most one rekey line a minute per peer.
+    /// Logs completed handshakes per peer: the first at once, then at most one line per peer
+    /// every 10 minutes (rekeys come every 2 minutes per peer; thousands of peers must not
+    /// flood the log), saying how many were not logged in between.
     static func sessionLogger() -> (String, PublicKey, Bool) -> Void {
-        var lastRekeyLog: [PublicKey: Instant] = [:]
+        var throttle = Log.Throttle<PublicKey>(interval: .seconds(600))
         return { tenant, peer, first in
-            if first {
-                Log.info("\(tenant): session with peer \(peer.shortName) established")
-                return
-            }
-            let now = Clock.now()
-            if let last = lastRekeyLog[peer], now < last + .seconds(60) { return }
-            lastRekeyLog[peer] = now
-            Log.debug("\(tenant): peer \(peer.shortName) rekeyed")
+            guard let pass = throttle.admit(peer, now: Clock.now()) else { return }
+            Log.info((first ? "session established" : "handshake completed") + pass.note,
+                     ["tenant": tenant, "peer": peer.shortName])
         }
     }
 

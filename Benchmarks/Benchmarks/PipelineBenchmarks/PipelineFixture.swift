@@ -105,7 +105,6 @@ final class PipelineState {
         state = DataPlaneState(tenants: [TenantRoute(listenPort: Self.listenPort, allowedIPs: table,
                                                      hostMAC: Self.hostMAC, innerMAC: Self.innerMAC, mtu: tenantMTU)],
                                peerCapacity: 1, keypairCapacity: 64, workerCount: 1)
-        state.peers.activate(0, tenant: 0)
 
         // A session with peer 0, published as the control plane does after a handshake.
         guard let index = state.keypairs.allocateIndex(random: { 0x5EED_0000 }) else {
