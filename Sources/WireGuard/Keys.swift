@@ -73,11 +73,24 @@ extension Key32 {
 
     /// Lowercase hex, 64 characters (the UAPI form).
     public init?(hex: some StringProtocol) {
-        guard let k = KeyEncoding.decodeHex(Array(hex.utf8)) else { return nil }
+        guard let k = Array(hex.utf8).withUnsafeBytes({ KeyEncoding.decodeHex($0) }) else { return nil }
+        self = k
+    }
+
+    /// Decodes hex text held in the caller's buffer (which the caller wipes), so a secret's
+    /// text is never copied (the UAPI server reads keys straight from its request buffer).
+    public init?(hexBytes: UnsafeRawBufferPointer) {
+        guard let k = KeyEncoding.decodeHex(hexBytes) else { return nil }
         self = k
     }
 
     public var hex: String { KeyEncoding.encodeHex(self) }
+
+    /// Writes the 64 lowercase hex digits into the first 64 bytes of `out`, a buffer the
+    /// caller wipes (the UAPI `get` reply holds the private key this way).
+    public func writeHex(into out: UnsafeMutableRawBufferPointer) {
+        KeyEncoding.writeHex(self, into: out)
+    }
 }
 
 /// A Curve25519 public key. Public: printable and logged by its base64 form.
@@ -299,20 +312,24 @@ enum KeyEncoding {
     }
 
     static func encodeHex(_ key: Key32) -> String {
+        var out = [UInt8](repeating: 0, count: 64)
+        out.withUnsafeMutableBytes { writeHex(key, into: $0) }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func writeHex(_ key: Key32, into out: UnsafeMutableRawBufferPointer) {
+        precondition(out.count >= 64)
+        // 0..9 -> '0'..'9', 10..15 -> 'a'..'f', without a branch on the value.
+        func digit(_ nibble: Int32) -> UInt8 { UInt8(truncatingIfNeeded: 87 + nibble + (((nibble - 10) >> 8) & ~38)) }
         key.withUnsafeBytes { src in
-            var out = [UInt8]()
-            out.reserveCapacity(64)
-            for b in src {
-                for nibble in [Int32(b >> 4), Int32(b & 15)] {
-                    // 0..9 -> '0'..'9', 10..15 -> 'a'..'f', without a branch on the value.
-                    out.append(UInt8(truncatingIfNeeded: 87 + nibble + (((nibble - 10) >> 8) & ~38)))
-                }
+            for (i, b) in src.enumerated() {
+                out[i * 2] = digit(Int32(b >> 4))
+                out[i * 2 + 1] = digit(Int32(b & 15))
             }
-            return String(decoding: out, as: UTF8.self)
         }
     }
 
-    static func decodeHex(_ s: [UInt8]) -> Key32? {
+    static func decodeHex(_ s: UnsafeRawBufferPointer) -> Key32? {
         guard s.count == 64 else { return nil }
         var key = Key32()
         var bad: Int32 = 0
