@@ -54,7 +54,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["WireGuard", "CXDPWG"], path: "Tests/Support"),
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard"], exclude: ["Vectors"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "WireGuard", "CXDPWG", "CLibBPF", "TestSupport"]),
-        .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Engine", "WireGuard"]),
+        .testTarget(name: "GatewayTests", dependencies: ["Gateway", "Engine", "WireGuard", "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["WireGuard", "CXDPWG", "TestSupport"]),
     ]
 )
