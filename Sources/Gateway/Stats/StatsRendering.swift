@@ -98,23 +98,23 @@ public enum StatsRendering {
         out.append("")
         rows = [["handshakes", ""]]
         for c in HandshakeCounter.allCases {
-            rows.append([c.name, cells.value(s.handshakes.counters[c.name] ?? 0, p?.handshakes.counters[c.name] ?? 0)])
+            rows.append(["  " + c.name, cells.value(s.handshakes.counters[c.name] ?? 0, p?.handshakes.counters[c.name] ?? 0)])
         }
         let failures = { (h: StatsSnapshot.Handshakes) in HandshakeFailure.allCases.reduce(UInt64(0)) { $0 &+ (h.failures[$1.name] ?? 0) } }
-        rows.append(["failures", cells.value(failures(s.handshakes), p.map { failures($0.handshakes) })])
+        rows.append(["  failures", cells.value(failures(s.handshakes), p.map { failures($0.handshakes) })])
         for f in HandshakeFailure.allCases where (s.handshakes.failures[f.name] ?? 0) > 0 {
-            rows.append(["  " + f.name, cells.value(s.handshakes.failures[f.name] ?? 0, p?.handshakes.failures[f.name] ?? 0)])
+            rows.append(["    " + f.name, cells.value(s.handshakes.failures[f.name] ?? 0, p?.handshakes.failures[f.name] ?? 0)])
         }
         out += columns(rows, leftAligned: 1)
 
         out.append("")
         rows = [["xdp verdicts", ""]]
         for v in XDPVerdict.allCases {
-            rows.append([v.description, cells.value(s.xdp.verdicts[v.description] ?? 0, p?.xdp.verdicts[v.description] ?? 0)])
+            rows.append(["  " + v.description, cells.value(s.xdp.verdicts[v.description] ?? 0, p?.xdp.verdicts[v.description] ?? 0)])
         }
         for (q, n) in s.xdp.redirectsPerQueue.enumerated() where n > 0 {
             let before = p.map { q < $0.xdp.redirectsPerQueue.count ? $0.xdp.redirectsPerQueue[q] : 0 }
-            rows.append(["redirected to queue \(q)", cells.value(n, before)])
+            rows.append(["  redirected to queue \(q)", cells.value(n, before)])
         }
         out += columns(rows, leftAligned: 1)
 
@@ -241,7 +241,7 @@ public enum StatsRendering {
                  "Unix time the gateway's control thread last updated the statistics", [([], number(s.heartbeat))])
 
         for c in WorkerCounter.allCases {
-            e.family("xdpwg_worker_\(c.name)_total", .counter, "Per uplink queue: \(c.name.replacingUnderscores)",
+            e.family("xdpwg_worker_\(c.name)_total", .counter, "Worker counter \(c.name), per uplink RX queue",
                      s.workers.map { ([("queue", String($0.queue))], String($0.counters[c.name] ?? 0)) })
         }
         e.family("xdpwg_drops_total", .counter, "Packets the data path dropped, per uplink queue and reason",
@@ -250,7 +250,7 @@ public enum StatsRendering {
                  })
 
         for c in HandshakeCounter.allCases {
-            e.family("xdpwg_handshake_\(c.name)_total", .counter, "Handshakes: \(c.name.replacingUnderscores)",
+            e.family("xdpwg_handshake_\(c.name)_total", .counter, "Handshake counter \(c.name)",
                      [([], String(s.handshakes.counters[c.name] ?? 0))])
         }
         e.family("xdpwg_handshake_failures_total", .counter, "Handshake messages refused, per reason",
@@ -337,9 +337,4 @@ public enum StatsRendering {
             return out
         }
     }
-}
-
-private extension String {
-    /// "uplink_rx_packets" → "uplink rx packets", for HELP lines.
-    var replacingUnderscores: String { String(map { $0 == "_" ? " " : $0 }) }
 }
