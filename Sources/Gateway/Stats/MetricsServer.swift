@@ -12,8 +12,9 @@ import Glibc
 /// data path never sees it, and a scrape reads the segment like `xdpwg stats` does.
 ///
 /// Deliberately tiny: one request per connection (`Connection: close`), connections served
-/// one after another, requests of at most 8 KiB, 5 s to send one. Other paths get 404,
-/// other methods 405. A slow client delays the next scrape by at most the timeout.
+/// one after another, requests of at most 8 KiB, `requestTimeoutSeconds` (5) to send one.
+/// Other paths get 404, other methods 405. A slow client delays the next scrape by at most
+/// the timeout.
 public final class MetricsServer: @unchecked Sendable {
     public let endpoint: Endpoint
     private let segment: StatsSegment
@@ -25,11 +26,13 @@ public final class MetricsServer: @unchecked Sendable {
     public private(set) var port: UInt16 = 0
 
     static let maxRequestBytes = 8192
-    static let timeoutSeconds = 5
+    /// How long a client may take to send its request, and to take the response.
+    public let requestTimeoutSeconds: Int
 
-    public init(endpoint: Endpoint, segment: StatsSegment) {
+    public init(endpoint: Endpoint, segment: StatsSegment, requestTimeoutSeconds: Int = 5) {
         self.endpoint = endpoint
         self.segment = segment
+        self.requestTimeoutSeconds = max(requestTimeoutSeconds, 1)
     }
 
     deinit { stop() }
@@ -140,21 +143,27 @@ public final class MetricsServer: @unchecked Sendable {
 
     /// Reads one request, answers it and returns (the caller closes the connection).
     private func serve(_ fd: Int32) {
-        var timeout = timeval(tv_sec: MetricsServer.timeoutSeconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var timeout = timeval(tv_sec: requestTimeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let deadline = Clock.now().nanoseconds + UInt64(MetricsServer.timeoutSeconds) * 1_000_000_000
+        // One deadline for the whole request, however the client trickles it in.
+        let deadline = Clock.now().nanoseconds + UInt64(requestTimeoutSeconds) * 1_000_000_000
         var request: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 2048)
         while MetricsServer.headerEnd(request) == nil {
             guard request.count < MetricsServer.maxRequestBytes else {
                 respond(fd, status: "431 Request Header Fields Too Large", body: "request too large\n")
+                discardInput(fd)
                 return
             }
-            guard Clock.now().nanoseconds < deadline else { return }   // too slow: just close
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return }     // closed, or timed out
+            let now = Clock.now().nanoseconds
+            guard now < deadline else { return }       // too slow: just close
+            var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let waited = poll(&ready, 1, Int32((deadline - now) / 1_000_000) + 1)
+            if waited < 0 && errno == EINTR { continue }
+            guard waited > 0 else { return }
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
+            guard n > 0 else { return }     // closed, or an error
             request += chunk[0..<n]
         }
         let response = MetricsServer.route(request)
@@ -164,6 +173,23 @@ public final class MetricsServer: @unchecked Sendable {
                     contentType: "text/plain; version=0.0.4; charset=utf-8")
         } else {
             respond(fd, status: response.status, body: response.body, extraHeaders: response.extraHeaders)
+            discardInput(fd)
+        }
+    }
+
+    /// Reads what the client still sends (a body, the rest of an oversized request) for a
+    /// moment before the connection is closed: closing with unread input makes the kernel
+    /// send a reset, which can destroy the answer before the client reads it.
+    private func discardInput(_ fd: Int32) {
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        var discarded = 0
+        while discarded < 65536 {
+            var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&ready, 1, 200) > 0 else { return }
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
+            guard n > 0 else { return }
+            discarded += n
         }
     }
 
