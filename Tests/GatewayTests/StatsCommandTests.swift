@@ -176,6 +176,20 @@ struct StatsCommandTests {
         }
     }
 
+    @Test("--watch on a terminal clears the screen before each frame")
+    func watchOnTerminal() throws {
+        try Self.withSegment { dir, name, _ in
+            // script(1) gives the command a pseudo-terminal; timeout(1) sends SIGINT after 0.7 s
+            // and passes on the exit status.
+            let command = "timeout --preserve-status -s INT 0.7 \(try Command.xdpwg) stats --directory \(dir) --name \(name) --watch 0.2"
+            let (status, out, err) = try Command.runAllowingFailure(["script", "-qec", command, "/dev/null"])
+            #expect(status == 0, "\(out)\(err)")
+            let clears = out.components(separatedBy: "\u{1B}[H\u{1B}[2J").count - 1
+            #expect(clears >= 2, "\(out.debugDescription)")
+            #expect(out.hasPrefix("\u{1B}[H\u{1B}[2Jgateway \(name): pid"))
+        }
+    }
+
     @Test("--watch exits 1 with the message when the gateway goes away")
     func watchGatewayGone() throws {
         try Self.withSegment { dir, name, segment in

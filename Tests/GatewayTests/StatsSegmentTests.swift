@@ -339,9 +339,18 @@ struct StatsSegmentTests {
         }
     }
 
-    @Test("handshake timestamps convert to Unix nanoseconds")
-    func tai64nConversion() {
+    @Test("handshake timestamps and monotonic instants convert to Unix nanoseconds")
+    func timeConversions() {
         let t = TAI64N(secondsSinceEpoch: 1_700_000_000, nanoseconds: 0)
         #expect(StatsSegment.unixNanoseconds(t) == 1_700_000_000_000_000_000)
+        let before = StatsSegment.wallNanoseconds()
+        let instant = Instant(nanoseconds: Clock.now().nanoseconds - 10_000_000_000)
+        let tenSecondsAgo = StatsSegment.wallNanoseconds(of: instant)
+        let after = StatsSegment.wallNanoseconds()
+        #expect(tenSecondsAgo >= before - 10_001_000_000 && tenSecondsAgo <= after - 10_000_000_000)
+        #expect(tenSecondsAgo % 1_000_000 == 0)
+        // Stable from call to call (but for a millisecond boundary crossed between the reads).
+        let again = StatsSegment.wallNanoseconds(of: instant)
+        #expect(again == tenSecondsAgo || again == tenSecondsAgo + 1_000_000 || again == tenSecondsAgo - 1_000_000)
     }
 }

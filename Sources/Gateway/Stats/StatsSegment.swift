@@ -481,6 +481,17 @@ public final class StatsSegment: @unchecked Sendable {
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
+    /// The wall-clock time, in Unix nanoseconds rounded down to the millisecond, of a
+    /// monotonic `instant` in the past (a keypair's `createdAt`). Both clocks are read here,
+    /// back to back; the rounding keeps the result the same from one call to the next, so an
+    /// unchanged peer record is not rewritten.
+    public static func wallNanoseconds(of instant: Instant) -> UInt64 {
+        let monotonic = Clock.now().nanoseconds, wall = wallNanoseconds()
+        let ago = monotonic > instant.nanoseconds ? monotonic - instant.nanoseconds : 0
+        let then = wall > ago ? wall - ago : 0
+        return then - then % 1_000_000
+    }
+
     /// A handshake timestamp (as `Clock.wall()` makes them) in Unix nanoseconds.
     public static func unixNanoseconds(_ t: TAI64N) -> UInt64 {
         (t.seconds &- TAI64N.epochOffset) &* 1_000_000_000 &+ UInt64(t.nanoseconds)
