@@ -286,6 +286,9 @@ struct StatsSegmentTests {
                 while !stop.value.load(ordering: .relaxed) {
                     segment.publishPeer(slot: 0, flip ? a : b)
                     flip.toggle()
+                    // Far busier than a control thread (which rewrites a record at most every
+                    // tick), but leaves the reader a moment when both share a core.
+                    sched_yield()
                 }
                 stopped.value.store(true, ordering: .releasing)
             }

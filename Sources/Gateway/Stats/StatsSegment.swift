@@ -169,10 +169,13 @@ struct SegmentMemory: @unchecked Sendable {
     func header(_ field: StatsLayout.Header) -> UInt64 { load(field.offset) }
 
     /// Copies the seqlocked record at `offset` (`words.count` words, the sequence first) so
-    /// that all its words come from one write; false if the writer kept it busy throughout
-    /// (it holds a record for nanoseconds, so that means it died mid-write).
+    /// that all its words come from one write. The writer holds a record for nanoseconds, but
+    /// may be preempted while it does: keep trying (spinning, then yielding, then sleeping)
+    /// for up to a second; false means it died mid-write.
     func readRecord(at offset: Int, into words: UnsafeMutableBufferPointer<UInt64>) -> Bool {
-        for attempt in 0..<10_000 {
+        var attempt = 0
+        var deadline: UInt64 = 0
+        while true {
             let before = word(offset).pointee.load(ordering: .acquiring)
             if before & 1 == 0 {
                 for i in 1..<words.count { words[i] = load(offset + 8 * i) }
@@ -183,9 +186,12 @@ struct SegmentMemory: @unchecked Sendable {
                     return true
                 }
             }
-            if attempt >= 100 { sched_yield() }
+            attempt += 1
+            if attempt < 100 { continue }
+            if attempt == 100 { deadline = Clock.now().nanoseconds + 1_000_000_000 }
+            if Clock.now().nanoseconds > deadline { return false }
+            if attempt < 1000 { sched_yield() } else { usleep(50) }
         }
-        return false
     }
 
     /// Rewrites the seqlocked record at `offset` from `words` (word 0, the sequence, is
