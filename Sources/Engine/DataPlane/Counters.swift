@@ -145,6 +145,14 @@ public struct WorkerCounters: @unchecked Sendable {
 
     private init(slots: UnsafeMutablePointer<Atomic<UInt64>>) { self.slots = slots }
 
+    /// Counters in memory the caller provides and keeps alive for as long as any copy of this
+    /// value is used (a worker's block in the stats segment): `byteCount` bytes, 8-byte
+    /// aligned, zeroed (a zero word is an `Atomic<UInt64>` holding 0).
+    public init(memory: UnsafeMutableRawPointer) {
+        precondition(UInt(bitPattern: memory) % 8 == 0, "WorkerCounters memory must be 8-byte aligned")
+        slots = memory.bindMemory(to: Atomic<UInt64>.self, capacity: WorkerCounters.slotCount)
+    }
+
     @inline(__always)
     public func add(_ counter: WorkerCounter, _ n: UInt64 = 1) {
         let s = slots + counter.rawValue

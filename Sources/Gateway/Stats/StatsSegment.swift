@@ -1,0 +1,721 @@
+import Engine
+import Synchronization
+import WireGuard
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The stats segment (DESIGN §3, VPP's idea): one file in /run/xdpwg (tmpfs), mapped shared by
+// the gateway, which writes it, and by `xdpwg stats` and the metrics server, which read it.
+// Reading costs the data path nothing: workers keep their counters in the segment itself and
+// nobody ever asks them for anything.
+//
+// Memory model. Every value is one 64-bit word read and written through `Atomic<UInt64>`
+// (Synchronization) over the mapping with relaxed ordering: on x86-64 and arm64 that is a
+// plain `mov` / `ldr` / `str`, no locked instruction, and no value is ever torn. Each word has
+// exactly one writing thread (a worker for its block, the control thread for the rest).
+// Records of several words that must be seen together (a tenant, a peer: an endpoint's
+// address and port) carry a sequence counter (a seqlock): odd while the control thread
+// rewrites the record; a reader retries until it sees the same even value before and after
+// copying the record. Single counters need no such care: a reader may see one a batch old.
+//
+// Layout (all offsets in bytes, every section 64-byte aligned so no two writers share a
+// cache line):
+//   header           `StatsLayout.Header` words; `magic` is written last, with release order
+//   workers[w]       queue id, core (-1: none), then `WorkerCounters.slotCount` counters
+//                    (`WorkerCounter`s then `DropReason`s, in declaration order)
+//   control          `HandshakeCounter`s then `HandshakeFailure`s
+//   xdp              one word per `XDPVerdict`, then redirects per RX queue (up to 256 queues)
+//   tenants[slot]    `StatsLayout.TenantWord` words
+//   peers[slot]      `StatsLayout.PeerWord` words
+// Names of counters are not stored: the reader is the same binary and uses the enums' `name`s;
+// the header's layout version and counts must match the reader's or it refuses the segment.
+
+/// What the gateway publishes about one tenant (from the control thread).
+public struct TenantStatsRecord: Sendable, Equatable {
+    /// The tenant's interface name (at most 15 bytes; a longer name is cut).
+    public var name: String
+    public var listenPort: UInt16
+    public var peerCount: Int
+    /// Summed over the tenant's peers: packets and bytes received from / sent to them.
+    public var rxPackets: UInt64, rxBytes: UInt64, txPackets: UInt64, txBytes: UInt64
+    /// Packets dropped that could be attributed to this tenant.
+    public var drops: UInt64
+
+    public init(name: String, listenPort: UInt16, peerCount: Int, rxPackets: UInt64 = 0, rxBytes: UInt64 = 0,
+                txPackets: UInt64 = 0, txBytes: UInt64 = 0, drops: UInt64 = 0) {
+        self.name = name; self.listenPort = listenPort; self.peerCount = peerCount
+        self.rxPackets = rxPackets; self.rxBytes = rxBytes; self.txPackets = txPackets; self.txBytes = txBytes
+        self.drops = drops
+    }
+}
+
+/// What the gateway publishes about one peer (from the control thread). Public data only:
+/// the peer's public key and endpoint, never a private or preshared key.
+public struct PeerStatsRecord: Sendable, Equatable {
+    /// The slot of the peer's tenant (as given to `publishTenant`).
+    public var tenantSlot: Int
+    public var publicKey: PublicKey
+    public var endpoint: Endpoint?
+    /// Wall-clock time of the last completed handshake, in Unix nanoseconds; 0: never.
+    public var lastHandshakeNanoseconds: UInt64
+    /// Wall-clock creation time of the current keypair, in Unix nanoseconds; 0: none.
+    public var keypairCreatedNanoseconds: UInt64
+    public var rxPackets: UInt64, rxBytes: UInt64, txPackets: UInt64, txBytes: UInt64
+    public var drops: UInt64
+    /// Handshakes completed with this peer.
+    public var handshakes: UInt64
+
+    public init(tenantSlot: Int, publicKey: PublicKey, endpoint: Endpoint? = nil, lastHandshakeNanoseconds: UInt64 = 0,
+                keypairCreatedNanoseconds: UInt64 = 0, rxPackets: UInt64 = 0, rxBytes: UInt64 = 0,
+                txPackets: UInt64 = 0, txBytes: UInt64 = 0, drops: UInt64 = 0, handshakes: UInt64 = 0) {
+        self.tenantSlot = tenantSlot; self.publicKey = publicKey; self.endpoint = endpoint
+        self.lastHandshakeNanoseconds = lastHandshakeNanoseconds
+        self.keypairCreatedNanoseconds = keypairCreatedNanoseconds
+        self.rxPackets = rxPackets; self.rxBytes = rxBytes; self.txPackets = txPackets; self.txBytes = txBytes
+        self.drops = drops; self.handshakes = handshakes
+    }
+}
+
+/// The segment's binary layout, shared by writer and reader (one binary: see the file comment).
+enum StatsLayout {
+    /// "XDPWGSEG" in memory order.
+    static let magic: UInt64 = 0x4745_5347_5750_4458
+    /// Bump on any change of the layout below or of the counter enums' cases.
+    static let version: UInt64 = 1
+    static let headerBytes = 256
+    static let maxRedirectQueues = 256
+    static let maxWorkers = 4096
+    static let gatewayNameWords = 4
+    static let tenantNameBytes = 16
+
+    enum Header: Int, CaseIterable {
+        case magic, version, totalSize, pid, startedNanoseconds, generation, heartbeatNanoseconds
+        case workerCount, tenantCapacity, peerCapacity, rxQueueCount
+        case workerSlotCount, handshakeCounterCount, handshakeFailureCount, verdictCount, redirectQueueMax
+        case workersOffset, workerStride, controlOffset, xdpOffset, tenantsOffset, tenantStride, peersOffset, peerStride
+        /// `gatewayNameWords` words: the gateway's name, NUL-padded.
+        case name
+        var offset: Int { rawValue * 8 }
+    }
+
+    /// Words of a worker's block before its counters.
+    enum WorkerWord: Int { case queue, core, counters }
+
+    enum TenantWord: Int {
+        case sequence, active
+        /// Two words: up to 15 bytes of name, NUL-padded.
+        case name
+        case listenPort = 4, peerCount, rxPackets, rxBytes, txPackets, txBytes, drops
+        case count
+    }
+
+    enum PeerWord: Int {
+        case sequence, active, tenantSlot
+        /// Four words: the 32 bytes of the public key.
+        case publicKey
+        /// 0: no endpoint; 4 or 6.
+        case endpointFamily = 7
+        /// Two words: 4 (IPv4, first) or 16 address bytes in network order.
+        case endpointAddress
+        case endpointPort = 10, lastHandshakeNanoseconds, keypairCreatedNanoseconds
+        case rxPackets, rxBytes, txPackets, txBytes, drops, handshakes
+        case count
+    }
+
+    static func align64(_ n: Int) -> Int { (n + 63) & ~63 }
+
+    /// Where everything is, from the counts in the header (a reader recomputes it and checks
+    /// the header's offsets against it, so it never follows an offset it did not expect).
+    struct Geometry: Equatable {
+        var workerCount: Int, tenantCapacity: Int, peerCapacity: Int, rxQueueCount: Int
+        var workersOffset: Int, workerStride: Int, controlOffset: Int, xdpOffset: Int
+        var tenantsOffset: Int, tenantStride: Int, peersOffset: Int, peerStride: Int, totalSize: Int
+
+        init(workerCount: Int, tenantCapacity: Int, peerCapacity: Int, rxQueueCount: Int) {
+            self.workerCount = workerCount; self.tenantCapacity = tenantCapacity
+            self.peerCapacity = peerCapacity; self.rxQueueCount = rxQueueCount
+            workersOffset = headerBytes
+            workerStride = align64((WorkerWord.counters.rawValue + WorkerCounters.slotCount) * 8)
+            controlOffset = workersOffset + workerCount * workerStride
+            xdpOffset = controlOffset + align64((HandshakeCounter.allCases.count + HandshakeFailure.allCases.count) * 8)
+            tenantsOffset = xdpOffset + align64((XDPVerdict.allCases.count + maxRedirectQueues) * 8)
+            tenantStride = TenantWord.count.rawValue * 8
+            peersOffset = tenantsOffset + align64(tenantCapacity * tenantStride)
+            peerStride = PeerWord.count.rawValue * 8
+            totalSize = peersOffset + align64(peerCapacity * peerStride)
+        }
+    }
+}
+
+/// Typed access to a mapped segment: relaxed 64-bit atomic loads and stores (see the file
+/// comment). The reader's mapping is read-only; it only ever loads.
+struct SegmentMemory: @unchecked Sendable {
+    let base: UnsafeMutableRawPointer
+    let size: Int
+
+    @inline(__always)
+    func word(_ offset: Int) -> UnsafeMutablePointer<Atomic<UInt64>> {
+        (base + offset).assumingMemoryBound(to: Atomic<UInt64>.self)
+    }
+
+    @inline(__always)
+    func load(_ offset: Int) -> UInt64 { word(offset).pointee.load(ordering: .relaxed) }
+
+    @inline(__always)
+    func store(_ offset: Int, _ value: UInt64) { word(offset).pointee.store(value, ordering: .relaxed) }
+
+    func header(_ field: StatsLayout.Header) -> UInt64 { load(field.offset) }
+
+    /// Copies the seqlocked record at `offset` (`words.count` words, the sequence first) so
+    /// that all its words come from one write. The writer holds a record for nanoseconds, but
+    /// may be preempted while it does: keep trying (spinning, then yielding, then sleeping)
+    /// for up to a second; false means it died mid-write.
+    func readRecord(at offset: Int, into words: UnsafeMutableBufferPointer<UInt64>) -> Bool {
+        var attempt = 0
+        var deadline: UInt64 = 0
+        while true {
+            let before = word(offset).pointee.load(ordering: .acquiring)
+            if before & 1 == 0 {
+                for i in 1..<words.count { words[i] = load(offset + 8 * i) }
+                // Orders the copies above before the second read of the sequence.
+                atomicMemoryFence(ordering: .acquiring)
+                if load(offset) == before {
+                    words[0] = before
+                    return true
+                }
+            }
+            attempt += 1
+            if attempt < 100 { continue }
+            if attempt == 100 { deadline = Clock.now().nanoseconds + 1_000_000_000 }
+            if Clock.now().nanoseconds > deadline { return false }
+            if attempt < 1000 { sched_yield() } else { usleep(50) }
+        }
+    }
+
+    /// Rewrites the seqlocked record at `offset` from `words` (word 0, the sequence, is
+    /// ignored). Only the control thread calls this. Skips records that have not changed, so
+    /// idle peers cost a comparison and dirty no cache line (or tmpfs page).
+    func writeRecord(at offset: Int, _ words: UnsafeBufferPointer<UInt64>) {
+        var changed = false
+        for i in 1..<words.count where load(offset + 8 * i) != words[i] { changed = true; break }
+        guard changed else { return }
+        let sequence = load(offset)
+        store(offset, sequence &+ 1)
+        // Orders the odd sequence before the record's stores (Boehm's seqlock with fences).
+        atomicMemoryFence(ordering: .releasing)
+        for i in 1..<words.count { store(offset + 8 * i, words[i]) }
+        word(offset).pointee.store(sequence &+ 2, ordering: .releasing)
+    }
+}
+
+/// The gateway's side of the stats segment: creates `/run/xdpwg/NAME.stats`, holds an
+/// exclusive `flock` on it for the gateway's lifetime (a second gateway of the same name is
+/// refused; a file whose lock is free was left by a gateway that died), hands the workers
+/// their counter blocks and takes the control thread's publications.
+///
+/// Threads: `workerCounters(w)` is written by worker `w` only; every `publish…` and
+/// `heartbeat` by the control thread only; `snapshot()` may be called from any thread (the
+/// metrics server's). Keep the segment alive until the workers and the metrics server have
+/// stopped: their counters live in its mapping, which `deinit` unmaps.
+public final class StatsSegment: @unchecked Sendable {
+    public let name: String
+    public let path: String
+    let memory: SegmentMemory
+    let geometry: StatsLayout.Geometry
+    private var fd: Int32
+    private let inode: (dev: UInt64, ino: UInt64)
+
+    public static let defaultDirectory = "/run/xdpwg"
+
+    /// The segment's file for gateway `name` in `directory`.
+    public static func path(name: String, directory: String = defaultDirectory) -> String {
+        "\(directory)/\(name).stats"
+    }
+
+    /// Why `name` cannot name a gateway (the rule of `[Gateway] Name`), or nil.
+    public static func nameProblem(_ name: String) -> String? {
+        var copy = name
+        return copy.withUTF8 { ConfigurationParser.gatewayNameProblem(ConfigurationParser.Value(bytes: UnsafeRawBufferPointer($0))) }
+    }
+
+    /// Creates the segment for a gateway with these workers and table capacities; its
+    /// directory is created (0755) if absent. `rxQueueCount` is the uplink's number of RX
+    /// queues (XDP redirects are counted per queue; at most 256 are kept).
+    public static func create(name: String, directory: String = defaultDirectory,
+                              workers: [(queue: UInt32, core: Int?)], tenantCapacity: Int, peerCapacity: Int,
+                              rxQueueCount: Int) throws(GatewayError) -> StatsSegment {
+        if let problem = nameProblem(name) { throw GatewayError("stats segment: gateway name: \(problem)") }
+        guard workers.count <= StatsLayout.maxWorkers, (0...GatewaySection.tenantLimit).contains(tenantCapacity),
+              (0...GatewaySection.peerLimit).contains(peerCapacity), rxQueueCount >= 0
+        else {
+            throw GatewayError("stats segment: \(workers.count) workers, \(tenantCapacity) tenants, \(peerCapacity) peers "
+                               + "is beyond the limits (\(StatsLayout.maxWorkers), \(GatewaySection.tenantLimit), "
+                               + "\(GatewaySection.peerLimit))")
+        }
+        if mkdir(directory, 0o755) == 0 {
+            chmod(directory, 0o755)     // whatever the umask says: readers need to get in
+        } else if errno != EEXIST {
+            throw GatewayError("cannot create the stats directory \(directory)", errno: errno)
+        }
+        let path = path(name: name, directory: directory)
+        let (fd, inode) = try openLocked(path: path, name: name)
+        let geometry = StatsLayout.Geometry(workerCount: workers.count, tenantCapacity: tenantCapacity,
+                                            peerCapacity: peerCapacity,
+                                            rxQueueCount: min(rxQueueCount, StatsLayout.maxRedirectQueues))
+        // Reserve the memory now (tmpfs): a write to a hole in a full tmpfs would be SIGBUS.
+        let rc = posix_fallocate(fd, 0, off_t(geometry.totalSize))
+        guard rc == 0 else {
+            unlink(path); Glibc.close(fd)
+            throw GatewayError("cannot allocate \(geometry.totalSize) bytes for the stats segment \(path)", errno: rc)
+        }
+        let mapped = mmap(nil, geometry.totalSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        guard let mapped, mapped != MAP_FAILED else {
+            let e = errno
+            unlink(path); Glibc.close(fd)
+            throw GatewayError("cannot map the stats segment \(path)", errno: e)
+        }
+        mapped.bindMemory(to: Atomic<UInt64>.self, capacity: geometry.totalSize / 8)
+        let segment = StatsSegment(name: name, path: path, fd: fd, inode: inode,
+                                   memory: SegmentMemory(base: mapped, size: geometry.totalSize), geometry: geometry)
+        segment.writeHeader(workers: workers)
+        return segment
+    }
+
+    /// Opens (creating) the file and takes the exclusive lock. A file whose lock is free but
+    /// that holds data was left by a gateway that died: it is unlinked and a fresh file made,
+    /// so a reader still mapping the old one never sees it shrink or change.
+    private static func openLocked(path: String, name: String) throws(GatewayError) -> (Int32, (UInt64, UInt64)) {
+        for _ in 0..<8 {
+            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
+            guard fd >= 0 else { throw GatewayError("cannot create the stats segment \(path)", errno: errno) }
+            var st = stat()
+            guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid() else {
+                Glibc.close(fd)
+                throw GatewayError("\(path) is not a regular file owned by this user: refusing to use it as a stats segment")
+            }
+            // `xdpwg stats` takes a shared lock for a moment to tell a live segment from a
+            // stale one: try for a while before calling the name taken.
+            var locked = false
+            for _ in 0..<50 {
+                if flock(fd, LOCK_EX | LOCK_NB) == 0 { locked = true; break }
+                guard errno == EWOULDBLOCK || errno == EINTR else {
+                    let e = errno
+                    Glibc.close(fd)
+                    throw GatewayError("cannot lock the stats segment \(path)", errno: e)
+                }
+                usleep(4_000)
+            }
+            guard locked else {
+                var header = [UInt64](repeating: 0, count: StatsLayout.Header.pid.rawValue + 1)
+                let n = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+                Glibc.close(fd)
+                let holder = n == header.count * 8 && header[0] == StatsLayout.magic ? "pid \(header[StatsLayout.Header.pid.rawValue])"
+                                                                                      : "a starting process"
+                throw GatewayError("a gateway named \(name) is already running (\(holder) holds \(path)); "
+                                   + "give this one another [Gateway] Name")
+            }
+            // The holder we waited for may have unlinked the file before releasing it: the
+            // lock is only ours if the path still names this file.
+            var now = stat()
+            guard stat(path, &now) == 0, now.st_dev == st.st_dev, now.st_ino == st.st_ino else {
+                Glibc.close(fd)
+                continue
+            }
+            if st.st_size != 0 {
+                unlink(path)        // stale: left by a gateway that died
+                Glibc.close(fd)
+                continue
+            }
+            fchmod(fd, 0o644)       // whatever the umask says: `xdpwg stats` needs no root
+            return (fd, (UInt64(st.st_dev), UInt64(st.st_ino)))
+        }
+        throw GatewayError("cannot create the stats segment \(path): it keeps being replaced by another process")
+    }
+
+    private init(name: String, path: String, fd: Int32, inode: (UInt64, UInt64), memory: SegmentMemory,
+                 geometry: StatsLayout.Geometry) {
+        self.name = name; self.path = path; self.fd = fd; self.inode = inode
+        self.memory = memory; self.geometry = geometry
+    }
+
+    deinit {
+        close()
+        munmap(memory.base, memory.size)
+    }
+
+    private func writeHeader(workers: [(queue: UInt32, core: Int?)]) {
+        typealias H = StatsLayout.Header
+        let g = geometry
+        let now = StatsSegment.wallNanoseconds()
+        let values: [(H, Int)] = [
+            (.version, Int(StatsLayout.version)), (.totalSize, g.totalSize), (.pid, Int(getpid())),
+            (.workerCount, g.workerCount), (.tenantCapacity, g.tenantCapacity), (.peerCapacity, g.peerCapacity),
+            (.rxQueueCount, g.rxQueueCount), (.workerSlotCount, WorkerCounters.slotCount),
+            (.handshakeCounterCount, HandshakeCounter.allCases.count),
+            (.handshakeFailureCount, HandshakeFailure.allCases.count), (.verdictCount, XDPVerdict.allCases.count),
+            (.redirectQueueMax, StatsLayout.maxRedirectQueues), (.workersOffset, g.workersOffset),
+            (.workerStride, g.workerStride), (.controlOffset, g.controlOffset), (.xdpOffset, g.xdpOffset),
+            (.tenantsOffset, g.tenantsOffset), (.tenantStride, g.tenantStride), (.peersOffset, g.peersOffset),
+            (.peerStride, g.peerStride),
+        ]
+        for (field, value) in values { memory.store(field.offset, UInt64(value)) }
+        memory.store(H.startedNanoseconds.offset, now)
+        memory.store(H.heartbeatNanoseconds.offset, now)
+        let nameWords = StatsSegment.pack(name, words: StatsLayout.gatewayNameWords)
+        for (i, w) in nameWords.enumerated() { memory.store(H.name.offset + 8 * i, w) }
+        for (w, worker) in workers.enumerated() {
+            let block = g.workersOffset + w * g.workerStride
+            memory.store(block, UInt64(worker.queue))
+            memory.store(block + 8, UInt64(bitPattern: Int64(worker.core ?? -1)))
+        }
+        // Last, and with release order: a reader that sees the magic sees everything above.
+        memory.word(H.magic.offset).pointee.store(StatsLayout.magic, ordering: .releasing)
+    }
+
+    // MARK: Writing
+
+    /// Worker `worker`'s counters (index into the `workers` given to `create`), for
+    /// `Worker(…, counters:)`. Only that worker may write them.
+    public func workerCounters(_ worker: Int) -> WorkerCounters {
+        precondition((0..<geometry.workerCount).contains(worker), "no worker \(worker) in the stats segment")
+        let block = geometry.workersOffset + worker * geometry.workerStride + StatsLayout.WorkerWord.counters.rawValue * 8
+        return WorkerCounters(memory: memory.base + block)
+    }
+
+    /// The control plane's handshake counters (control thread).
+    public func publish(handshakes: HandshakeCounters) {
+        for c in HandshakeCounter.allCases { memory.store(geometry.controlOffset + 8 * c.rawValue, handshakes[c]) }
+        let failures = geometry.controlOffset + 8 * HandshakeCounter.allCases.count
+        for f in HandshakeFailure.allCases { memory.store(failures + 8 * f.rawValue, handshakes[f]) }
+    }
+
+    /// The uplink XDP program's counters (`UplinkProgram.verdictCounters()` and
+    /// `redirectsPerQueue()`; control thread). Queues beyond the segment's are not kept.
+    public func publish(xdpVerdicts: [XDPVerdict: UInt64], redirectsPerQueue: [UInt64]) {
+        for v in XDPVerdict.allCases { memory.store(geometry.xdpOffset + 8 * v.rawValue, xdpVerdicts[v] ?? 0) }
+        let redirects = geometry.xdpOffset + 8 * XDPVerdict.allCases.count
+        for q in 0..<geometry.rxQueueCount {
+            memory.store(redirects + 8 * q, q < redirectsPerQueue.count ? redirectsPerQueue[q] : 0)
+        }
+    }
+
+    /// Publishes tenant `slot` (0..<tenantCapacity), or marks it unused (nil). Control thread.
+    public func publishTenant(slot: Int, _ record: TenantStatsRecord?) {
+        precondition((0..<geometry.tenantCapacity).contains(slot), "tenant slot \(slot) beyond the stats segment's capacity")
+        typealias T = StatsLayout.TenantWord
+        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: T.count.rawValue) { w in
+            w.initialize(repeating: 0)
+            if let r = record {
+                w[T.active.rawValue] = 1
+                let name = StatsSegment.pack(r.name, words: 2, maxBytes: StatsLayout.tenantNameBytes - 1)
+                w[T.name.rawValue] = name[0]; w[T.name.rawValue + 1] = name[1]
+                w[T.listenPort.rawValue] = UInt64(r.listenPort)
+                w[T.peerCount.rawValue] = UInt64(max(r.peerCount, 0))
+                w[T.rxPackets.rawValue] = r.rxPackets; w[T.rxBytes.rawValue] = r.rxBytes
+                w[T.txPackets.rawValue] = r.txPackets; w[T.txBytes.rawValue] = r.txBytes
+                w[T.drops.rawValue] = r.drops
+            }
+            memory.writeRecord(at: geometry.tenantsOffset + slot * geometry.tenantStride, UnsafeBufferPointer(w))
+        }
+    }
+
+    /// Publishes peer `slot` (0..<peerCapacity), or marks it unused (nil). Control thread.
+    public func publishPeer(slot: Int, _ record: PeerStatsRecord?) {
+        precondition((0..<geometry.peerCapacity).contains(slot), "peer slot \(slot) beyond the stats segment's capacity")
+        typealias P = StatsLayout.PeerWord
+        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: P.count.rawValue) { w in
+            w.initialize(repeating: 0)
+            if let r = record {
+                w[P.active.rawValue] = 1
+                w[P.tenantSlot.rawValue] = UInt64(max(r.tenantSlot, 0))
+                r.publicKey.key.withUnsafeBytes { key in
+                    for i in 0..<4 { w[P.publicKey.rawValue + i] = key.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self) }
+                }
+                if let e = r.endpoint {
+                    w[P.endpointFamily.rawValue] = e.address.isV4 ? 4 : 6
+                    var address = e.address.bytes
+                    address += [UInt8](repeating: 0, count: 16 - address.count)
+                    address.withUnsafeBytes { a in
+                        w[P.endpointAddress.rawValue] = a.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
+                        w[P.endpointAddress.rawValue + 1] = a.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+                    }
+                    w[P.endpointPort.rawValue] = UInt64(e.port)
+                }
+                w[P.lastHandshakeNanoseconds.rawValue] = r.lastHandshakeNanoseconds
+                w[P.keypairCreatedNanoseconds.rawValue] = r.keypairCreatedNanoseconds
+                w[P.rxPackets.rawValue] = r.rxPackets; w[P.rxBytes.rawValue] = r.rxBytes
+                w[P.txPackets.rawValue] = r.txPackets; w[P.txBytes.rawValue] = r.txBytes
+                w[P.drops.rawValue] = r.drops; w[P.handshakes.rawValue] = r.handshakes
+            }
+            memory.writeRecord(at: geometry.peersOffset + slot * geometry.peerStride, UnsafeBufferPointer(w))
+        }
+    }
+
+    /// Tells readers the gateway is alive: bumps the generation and stamps the wall clock.
+    /// The control thread calls it on every tick.
+    public func heartbeat() {
+        let generation = StatsLayout.Header.generation.offset
+        memory.store(generation, memory.load(generation) &+ 1)
+        memory.store(StatsLayout.Header.heartbeatNanoseconds.offset, StatsSegment.wallNanoseconds())
+    }
+
+    /// A snapshot of everything, read from this process's own mapping (the metrics server).
+    public func snapshot() -> StatsSnapshot {
+        StatsSnapshot(reading: memory, geometry: geometry)
+    }
+
+    /// Removes the file and releases the lock (idempotent; also done by `deinit`). The
+    /// mapping stays until `deinit`, so late writes by workers still land somewhere.
+    public func close() {
+        guard fd >= 0 else { return }
+        var st = stat()
+        if stat(path, &st) == 0, UInt64(st.st_dev) == inode.dev, UInt64(st.st_ino) == inode.ino { unlink(path) }
+        // Explicitly: the mapping keeps the open file, and with it the lock, alive past close(2).
+        flock(fd, LOCK_UN)
+        Glibc.close(fd)
+        fd = -1
+    }
+
+    // MARK: Helpers
+
+    /// The wall clock in Unix nanoseconds.
+    public static func wallNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// The wall-clock time, in Unix nanoseconds rounded down to the millisecond, of a
+    /// monotonic `instant` in the past (a keypair's `createdAt`). Both clocks are read here,
+    /// back to back; the rounding keeps the result the same from one call to the next, so an
+    /// unchanged peer record is not rewritten.
+    public static func wallNanoseconds(of instant: Instant) -> UInt64 {
+        let monotonic = Clock.now().nanoseconds, wall = wallNanoseconds()
+        let ago = monotonic > instant.nanoseconds ? monotonic - instant.nanoseconds : 0
+        let then = wall > ago ? wall - ago : 0
+        return then - then % 1_000_000
+    }
+
+    /// A handshake timestamp (as `Clock.wall()` makes them) in Unix nanoseconds.
+    public static func unixNanoseconds(_ t: TAI64N) -> UInt64 {
+        (t.seconds &- TAI64N.epochOffset) &* 1_000_000_000 &+ UInt64(t.nanoseconds)
+    }
+
+    /// `text`'s UTF-8 (cut to `maxBytes` at a character boundary) in `words` NUL-padded words.
+    static func pack(_ text: String, words: Int, maxBytes: Int? = nil) -> [UInt64] {
+        let limit = min(maxBytes ?? words * 8, words * 8)
+        var bytes: [UInt8] = []
+        for c in text { let u = Array(String(c).utf8); if bytes.count + u.count > limit { break }; bytes += u }
+        bytes += [UInt8](repeating: 0, count: words * 8 - bytes.count)
+        return bytes.withUnsafeBytes { b in (0..<words).map { b.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self) } }
+    }
+
+    /// The text packed by `pack`.
+    static func unpack(_ words: some Collection<UInt64>) -> String {
+        var bytes: [UInt8] = []
+        for w in words { withUnsafeBytes(of: w) { bytes += $0 } }
+        if let nul = bytes.firstIndex(of: 0) { bytes.removeSubrange(nul...) }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// `xdpwg stats`' side: maps a running gateway's segment read-only. Needs no privileges (the
+/// file is 0644) and never disturbs the gateway.
+public final class StatsReader: @unchecked Sendable {
+    public let name: String
+    public let path: String
+    let memory: SegmentMemory
+    let geometry: StatsLayout.Geometry
+
+    /// Opens gateway `name`'s segment; throws, with a message for people, when no such gateway
+    /// is running, its segment is stale (the gateway died) or was written by another xdpwg.
+    public static func open(name: String, directory: String = StatsSegment.defaultDirectory) throws(GatewayError) -> StatsReader {
+        if let problem = StatsSegment.nameProblem(name) { throw GatewayError("gateway name: \(problem)") }
+        let path = StatsSegment.path(name: name, directory: directory)
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else {
+            if errno == ENOENT || errno == ENOTDIR { throw GatewayError("no gateway named \(name) is running (no \(path))") }
+            throw GatewayError("cannot open the stats segment \(path)", errno: errno)
+        }
+        defer { Glibc.close(fd) }      // the mapping outlives the descriptor
+        // The gateway holds an exclusive lock for its lifetime: if a shared one is granted,
+        // nobody does, and the file was left by a gateway that died.
+        if flock(fd, LOCK_SH | LOCK_NB) == 0 {
+            flock(fd, LOCK_UN)
+            throw GatewayError("gateway \(name) is not running (its stats segment \(path) is stale)")
+        }
+        // A gateway that is starting has the lock but may not have sized or filled the file.
+        let memory: SegmentMemory
+        var waited = 0
+        while true {
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { throw GatewayError("cannot stat \(path)", errno: errno) }
+            let size = Int(st.st_size)
+            if size >= StatsLayout.headerBytes {
+                guard let m = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), m != MAP_FAILED else {
+                    throw GatewayError("cannot map the stats segment \(path)", errno: errno)
+                }
+                let candidate = SegmentMemory(base: m, size: size)
+                if candidate.word(0).pointee.load(ordering: .acquiring) != 0 { memory = candidate; break }
+                munmap(m, size)
+            }
+            guard waited < 100 else { throw GatewayError("gateway \(name) is starting: its stats segment \(path) is not ready yet") }
+            waited += 1
+            usleep(10_000)
+        }
+        do throws(GatewayError) {
+            let geometry = try validate(memory, path: path)
+            return StatsReader(name: name, path: path, memory: memory, geometry: geometry)
+        } catch {
+            munmap(memory.base, memory.size)
+            throw error
+        }
+    }
+
+    /// Checks the header against this binary's layout and the mapping's size.
+    private static func validate(_ memory: SegmentMemory, path: String) throws(GatewayError) -> StatsLayout.Geometry {
+        typealias H = StatsLayout.Header
+        guard memory.header(.magic) == StatsLayout.magic else {
+            throw GatewayError("\(path) is not an xdpwg stats segment")
+        }
+        let differentBinary = "use the xdpwg binary the gateway runs"
+        let version = memory.header(.version)
+        guard version == StatsLayout.version else {
+            throw GatewayError("\(path) has stats layout version \(version); this xdpwg reads version "
+                               + "\(StatsLayout.version): \(differentBinary)")
+        }
+        let counts: [(H, Int)] = [
+            (.workerSlotCount, WorkerCounters.slotCount), (.handshakeCounterCount, HandshakeCounter.allCases.count),
+            (.handshakeFailureCount, HandshakeFailure.allCases.count), (.verdictCount, XDPVerdict.allCases.count),
+            (.redirectQueueMax, StatsLayout.maxRedirectQueues),
+        ]
+        for (field, expected) in counts where memory.header(field) != UInt64(expected) {
+            throw GatewayError("\(path) was written by another build of xdpwg (\(field) is \(memory.header(field)), "
+                               + "this xdpwg has \(expected)): \(differentBinary)")
+        }
+        let workers = memory.header(.workerCount), tenants = memory.header(.tenantCapacity)
+        let peers = memory.header(.peerCapacity), queues = memory.header(.rxQueueCount)
+        guard workers <= UInt64(StatsLayout.maxWorkers), tenants <= UInt64(GatewaySection.tenantLimit),
+              peers <= UInt64(GatewaySection.peerLimit), queues <= UInt64(StatsLayout.maxRedirectQueues)
+        else { throw GatewayError("\(path) is corrupt: its capacities are out of range") }
+        let g = StatsLayout.Geometry(workerCount: Int(workers), tenantCapacity: Int(tenants), peerCapacity: Int(peers),
+                                     rxQueueCount: Int(queues))
+        let offsets: [(H, Int)] = [
+            (.totalSize, g.totalSize), (.workersOffset, g.workersOffset), (.workerStride, g.workerStride),
+            (.controlOffset, g.controlOffset), (.xdpOffset, g.xdpOffset), (.tenantsOffset, g.tenantsOffset),
+            (.tenantStride, g.tenantStride), (.peersOffset, g.peersOffset), (.peerStride, g.peerStride),
+        ]
+        for (field, expected) in offsets where memory.header(field) != UInt64(expected) {
+            throw GatewayError("\(path) is corrupt: \(field) is \(memory.header(field)), expected \(expected)")
+        }
+        guard g.totalSize <= memory.size else {
+            throw GatewayError("\(path) is truncated: \(memory.size) bytes, its header says \(g.totalSize)")
+        }
+        return g
+    }
+
+    private init(name: String, path: String, memory: SegmentMemory, geometry: StatsLayout.Geometry) {
+        self.name = name; self.path = path; self.memory = memory; self.geometry = geometry
+    }
+
+    deinit { munmap(memory.base, memory.size) }
+
+    /// Everything, as of now.
+    public func snapshot() -> StatsSnapshot {
+        StatsSnapshot(reading: memory, geometry: geometry)
+    }
+}
+
+extension StatsSnapshot {
+    /// Reads a validated segment. Timestamps relative to now (keypair ages) use the wall
+    /// clock at the time of reading.
+    init(reading memory: SegmentMemory, geometry g: StatsLayout.Geometry) {
+        typealias H = StatsLayout.Header
+        let now = StatsSegment.wallNanoseconds()
+        func seconds(_ ns: UInt64) -> Double { Double(ns / 1_000) / 1_000_000 }   // microsecond precision
+
+        var workers: [Worker] = []
+        for w in 0..<g.workerCount {
+            let block = g.workersOffset + w * g.workerStride
+            let slots = block + StatsLayout.WorkerWord.counters.rawValue * 8
+            var counters: [String: UInt64] = [:], drops: [String: UInt64] = [:]
+            for c in WorkerCounter.allCases { counters[c.name] = memory.load(slots + 8 * c.rawValue) }
+            for r in DropReason.allCases {
+                drops[r.name] = memory.load(slots + 8 * (WorkerCounter.allCases.count + r.rawValue))
+            }
+            let core = Int64(bitPattern: memory.load(block + 8))
+            workers.append(Worker(index: w, queue: UInt32(truncatingIfNeeded: memory.load(block)),
+                                  core: core < 0 ? nil : Int(core), counters: counters, drops: drops))
+        }
+
+        var handshakeCounts: [String: UInt64] = [:], failures: [String: UInt64] = [:]
+        for c in HandshakeCounter.allCases { handshakeCounts[c.name] = memory.load(g.controlOffset + 8 * c.rawValue) }
+        for f in HandshakeFailure.allCases {
+            failures[f.name] = memory.load(g.controlOffset + 8 * (HandshakeCounter.allCases.count + f.rawValue))
+        }
+
+        var verdicts: [String: UInt64] = [:]
+        for v in XDPVerdict.allCases { verdicts[v.description] = memory.load(g.xdpOffset + 8 * v.rawValue) }
+        let redirectsOffset = g.xdpOffset + 8 * XDPVerdict.allCases.count
+        let redirects = (0..<g.rxQueueCount).map { memory.load(redirectsOffset + 8 * $0) }
+
+        typealias T = StatsLayout.TenantWord
+        var tenants: [Tenant] = []
+        var tenantNames: [Int: String] = [:]
+        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: T.count.rawValue) { w in
+            for slot in 0..<g.tenantCapacity {
+                guard memory.readRecord(at: g.tenantsOffset + slot * g.tenantStride, into: w),
+                      w[T.active.rawValue] != 0 else { continue }
+                let name = StatsSegment.unpack(w[T.name.rawValue...(T.name.rawValue + 1)])
+                tenantNames[slot] = name
+                tenants.append(Tenant(slot: slot, name: name, listenPort: UInt16(truncatingIfNeeded: w[T.listenPort.rawValue]),
+                                      peers: Int(truncatingIfNeeded: w[T.peerCount.rawValue]),
+                                      rxPackets: w[T.rxPackets.rawValue], rxBytes: w[T.rxBytes.rawValue],
+                                      txPackets: w[T.txPackets.rawValue], txBytes: w[T.txBytes.rawValue],
+                                      drops: w[T.drops.rawValue]))
+            }
+        }
+
+        typealias P = StatsLayout.PeerWord
+        var peers: [Peer] = []
+        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: P.count.rawValue) { w in
+            for slot in 0..<g.peerCapacity {
+                guard memory.readRecord(at: g.peersOffset + slot * g.peerStride, into: w),
+                      w[P.active.rawValue] != 0 else { continue }
+                var key = Key32()
+                key.withUnsafeMutableBytes { k in
+                    for i in 0..<4 { k.storeBytes(of: w[P.publicKey.rawValue + i], toByteOffset: 8 * i, as: UInt64.self) }
+                }
+                var endpoint: String?
+                let family = w[P.endpointFamily.rawValue]
+                if family == 4 || family == 6 {
+                    var bytes: [UInt8] = []
+                    withUnsafeBytes(of: w[P.endpointAddress.rawValue]) { bytes += $0 }
+                    withUnsafeBytes(of: w[P.endpointAddress.rawValue + 1]) { bytes += $0 }
+                    if let address = IPAddress(bytes: bytes.prefix(family == 4 ? 4 : 16)) {
+                        endpoint = Endpoint(address: address, port: UInt16(truncatingIfNeeded: w[P.endpointPort.rawValue])).description
+                    }
+                }
+                let tenantSlot = Int(truncatingIfNeeded: w[P.tenantSlot.rawValue])
+                let handshake = w[P.lastHandshakeNanoseconds.rawValue]
+                let created = w[P.keypairCreatedNanoseconds.rawValue]
+                peers.append(Peer(slot: slot, tenant: tenantNames[tenantSlot] ?? "#\(tenantSlot)",
+                                  publicKey: PublicKey(key).base64, endpoint: endpoint,
+                                  latestHandshake: Int(handshake / 1_000_000_000),
+                                  keypairAge: created == 0 ? nil : Int((now > created ? now - created : 0) / 1_000_000_000),
+                                  rxPackets: w[P.rxPackets.rawValue], rxBytes: w[P.rxBytes.rawValue],
+                                  txPackets: w[P.txPackets.rawValue], txBytes: w[P.txBytes.rawValue],
+                                  drops: w[P.drops.rawValue], handshakes: w[P.handshakes.rawValue]))
+            }
+        }
+
+        let nameWords = (0..<StatsLayout.gatewayNameWords).map { memory.load(H.name.offset + 8 * $0) }
+        self.init(gateway: StatsSegment.unpack(nameWords), pid: Int(memory.header(.pid)), time: seconds(now),
+                  started: seconds(memory.header(.startedNanoseconds)),
+                  heartbeat: seconds(memory.header(.heartbeatNanoseconds)), generation: memory.header(.generation),
+                  workers: workers, handshakes: Handshakes(counters: handshakeCounts, failures: failures),
+                  xdp: XDP(verdicts: verdicts, redirectsPerQueue: redirects), tenants: tenants, peers: peers)
+    }
+}
