@@ -67,6 +67,13 @@ public final class Gateway {
     private var tenants: [String: TenantRuntime] = [:]
     private var freeSlots: [Int] = []
     private var controlSocket: ControlSocket?
+    private var stats: StatsSegment?
+    private var uapi: UAPIServer?
+    private var nextStatsPublish = Instant.zero
+    /// Stats records published last time, to empty the slots of what went away.
+    private var publishedPeers = Set<UInt32>(), publishedTenants = Set<Int>()
+    /// Where each tenant's `wg` socket goes (tests use their own).
+    public var uapiDirectory = "/var/run/wireguard"
     /// Where the control and stats files go (tests use their own).
     public var runtimeDirectory = ControlSocket.defaultDirectory
 
@@ -133,6 +140,17 @@ public final class Gateway {
         }
 
         let capacity = config.gateway.capacity(tenants: config.tenants.count, peers: config.peerCount)
+        // The stats segment before anything touches the system: it also refuses a second
+        // gateway of the same name. Closed last (the workers' counters live in it).
+        let stats = try StatsSegment.create(name: config.gateway.name, directory: runtimeDirectory,
+                                            workers: queues.enumerated().map { (queue: $1, core: $0 < cores.count ? cores[$0] : nil) },
+                                            tenantCapacity: capacity.tenants, peerCapacity: capacity.peers,
+                                            rxQueueCount: uplink.rxQueueCount)
+        self.stats = stats
+        onTeardown("stats segment") { stats.close() }
+        let uapi = UAPIServer(directory: uapiDirectory, handler: self)
+        self.uapi = uapi
+        onTeardown("wg sockets") { uapi.shutdown() }
         let state = DataPlaneState(tenantCapacity: capacity.tenants, peerCapacity: capacity.peers,
                                    keypairCapacity: max(1024, capacity.peers * 4), workerCount: queues.count)
         self.state = state
@@ -165,7 +183,7 @@ public final class Gateway {
                 let controlQueue = ControlQueue()
                 controlQueues.append(controlQueue)
                 workers.append(try Worker(index: w, core: w < cores.count ? cores[w] : nil, uplink: uplinkSocket,
-                                          state: state, control: controlQueue))
+                                          state: state, control: controlQueue, counters: stats.workerCounters(w)))
             } catch {
                 throw GatewayError("queue \(queue): \(error)")
             }
@@ -176,6 +194,11 @@ public final class Gateway {
         control.onSessionEstablished = Gateway.sessionLogger()
         self.control = control
         onTeardown("sessions") { control.shutdown() }
+        if let listen = config.gateway.metricsListen {
+            let server = MetricsServer(endpoint: listen, segment: stats)
+            try server.start()
+            onTeardown("metrics server") { server.stop() }
+        }
         for worker in workers {
             do throws(XDPError) { try worker.start() } catch { throw GatewayError("\(error)") }
             onTeardown("worker \(worker.index)") { worker.stop() }
@@ -246,6 +269,7 @@ public final class Gateway {
                 } catch { throw GatewayError("queue \(w): \(error)") }
             }
             let socket = try HandshakeSocket(port: tenant.listenPort)
+            try uapi?.listen(interface: tenant.name)
             // Lanes first, so that frames find their lane as soon as the port is mapped.
             for (w, worker) in workers.enumerated() { worker.setLanes(worker.lanes + [r.lanes[w]]) }
             control.addTenant(slot: slot, name: tenant.name, privateKey: tenant.privateKey, socket: socket,
@@ -258,6 +282,7 @@ public final class Gateway {
             if let r = runtime, tenants[tenant.name] === r {
                 removeTenant(tenant.name)
             } else {
+                uapi?.stopListening(interface: tenant.name)
                 if let r = runtime { r.program.detach() }
                 do throws(SystemError) { try link.destroy() } catch { Log.error("tenant \(tenant.name): \(error)") }
                 freeSlots.append(slot)
@@ -270,6 +295,7 @@ public final class Gateway {
     /// route, lanes, XDP program, veth pair and (if we made it) namespace.
     func removeTenant(_ name: String) {
         guard let r = tenants.removeValue(forKey: name) else { return }
+        uapi?.stopListening(interface: name)
         do throws(GatewayError) { try updateUplinkPorts() } catch { Log.error("tenant \(name): \(error)") }
         control?.removeTenant(slot: r.slot)
         for worker in workers { worker.setLanes(worker.lanes.filter { $0.tenant != r.slot }) }
@@ -353,7 +379,7 @@ public final class Gateway {
     /// was applied of it) the running configuration. Returns one line per change. A failure
     /// of one tenant does not stop the others; the first is thrown after all were tried.
     @discardableResult
-    public func apply(_ new: GatewayConfiguration, fileName: String) throws(GatewayError) -> [String] {
+    public func apply(_ new: GatewayConfiguration, fileName: String, source: String = "reload") throws(GatewayError) -> [String] {
         let diff: ConfigurationDiff
         do throws(ConfigurationError) { diff = try configuration.diff(to: new, fileName: fileName) } catch {
             throw GatewayError("\(error)")
@@ -374,7 +400,7 @@ public final class Gateway {
         var running = new
         running.tenants = new.tenants.compactMap { tenants[$0.name]?.configuration }
         configuration = running
-        for line in diff.summary { Log.info("reload: \(line)") }
+        for line in diff.summary { Log.info("\(source): \(line)") }
         if !failures.isEmpty { throw GatewayError(failures.joined(separator: "\n")) }
         return diff.summary
     }
@@ -440,18 +466,22 @@ public final class Gateway {
     /// reloading the configuration.
     public func runControlLoop() {
         guard let control else { return }
-        var fds = controlQueues.map { pollfd(fd: $0.eventFD, events: Int16(POLLIN), revents: 0) }
-        if let controlSocket { fds.append(pollfd(fd: controlSocket.fd, events: Int16(POLLIN), revents: 0)) }
+        var fixed = controlQueues.map { pollfd(fd: $0.eventFD, events: Int16(POLLIN), revents: 0) }
+        if let controlSocket { fixed.append(pollfd(fd: controlSocket.fd, events: Int16(POLLIN), revents: 0)) }
         var signals = sigset_t()
         sigemptyset(&signals)
         for s in Gateway.handledSignals { sigaddset(&signals, s) }
         var zero = timespec(tv_sec: 0, tv_nsec: 0)
         var reportedPinning = Set<Int>()
         while true {
+            // The `wg` sockets change with the tenants: their descriptors are asked for each turn.
+            var fds = fixed + (uapi?.pollDescriptors() ?? [])
             _ = poll(&fds, nfds_t(fds.count), 10)
             let now = Clock.now()
             control.drain(controlQueues, now: now)
             control.tick(now: now)
+            publishStats(now: now)
+            uapi?.service(Array(fds[fixed.count...]))
             for w in workers where w.pinningError != nil && !reportedPinning.contains(w.index) {
                 reportedPinning.insert(w.index)
                 Log.warning("worker \(w.index): could not pin to core: \(w.pinningError!)")
@@ -468,6 +498,25 @@ public final class Gateway {
                 do throws(GatewayError) { try reload() } catch { Log.error("reload refused: \(error)") }
             }
         }
+    }
+
+    /// What `wg show` sees of a tenant: its configuration, with the endpoint the peer was
+    /// last heard from, its latest handshake and its byte counters.
+    func deviceState(_ r: TenantRuntime) -> UAPIDeviceState {
+        UAPIDeviceState(privateKey: r.configuration.privateKey, listenPort: r.configuration.listenPort, fwmark: 0,
+                        peers: r.configuration.peers.map { p in
+            var state = UAPIPeerState(p)
+            if let handle = r.handles[p.publicKey], let report = control?.report(handle) {
+                if let e = report.endpoint { state.endpoint = Endpoint(address: e.address, port: e.port) }
+                state.lastHandshake = report.lastHandshake.map {
+                    let ns = StatsSegment.unixNanoseconds($0)
+                    return (Int64(ns / 1_000_000_000), Int64(ns % 1_000_000_000))
+                }
+                state.rxBytes = report.activity.rxBytes
+                state.txBytes = report.activity.txBytes
+            }
+            return state
+        })
     }
 
     /// Answers a request on the control socket.
@@ -496,6 +545,49 @@ public final class Gateway {
     }
 
     // MARK: Counters
+
+    /// Keeps the stats segment current: the heartbeat and handshakes every turn; XDP
+    /// verdicts (BPF map reads), tenants and peers four times a second.
+    private func publishStats(now: Instant) {
+        guard let stats, let control, let state else { return }
+        stats.heartbeat()
+        stats.publish(handshakes: control.counters)
+        guard now >= nextStatsPublish else { return }
+        nextStatsPublish = now + .milliseconds(250)
+        if let program = uplinkProgram {
+            stats.publish(xdpVerdicts: program.verdictCounters(), redirectsPerQueue: program.redirectsPerQueue())
+        }
+        var sums: [Int: TenantStatsRecord] = [:]
+        var peers = Set<UInt32>()
+        for (handle, s) in control.peers {
+            let a = state.peers.activity(handle)
+            stats.publishPeer(slot: Int(handle), PeerStatsRecord(
+                tenantSlot: s.tenant, publicKey: s.publicKey,
+                endpoint: s.endpoint.map { Endpoint(address: $0.address, port: $0.port) },
+                lastHandshakeNanoseconds: s.lastHandshake.map(StatsSegment.unixNanoseconds) ?? 0,
+                keypairCreatedNanoseconds: s.slots.current.map { StatsSegment.wallNanoseconds(of: $0.createdAt) } ?? 0,
+                rxPackets: a.rxPackets, rxBytes: a.rxBytes, txPackets: a.txPackets, txBytes: a.txBytes, drops: a.drops,
+                handshakes: UInt64(s.handshakesCompleted)))
+            peers.insert(handle)
+            var t = sums[s.tenant] ?? TenantStatsRecord(name: "", listenPort: 0, peerCount: 0)
+            t.peerCount += 1
+            t.rxPackets &+= a.rxPackets; t.rxBytes &+= a.rxBytes
+            t.txPackets &+= a.txPackets; t.txBytes &+= a.txBytes; t.drops &+= a.drops
+            sums[s.tenant] = t
+        }
+        for handle in publishedPeers.subtracting(peers) { stats.publishPeer(slot: Int(handle), nil) }
+        publishedPeers = peers
+        var slots = Set<Int>()
+        for r in tenants.values {
+            var record = sums[r.slot] ?? TenantStatsRecord(name: "", listenPort: 0, peerCount: 0)
+            record.name = r.configuration.name
+            record.listenPort = r.configuration.listenPort
+            stats.publishTenant(slot: r.slot, record)
+            slots.insert(r.slot)
+        }
+        for slot in publishedTenants.subtracting(slots) { stats.publishTenant(slot: slot, nil) }
+        publishedTenants = slots
+    }
 
     /// Every counter as `key=value` lines on standard error, one subject per line, so that
     /// people and tests can read them: per queue, per drop reason, XDP verdicts, handshakes,
@@ -536,5 +628,34 @@ public final class Gateway {
         }
         var text = lines.joined(separator: "\n") + "\n"
         text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    }
+}
+
+// MARK: - `wg` (the cross-platform userspace API)
+
+extension Gateway: UAPIHandler {
+    public func uapiGet(interface: String) -> UAPIDeviceState? {
+        tenants[interface].map(deviceState)
+    }
+
+    /// A `wg set` (or `setconf`, `syncconf`): the tenant's configuration with the request
+    /// applied goes through the same diff as a reload, so unchanged peers keep their sessions.
+    public func uapiSet(interface: String, _ request: UAPISetRequest) -> UAPIError? {
+        guard let r = tenants[interface] else { return UAPIError(ENODEV, "no xdpwg tenant named \(interface)") }
+        let changed: TenantConfiguration
+        do throws(UAPIError) { changed = try request.applied(to: r.configuration) } catch { return error }
+        if changed.listenPort != r.configuration.listenPort,
+           let other = tenants.values.first(where: { $0 !== r && $0.configuration.listenPort == changed.listenPort }) {
+            return UAPIError(EADDRINUSE, "listen port \(changed.listenPort) belongs to tenant \(other.configuration.name)")
+        }
+        var new = configuration
+        new.tenants = new.tenants.map { $0.name == interface ? changed : $0 }
+        do throws(GatewayError) {
+            try apply(new, fileName: "wg set \(interface)", source: "wg set \(interface)")
+        } catch {
+            Log.error("wg set refused", ["tenant": interface, "error": error.description])
+            return UAPIError(EINVAL, error.description)
+        }
+        return nil
     }
 }

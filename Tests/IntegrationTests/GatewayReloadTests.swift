@@ -204,3 +204,123 @@ final class Background<T>: @unchecked Sendable {
         return try result!.get()
     }
 }
+
+/// The operator's tools against a running gateway: the unmodified `wg` reads and changes a
+/// tenant through its UAPI socket (sessions of unchanged peers survive), `xdpwg stats`
+/// reads the shared-memory segment in every format, and `/metrics` is scraped over HTTP.
+/// After SIGTERM the socket and the segment are gone.
+@Suite(.serialized, .enabled(if: Privileged.shouldRun))
+struct GatewayOperatorToolsTests {
+    @Test func wgStatsAndMetricsAgainstARunningGateway() throws {
+        try Privileged.require()
+        let topology = try GatewayTopology(peers: [
+            .init(tenant: "a", innerAddress: "10.10.1.2/32", tenantRange: "10.10.0.0/24", queue: 0),
+        ])
+        defer { topology.close() }
+        let tag = getpid() % 100_000
+        let name = "op\(tag)", tenant = "wa\(tag)"
+        let key = PrivateKey.generate()
+        let namespace = topology.namespaceName(tag: "wa")
+        let peer = topology.peers[0]
+        let metricsPort = 19_000 + Int(tag % 1000)
+        let config = """
+            [Gateway]
+            Uplink = \(topology.uplinkName)
+            Name = \(name)
+            MetricsListen = 127.0.0.1:\(metricsPort)
+
+            [Tenant]
+            Name = \(tenant)
+            PrivateKey = \(key.secret.base64ForDisplay)
+            ListenPort = 51820
+            Namespace = \(namespace)
+            Address = 10.10.0.1/24
+
+            [Peer]
+            PublicKey = \(peer.publicKey)
+            AllowedIPs = 10.10.1.2/32
+            """
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("xdpwg-tools-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let configPath = directory.appendingPathComponent("gateway.conf").path
+        _ = FileManager.default.createFile(atPath: configPath, contents: Data(config.utf8),
+                                           attributes: [.posixPermissions: 0o600])
+        let log = directory.appendingPathComponent("gateway.log")
+        let gateway = try topology.gateway.spawn([try Command.xdpwg, "up", "--config", configPath], log: log,
+                                                 sharedMounts: true)
+        defer { if gateway.isRunning { NetworkNamespace.stop(gateway) } }
+        let inner = topology.adoptNamespace(named: namespace)
+        try GatewayUpTests.waitFor("the gateway to come up", log: log, process: gateway) { $0.contains("up: uplink") }
+        try topology.configurePeer(0, gatewayPublicKey: key.publicKey.description,
+                                   endpoint: "\(GatewayTopology.gatewayAddress):51820", allowedIPs: "10.10.0.0/24")
+        let ping = try topology.ping(from: 0, to: "10.10.0.1", count: 3, interval: 0.2)
+        #expect(ping.allReceived, "peer → tenant: \(ping)\n\(GatewayUpTests.text(log))")
+        usleep(300_000)   // the stats segment is published four times a second
+
+        // `wg show` and `wg showconf`: what the tenant is, and what it has seen.
+        let dump = try Command.run(["wg", "show", tenant, "dump"]).split(separator: "\n").map { $0.split(separator: "\t") }
+        #expect(dump.count == 2, "\(dump)")
+        if dump.count == 2 {
+            #expect(dump[0][1] == Substring(key.publicKey.description) && dump[0][2] == "51820" && dump[0][3] == "off")
+            let p = dump[1]
+            #expect(p[0] == Substring(peer.publicKey) && p[1] == "(none)")
+            #expect(p[2] == Substring(peer.endpoint), "endpoint learned from the peer: \(p)")
+            #expect(p[3] == "10.10.1.2/32")
+            #expect((Int(p[4]) ?? 0) > 1_600_000_000, "latest handshake (unix seconds): \(p)")
+            #expect((Int(p[5]) ?? 0) > 0 && (Int(p[6]) ?? 0) > 0, "rx/tx bytes: \(p)")
+        }
+        let showconf = try Command.run(["wg", "showconf", tenant])
+        #expect(showconf.contains("ListenPort = 51820") && showconf.contains("PublicKey = \(peer.publicKey)"))
+        #expect(try Command.run(["wg", "show", "interfaces"]).split(separator: " ").contains { $0.trimmingCharacters(in: .whitespacesAndNewlines) == tenant })
+
+        // `wg set`: a prefix for the live peer (its session stays), a peer added and removed.
+        try Command.run(["wg", "set", tenant, "peer", peer.publicKey, "allowed-ips", "10.10.1.2/32,10.10.5.0/24"])
+        #expect(try Command.run(["wg", "show", tenant, "allowed-ips"]).contains("10.10.5.0/24"))
+        #expect(try inner.exec(["ip", "route", "show"]).contains("10.10.5.0/24"), "the new prefix is routed in the tenant")
+        let newPeer = PrivateKey.generate().publicKey.description
+        try Command.run(["wg", "set", tenant, "peer", newPeer, "allowed-ips", "10.10.7.0/24", "persistent-keepalive", "25"])
+        #expect(try Command.run(["wg", "show", tenant, "peers"]).contains(newPeer))
+        try Command.run(["wg", "set", tenant, "peer", newPeer, "remove"])
+        #expect(!(try Command.run(["wg", "show", tenant, "peers"])).contains(newPeer))
+        let refused = try Command.runAllowingFailure(["wg", "set", tenant, "listen-port", "0"])
+        #expect(refused.0 != 0, "listen-port 0 was accepted: \(refused)")
+        // syncconf with what showconf printed: nothing changes.
+        let confPath = directory.appendingPathComponent("wg.conf").path
+        _ = FileManager.default.createFile(atPath: confPath, contents: Data(try Command.run(["wg", "showconf", tenant]).utf8),
+                                           attributes: [.posixPermissions: 0o600])
+        try Command.run(["wg", "syncconf", tenant, confPath])
+        let after = try topology.ping(from: 0, to: "10.10.0.1", count: 3, interval: 0.2)
+        #expect(after.allReceived, "peer → tenant after wg set: \(after)")
+
+        // `xdpwg stats`: table, JSON, Prometheus; and /metrics over HTTP.
+        let table = try Command.run([try Command.xdpwg, "stats", "--name", name])
+        #expect(table.contains(tenant) && table.contains(String(peer.publicKey.prefix(8))), "\(table)")
+        let json = try Command.run([try Command.xdpwg, "stats", "--name", name, "--json"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        #expect(object["schema_version"] as? Int == 1)
+        #expect((object["workers"] as? [Any])?.count == 2)
+        let peers = object["peers"] as? [[String: Any]] ?? []
+        let row = peers.first { $0["public_key"] as? String == peer.publicKey }
+        #expect((row?["rx_packets"] as? Int ?? 0) >= 3 && row?["tenant"] as? String == tenant, "\(peers)")
+        #expect(row?["handshakes"] as? Int == 1, "one session for the peer through all the wg set calls: \(String(describing: row))")
+        let prometheus = try Command.run([try Command.xdpwg, "stats", "--name", name, "--prometheus"])
+        #expect(prometheus.contains("wireguard_received_bytes_total{interface=\"\(tenant)\",public_key=\"\(peer.publicKey)\"}"),
+                "\(prometheus)")
+        let scrape = try topology.gateway.exec(["python3", "-c",
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:\(metricsPort)/metrics', timeout=5).read().decode())"])
+        #expect(scrape.contains("wireguard_sent_bytes_total{interface=\"\(tenant)\"") && scrape.contains("xdpwg_"),
+                "\(scrape.prefix(2000))")
+        #expect(scrape.contains("wireguard_latest_handshake_seconds{interface=\"\(tenant)\""))
+
+        kill(gateway.processIdentifier, SIGTERM)
+        #expect(GatewayUpTests.wait(for: gateway, seconds: 15))
+        #expect(gateway.terminationStatus == 0, "\(GatewayUpTests.text(log))")
+        #expect(!FileManager.default.fileExists(atPath: "/var/run/wireguard/\(tenant).sock"))
+        #expect(!FileManager.default.fileExists(atPath: "/run/xdpwg/\(name).stats"))
+        let gone = try Command.runAllowingFailure([try Command.xdpwg, "stats", "--name", name])
+        #expect(gone.0 == 1 && gone.2.contains("no gateway named"), "\(gone)")
+        let text = GatewayUpTests.text(log)
+        #expect(!text.contains(key.secret.base64ForDisplay) && !text.contains(key.secret.hexForDisplay))
+    }
+}
