@@ -10,6 +10,8 @@ final class PeerSession {
     let publicKey: PublicKey
     /// Replaced when the tenant's private key changes.
     var handshake: PeerHandshake
+    /// Kept to build the handshake again with a new private key.
+    var presharedKey: PresharedKey?
     var slots = KeypairSlots()
     var timers: SessionTimers
     /// Keypair entries published in the keypair table, by local index.
@@ -223,7 +225,7 @@ public final class ControlPlane {
             endSession(session)
             let old = session.handshake
             session.handshake = PeerHandshake(identity: tenant.identity, remoteStatic: session.publicKey,
-                                              presharedKey: .none)
+                                              presharedKey: session.presharedKey ?? .none)
             old.reset()
         }
     }
@@ -258,6 +260,7 @@ public final class ControlPlane {
         let session = PeerSession(handle: handle, tenant: slot, publicKey: setup.publicKey, handshake: handshake,
                                   persistentKeepalive: .seconds(Int64(setup.persistentKeepalive)))
         session.endpoint = setup.endpoint
+        session.presharedKey = setup.presharedKey
         peers[handle] = session
         tenant.peersByKey[setup.publicKey] = handle
         if setup.persistentKeepalive > 0 {
@@ -289,7 +292,9 @@ public final class ControlPlane {
     }
 
     public func setPresharedKey(_ handle: UInt32, _ key: PresharedKey?) {
-        peers[handle]?.handshake.setPresharedKey(key ?? .none)
+        guard let session = peers[handle] else { return }
+        session.presharedKey = key
+        session.handshake.setPresharedKey(key ?? .none)
     }
 
     /// A configured endpoint: used until the peer is heard from elsewhere.

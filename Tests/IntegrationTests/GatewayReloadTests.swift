@@ -220,6 +220,7 @@ struct GatewayOperatorToolsTests {
         let tag = getpid() % 100_000
         let name = "op\(tag)", tenant = "wa\(tag)"
         let key = PrivateKey.generate()
+        let psk = PresharedKey.generate().secret.base64ForDisplay
         let namespace = topology.namespaceName(tag: "wa")
         let peer = topology.peers[0]
         let metricsPort = 19_000 + Int(tag % 1000)
@@ -238,6 +239,7 @@ struct GatewayOperatorToolsTests {
 
             [Peer]
             PublicKey = \(peer.publicKey)
+            PresharedKey = \(psk)
             AllowedIPs = 10.10.1.2/32
             """
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("xdpwg-tools-\(getpid())")
@@ -253,7 +255,8 @@ struct GatewayOperatorToolsTests {
         let inner = topology.adoptNamespace(named: namespace)
         try GatewayUpTests.waitFor("the gateway to come up", log: log, process: gateway) { $0.contains("up: uplink") }
         try topology.configurePeer(0, gatewayPublicKey: key.publicKey.description,
-                                   endpoint: "\(GatewayTopology.gatewayAddress):51820", allowedIPs: "10.10.0.0/24")
+                                   endpoint: "\(GatewayTopology.gatewayAddress):51820", allowedIPs: "10.10.0.0/24",
+                                   presharedKey: psk)
         let ping = try topology.ping(from: 0, to: "10.10.0.1", count: 3, interval: 0.2)
         #expect(ping.allReceived, "peer → tenant: \(ping)\n\(GatewayUpTests.text(log))")
         usleep(300_000)   // the stats segment is published four times a second
@@ -264,7 +267,7 @@ struct GatewayOperatorToolsTests {
         if dump.count == 2 {
             #expect(dump[0][1] == Substring(key.publicKey.description) && dump[0][2] == "51820" && dump[0][3] == "off")
             let p = dump[1]
-            #expect(p[0] == Substring(peer.publicKey) && p[1] == "(none)")
+            #expect(p[0] == Substring(peer.publicKey) && p[1] == Substring(psk))
             #expect(p[2] == Substring(peer.endpoint), "endpoint learned from the peer: \(p)")
             #expect(p[3] == "10.10.1.2/32")
             #expect((Int(p[4]) ?? 0) > 1_600_000_000, "latest handshake (unix seconds): \(p)")
@@ -313,6 +316,20 @@ struct GatewayOperatorToolsTests {
                 "\(scrape.prefix(2000))")
         #expect(scrape.contains("wireguard_latest_handshake_seconds{interface=\"\(tenant)\""))
 
+        // A new private key through `wg set`: the session starts over (with the same preshared
+        // key) once the peer knows the new public key.
+        let newKey = PrivateKey.generate()
+        let keyPath = directory.appendingPathComponent("new.key").path
+        _ = FileManager.default.createFile(atPath: keyPath, contents: Data(newKey.secret.base64ForDisplay.utf8),
+                                           attributes: [.posixPermissions: 0o600])
+        try Command.run(["wg", "set", tenant, "private-key", keyPath])
+        #expect(try Command.run(["wg", "show", tenant, "public-key"]).contains(newKey.publicKey.description))
+        try topology.configurePeer(0, gatewayPublicKey: newKey.publicKey.description,
+                                   endpoint: "\(GatewayTopology.gatewayAddress):51820", allowedIPs: "10.10.0.0/24",
+                                   presharedKey: psk)
+        let rekeyed = try topology.ping(from: 0, to: "10.10.0.1", count: 5, interval: 0.2)
+        #expect(rekeyed.received >= 3, "peer → tenant after the tenant's new private key: \(rekeyed)\n\(GatewayUpTests.text(log))")
+
         kill(gateway.processIdentifier, SIGTERM)
         #expect(GatewayUpTests.wait(for: gateway, seconds: 15))
         #expect(gateway.terminationStatus == 0, "\(GatewayUpTests.text(log))")
@@ -321,6 +338,9 @@ struct GatewayOperatorToolsTests {
         let gone = try Command.runAllowingFailure([try Command.xdpwg, "stats", "--name", name])
         #expect(gone.0 == 1 && gone.2.contains("no gateway named"), "\(gone)")
         let text = GatewayUpTests.text(log)
-        #expect(!text.contains(key.secret.base64ForDisplay) && !text.contains(key.secret.hexForDisplay))
+        for secret in [key.secret, newKey.secret] {
+            #expect(!text.contains(secret.base64ForDisplay) && !text.contains(secret.hexForDisplay))
+        }
+        #expect(!text.contains(psk))
     }
 }
