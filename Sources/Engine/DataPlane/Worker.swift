@@ -263,6 +263,13 @@ struct WorkerLoop: ~Copyable {
     @inline(__always)
     mutating func takeLanesIfOffered() {
         guard handoff[0].load(ordering: .relaxed) != takenGeneration else { return }
+        takeLanes()
+    }
+
+    /// The rare part, out of line: it builds dictionaries and touches the worker object,
+    /// which must not happen (and, out of line, visibly does not) on every iteration.
+    @inline(never)
+    mutating func takeLanes() {
         let (offered, generation) = owner._withUnsafeGuaranteedRef { $0.takeOffer() }
         var byTenant: [Int: TenantLane] = [:]
         for lane in offered { byTenant[lane.tenant] = lane }
