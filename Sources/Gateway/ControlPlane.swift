@@ -170,7 +170,7 @@ public final class ControlPlane {
     /// endpoints we know before hearing from them (configured); received frames are the
     /// fast path and replace what this built.
     public var resolveRoute: ((_ address: IPAddress, _ port: UInt16, _ listenPort: UInt16) -> OuterHeaderTemplate?)?
-    /// Called once per peer when a session is established (the caller rate-limits logging).
+    /// Called on every session established (`first`: the peer's first); the caller rate-limits logging.
     public var onSessionEstablished: ((_ tenant: String, _ peer: PublicKey, _ first: Bool) -> Void)?
     private var underLoadUntil = Instant.zero
     /// Where outgoing handshake and transport messages are built (one at a time).
