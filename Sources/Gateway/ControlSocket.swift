@@ -14,32 +14,30 @@ public final class ControlSocket {
     public let path: String
     public let fd: Int32
 
-    /// Binds `DIRECTORY/NAME.control`. A file left by a gateway that died is replaced; one a
-    /// running gateway answers on is refused (two gateways with one name).
+    /// Binds `DIRECTORY/NAME.control`, 0600. A file left by a gateway that died is replaced;
+    /// one a running gateway answers on is refused (two gateways with one name).
     public init(name: String, directory: String = ControlSocket.defaultDirectory) throws(GatewayError) {
         path = "\(directory)/\(name).control"
         if mkdir(directory, 0o755) != 0 && errno != EEXIST {
             throw GatewayError("cannot create \(directory)", errno: errno)
         }
-        if let probe = try? ControlSocket.connect(path: path) {
-            close(probe)
-            throw GatewayError("another gateway named '\(name)' is running (it answers on \(path)); "
-                               + "give this one another [Gateway] Name")
-        }
-        unlink(path)
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        // Built in a local: `self` is complete (and its deinit would unlink the path, maybe
+        // another gateway's socket) only once everything worked.
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw GatewayError("cannot create the control socket", errno: errno) }
-        var address = try ControlSocket.address(path)
-        let old = umask(0o077)
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        do throws(GatewayError) {
+            try UnixSocketFile.bind(fd, path: path, what: "control socket")
+        } catch {
+            close(fd)
+            throw GatewayError("\(error) (two gateways named '\(name)'? give this one another [Gateway] Name)")
         }
-        umask(old)
-        guard rc == 0, listen(fd, 8) == 0 else {
+        guard listen(fd, 8) == 0 else {
             let e = errno
             close(fd)
+            unlink(path)
             throw GatewayError("cannot listen on \(path)", errno: e)
         }
+        self.fd = fd
     }
 
     deinit {
@@ -100,19 +98,8 @@ public final class ControlSocket {
 
     // MARK: Helpers
 
-    static func address(_ path: String) throws(GatewayError) -> sockaddr_un {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            throw GatewayError("socket path \(path) is too long")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
-        return address
-    }
-
     static func connect(path: String) throws(GatewayError) -> Int32 {
-        var address = try address(path)
+        var address = try UnixSocketFile.address(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw GatewayError("socket", errno: errno) }
         let rc = withUnsafePointer(to: &address) {

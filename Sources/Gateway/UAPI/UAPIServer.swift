@@ -103,29 +103,11 @@ public final class UAPIServer {
         try makeDirectory()
 
         let path = socketPath(interface: interface)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let pathBytes = Array(path.utf8)
-        guard pathBytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            throw GatewayError("UAPI socket path \(path) is longer than a Unix socket address allows (107 bytes)")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: pathBytes) }
-
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw GatewayError("cannot create the UAPI socket for \(interface)", errno: errno) }
         var keep = false
         defer { if !keep { close(fd) } }
-
-        var bound = bindWithPrivateMode(fd, &address)
-        if bound == EADDRINUSE {
-            try checkStale(path: path, address: address)
-            guard unlink(path) == 0 || errno == ENOENT else {
-                throw GatewayError("cannot remove the stale UAPI socket \(path)", errno: errno)
-            }
-            Log.info("UAPI: replaced the stale socket \(path) (no process answered on it)")
-            bound = bindWithPrivateMode(fd, &address)
-        }
-        guard bound == 0 else { throw GatewayError("cannot bind the UAPI socket \(path)", errno: bound) }
+        try UnixSocketFile.bind(fd, path: path, what: "UAPI socket")
         guard Glibc.listen(fd, SOMAXCONN) == 0 else {
             let e = errno
             unlink(path)
@@ -172,42 +154,6 @@ public final class UAPIServer {
             throw GatewayError("the UAPI directory \(directory) is writable by other users (owner uid \(st.st_uid), "
                 + "mode \(String(st.st_mode & 0o7777, radix: 8))): they could replace the sockets; "
                 + "run `chown root \(directory); chmod 755 \(directory)`")
-        }
-    }
-
-    /// bind(2) under umask 177, so the socket file is created 0600 (wireguard-go's umask 077
-    /// gives 0700; the x bit means nothing on a socket). The umask is the process's, so it
-    /// is restored at once. Returns 0 or the errno.
-    private func bindWithPrivateMode(_ fd: Int32, _ address: inout sockaddr_un) -> Int32 {
-        let saved = umask(0o177)
-        defer { umask(saved) }
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        return rc == 0 ? 0 : errno
-    }
-
-    /// Returns when the file at `path` is a socket nobody answers on; throws otherwise.
-    private func checkStale(path: String, address: sockaddr_un) throws(GatewayError) {
-        var st = stat()
-        if lstat(path, &st) == 0, st.st_mode & S_IFMT != S_IFSOCK {
-            throw GatewayError("\(path) exists and is not a socket; not replacing it")
-        }
-        // Non-blocking, so that a live server with a full backlog cannot stall us (EAGAIN).
-        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard probe >= 0 else { throw GatewayError("cannot create a socket to test \(path)", errno: errno) }
-        defer { close(probe) }
-        var address = address
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        let e = errno
-        if rc == 0 || e == EAGAIN || e == EINPROGRESS {
-            throw GatewayError("\(path) is in use: another process answers on it (is another xdpwg, or wireguard-go, "
-                + "serving an interface of the same name?)")
-        }
-        guard e == ECONNREFUSED || e == ENOENT else {
-            throw GatewayError("cannot tell whether \(path) is in use", errno: e)
         }
     }
 
