@@ -46,10 +46,21 @@ let package = Package(
             name: "Gateway",
             dependencies: ["WireGuard", "Engine", .product(name: "Logging", package: "swift-log")]
         ),
+        // The single-machine lab (`xdpwg lab`): namespaces, wireguard-go peers, the gateway as a
+        // child process, traffic. Shared by the perf lab and the integration tests.
+        .target(
+            name: "Lab",
+            dependencies: ["WireGuard", "Engine", "Gateway", "CXDPWG"]
+        ),
+        // The perf lab (`xdpwg bench`): generator, sinks, devices under test, baselines, report.
+        .target(
+            name: "Bench",
+            dependencies: ["Lab", "WireGuard", "Engine", "Gateway", "CSodium", "CLibBPF", "CXDPWG"]
+        ),
         .executableTarget(
             name: "xdpwg",
             dependencies: [
-                "WireGuard", "Engine", "Gateway",
+                "WireGuard", "Engine", "Gateway", "Lab", "Bench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -65,5 +76,6 @@ let package = Package(
             dependencies: ["Gateway", "Engine", "WireGuard", "TestSupport", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "IntegrationTests", dependencies: ["WireGuard", "CXDPWG", "TestSupport"]),
+        .testTarget(name: "BenchTests", dependencies: ["Bench", "Lab", "Engine", "Gateway", "WireGuard", "TestSupport"]),
     ]
 )
