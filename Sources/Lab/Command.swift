@@ -3,15 +3,19 @@ import Foundation
 /// Runs external programs for the integration tests and reports failures with their output.
 public enum Command {
     public struct Failed: Error, CustomStringConvertible {
-        var command: [String]
-        var status: Int32
-        var output: String
+        public var command: [String]
+        public var status: Int32
+        public var output: String
         public var description: String { "`\(command.joined(separator: " "))` exited \(status): \(output)" }
     }
 
-    struct NotInstalled: Error, CustomStringConvertible {
-        var program: String
-        var description: String {
+    public struct NotInstalled: Error, CustomStringConvertible {
+        public init(program: String) {
+            self.program = program
+        }
+
+        public var program: String
+        public var description: String {
             "`\(program)` is not installed: run scripts/install-deps.sh (it installs every package the tests use)"
         }
     }
@@ -58,21 +62,6 @@ public enum Command {
         while !errData.isSet { usleep(1000) }
         return (process.terminationStatus, String(decoding: outData, as: UTF8.self),
                 String(decoding: errData.value, as: UTF8.self))
-    }
-
-    /// The `xdpwg` executable built beside the test bundle.
-    public static var xdpwg: String {
-        get throws {
-            let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-            var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-            // Swift Testing may run from inside the .xctest bundle directory.
-            if dir.lastPathComponent.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
-            let candidate = dir.appendingPathComponent("xdpwg").path
-            guard FileManager.default.isExecutableFile(atPath: candidate) else {
-                throw NotInstalled(program: "xdpwg (expected at \(candidate); run `swift build` first)")
-            }
-            return candidate
-        }
     }
 }
 

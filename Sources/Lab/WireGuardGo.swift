@@ -1,5 +1,5 @@
 import Foundation
-import TestSupport
+import WireGuard
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,14 +12,14 @@ import Glibc
 /// their inner addresses and routes, which may overlap, live apart. wireguard-go follows the
 /// moved interface: it learns up/down by polling its TUN file descriptor, which works across
 /// namespaces, and its UAPI socket is a file in /var/run/wireguard, reachable from anywhere.
-final class WireGuardGo: @unchecked Sendable {
-    let namespace: NetworkNamespace
+public final class WireGuardGo: @unchecked Sendable {
+    public let namespace: NetworkNamespace
     /// Where the TUN interface lives (its addresses, routes, and the programs that use it).
-    let interfaceNamespace: NetworkNamespace
-    let interface: String
-    let privateKey: String
-    let publicKey: String
-    let listenPort: Int
+    public let interfaceNamespace: NetworkNamespace
+    public let interface: String
+    public let privateKey: String
+    public let publicKey: String
+    public let listenPort: Int
     private let process: Process
     private let logFile: URL
 
@@ -29,7 +29,7 @@ final class WireGuardGo: @unchecked Sendable {
     /// `interfaceNamespace`: move the TUN interface there (default: stay in `namespace`).
     /// `cpu`: pin every thread of wireguard-go to this CPU from its start (`taskset`), so the
     /// datagrams it sends leave from that CPU (the uplink harness steers queues with XPS).
-    init(in namespace: NetworkNamespace, listenPort: Int, address: String,
+    public init(in namespace: NetworkNamespace, listenPort: Int, address: String,
          interfaceNamespace: NetworkNamespace? = nil, cpu: Int? = nil) throws {
         self.namespace = namespace
         self.interfaceNamespace = interfaceNamespace ?? namespace
@@ -69,19 +69,19 @@ final class WireGuardGo: @unchecked Sendable {
         }
     }
 
-    struct StartFailed: Error, CustomStringConvertible {
-        var log: String
-        var description: String { "wireguard-go did not start: \(log)" }
+    public struct StartFailed: Error, CustomStringConvertible {
+        public var log: String
+        public var description: String { "wireguard-go did not start: \(log)" }
     }
 
-    var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+    public var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
 
     /// The wireguard-go process (to check that it is gone after `close()`).
-    var processIdentifier: Int32 { process.processIdentifier }
-    var isRunning: Bool { process.isRunning }
+    public var processIdentifier: Int32 { process.processIdentifier }
+    public var isRunning: Bool { process.isRunning }
 
     /// `wg set IF peer ...` with the given options; the preshared key goes through a 0600 file.
-    func addPeer(publicKey: String, allowedIPs: String, endpoint: String? = nil,
+    public func addPeer(publicKey: String, allowedIPs: String, endpoint: String? = nil,
                  presharedKey: String? = nil, persistentKeepalive: Int? = nil) throws {
         var args = ["wg", "set", interface, "peer", publicKey, "allowed-ips", allowedIPs]
         if let endpoint { args += ["endpoint", endpoint] }
@@ -93,16 +93,16 @@ final class WireGuardGo: @unchecked Sendable {
         }
     }
 
-    struct PeerStatus {
-        var publicKey: String
-        var endpoint: String
-        var latestHandshake: Int
-        var receivedBytes: Int
-        var sentBytes: Int
+    public struct PeerStatus {
+        public var publicKey: String
+        public var endpoint: String
+        public var latestHandshake: Int
+        public var receivedBytes: Int
+        public var sentBytes: Int
     }
 
     /// The peers as `wg show IF dump` reports them.
-    func peers() throws -> [PeerStatus] {
+    public func peers() throws -> [PeerStatus] {
         let dump = try namespace.exec(["wg", "show", interface, "dump"])
         return dump.split(separator: "\n").dropFirst().compactMap { line in
             let f = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
@@ -111,7 +111,7 @@ final class WireGuardGo: @unchecked Sendable {
         }
     }
 
-    func close() {
+    public func close() {
         NetworkNamespace.stop(process)
         try? FileManager.default.removeItem(atPath: "/var/run/wireguard/\(interface).sock")
         try? FileManager.default.removeItem(at: logFile)

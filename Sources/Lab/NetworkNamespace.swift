@@ -4,10 +4,11 @@ import Foundation
 import Glibc
 #endif
 
-/// A network namespace created for one test and removed with every process started in it,
-/// on every exit path: `close()` is idempotent and also runs from `deinit`. Names are unique
-/// per test process (`xdpwg-t<pid>-<n>`), so tests can run in parallel, and namespaces left
-/// by a test process that died are recognised by their dead pid and removed on the next run.
+/// A network namespace created for one test (or one lab) and removed with every process
+/// started in it, on every exit path: `close()` is idempotent and also runs from `deinit`.
+/// Names are unique per process (`xdpwg-t<pid>-<n>` for tests, `xdpwg-l<pid>-<n>` for the
+/// lab), so tests can run in parallel, and namespaces left by a process that died are
+/// recognised by their dead pid and removed on the next run.
 public final class NetworkNamespace: @unchecked Sendable {
     public let name: String
     private var processes: [Process] = []
@@ -15,10 +16,18 @@ public final class NetworkNamespace: @unchecked Sendable {
     private var closed = false
 
     private static let counter = Counter()
-    public static let prefix = "xdpwg-t"
+    /// Every name in this scheme starts so.
+    public static let prefix = "xdpwg-"
 
-    public init(tag: String = "") throws {
-        name = NetworkNamespace.uniqueName(tag: tag)
+    /// Who makes a namespace: the letter after the prefix, so that `ip netns` tells a lab's
+    /// namespaces from a test run's.
+    public enum Maker: String, Sendable {
+        case test = "t"
+        case lab = "l"
+    }
+
+    public init(tag: String = "", maker: Maker = .test) throws {
+        name = NetworkNamespace.uniqueName(tag: tag, maker: maker)
         try Command.run(["ip", "netns", "add", name])
         try exec(["ip", "link", "set", "lo", "up"])
     }
@@ -33,10 +42,10 @@ public final class NetworkNamespace: @unchecked Sendable {
     }
 
     /// A fresh name in this scheme (`xdpwg-t<pid>-<n>[-tag]`); also removes namespaces left
-    /// behind by test processes that no longer exist.
-    public static func uniqueName(tag: String = "") -> String {
+    /// behind by processes that no longer exist.
+    public static func uniqueName(tag: String = "", maker: Maker = .test) -> String {
         removeStaleNamespaces()
-        return "\(prefix)\(getpid())-\(counter.next())\(tag.isEmpty ? "" : "-" + tag)"
+        return "\(prefix)\(maker.rawValue)\(getpid())-\(counter.next())\(tag.isEmpty ? "" : "-" + tag)"
     }
 
     /// Whether the namespace currently exists (`ip netns add` made its file).
@@ -118,7 +127,7 @@ public final class NetworkNamespace: @unchecked Sendable {
     /// Creates a socket inside this namespace: the calling thread enters the namespace for
     /// the `socket()` call only and returns to its own right after. A socket keeps the
     /// namespace it was created in, whichever thread uses it later.
-    func socket(domain: Int32, type: Int32, protocol proto: Int32 = 0) throws -> Int32 {
+    public func socket(domain: Int32, type: Int32, protocol proto: Int32 = 0) throws -> Int32 {
         let target = open("/var/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
         guard target >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
         defer { Glibc.close(target) }
@@ -134,26 +143,13 @@ public final class NetworkNamespace: @unchecked Sendable {
         return fd
     }
 
-    /// An IPv4 UDP socket inside this namespace, bound to `port` on every address.
-    public func udpSocket(port: UInt16) throws -> Int32 {
-        let fd = try socket(domain: AF_INET, type: Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
-        var local = CorePeer.address("0.0.0.0", port)
-        let rc = withUnsafePointer(to: &local) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else {
-            let e = errno
-            Glibc.close(fd)
-            throw POSIXError(.init(rawValue: e) ?? .EIO)
-        }
-        return fd
-    }
-
     /// Removes namespaces named by this scheme whose creating process no longer exists.
     private static func removeStaleNamespaces() {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/var/run/netns") else { return }
         for name in names where name.hasPrefix(prefix) {
-            let digits = name.dropFirst(prefix.count).prefix { $0.isNumber }
+            let rest = name.dropFirst(prefix.count)
+            guard let letter = rest.first, Maker(rawValue: String(letter)) != nil else { continue }
+            let digits = rest.dropFirst().prefix { $0.isNumber }
             guard let pid = Int32(digits), pid != getpid() else { continue }
             if kill(pid, 0) != 0 && errno == ESRCH {
                 _ = try? Command.runAllowingFailure(["ip", "netns", "delete", name])

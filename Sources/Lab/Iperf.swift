@@ -1,5 +1,5 @@
 import Foundation
-import TestSupport
+import WireGuard
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -7,23 +7,23 @@ import Glibc
 /// iperf3 TCP tests between network namespaces, read from iperf3's JSON reports (`-J`).
 /// Every iperf3 process is started through `NetworkNamespace.spawn`, so we own its PID and it
 /// ends with its namespace (or with the test process) whatever happens.
-enum Iperf {
-    static let defaultPort = 5201
+public enum Iperf {
+    public static let defaultPort = 5201
 
     /// One side's view of a finished test: `end.sum_sent` and `end.sum_received` of its report.
-    struct Result: CustomStringConvertible {
-        var sentBytes: UInt64
-        var receivedBytes: UInt64
-        var senderBitsPerSecond: Double
-        var receiverBitsPerSecond: Double
+    public struct Result: CustomStringConvertible {
+        public var sentBytes: UInt64
+        public var receivedBytes: UInt64
+        public var senderBitsPerSecond: Double
+        public var receiverBitsPerSecond: Double
         /// TCP retransmissions of the sending side (reported by the side that sent: the client
         /// unless the test ran in reverse).
-        var retransmits: Int?
+        public var retransmits: Int?
         /// Bytes per reporting interval (one a second), as this side saw them: a stall shows
         /// as an interval with nothing.
-        var intervalBytes: [UInt64] = []
+        public var intervalBytes: [UInt64] = []
 
-        var description: String {
+        public var description: String {
             let r = retransmits.map { ", \($0) retransmits" } ?? ""
             return String(format: "sent %llu B at %.1f Mbit/s, received %llu B at %.1f Mbit/s",
                           sentBytes, senderBitsPerSecond / 1e6, receivedBytes, receiverBitsPerSecond / 1e6) + r
@@ -31,30 +31,30 @@ enum Iperf {
     }
 
     /// Both ends of one test.
-    struct Run: CustomStringConvertible {
-        var client: Result
-        var server: Result
-        var description: String { "client: \(client); server: \(server)" }
+    public struct Run: CustomStringConvertible {
+        public var client: Result
+        public var server: Result
+        public var description: String { "client: \(client); server: \(server)" }
     }
 
-    struct Failed: Error, CustomStringConvertible {
-        var what: String
-        var output: String
-        var description: String { "iperf3 \(what): \(output)" }
+    public struct Failed: Error, CustomStringConvertible {
+        public var what: String
+        public var output: String
+        public var description: String { "iperf3 \(what): \(output)" }
     }
 
     /// A one-off server (`-s -1`): it serves one test, prints its report and exits.
-    final class Server: @unchecked Sendable {
-        let namespace: NetworkNamespace
-        let address: String
-        let port: Int
+    public final class Server: @unchecked Sendable {
+        public let namespace: NetworkNamespace
+        public let address: String
+        public let port: Int
         private let process: Process
         private let logFile: URL
 
         private static let counter = Counter()
 
         /// Starts the server bound to `address` and returns once it listens.
-        init(in namespace: NetworkNamespace, address: String, port: Int = Iperf.defaultPort) throws {
+        public init(in namespace: NetworkNamespace, address: String, port: Int = Iperf.defaultPort) throws {
             self.namespace = namespace
             self.address = address
             self.port = port
@@ -85,12 +85,12 @@ enum Iperf {
         }
 
         /// Whether it is still waiting for (or serving) its one test.
-        var isRunning: Bool { process.isRunning }
-        var processIdentifier: Int32 { process.processIdentifier }
-        var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+        public var isRunning: Bool { process.isRunning }
+        public var processIdentifier: Int32 { process.processIdentifier }
+        public var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
 
         /// Waits for the server to finish its test and returns its report.
-        func result(timeout: TimeInterval = 10) throws -> Result {
+        public func result(timeout: TimeInterval = 10) throws -> Result {
             guard Iperf.wait(for: process, timeout: timeout) else {
                 throw Failed(what: "server in \(namespace.name) did not finish within \(timeout) s", output: log)
             }
@@ -98,7 +98,7 @@ enum Iperf {
         }
 
         /// Ends the process by PID (if still running) and removes its report file.
-        func stop() {
+        public func stop() {
             NetworkNamespace.stop(process)
             try? FileManager.default.removeItem(at: logFile)
         }
@@ -106,7 +106,7 @@ enum Iperf {
 
     /// Runs a client to completion: `seconds` of TCP from `namespace` to `address`
     /// (`reverse`: the server sends). Throws if it fails or overruns by more than 20 s.
-    static func client(in namespace: NetworkNamespace, to address: String, port: Int = defaultPort,
+    public static func client(in namespace: NetworkNamespace, to address: String, port: Int = defaultPort,
                        seconds: Int, reverse: Bool = false) throws -> Result {
         let logFile = FileManager.default.temporaryDirectory
             .appendingPathComponent("xdpwg-iperf-\(getpid())-c\(clientCounter.next()).json")
@@ -129,7 +129,7 @@ enum Iperf {
     private static let clientCounter = Counter()
 
     /// Polls until the process exits; false if it is still running after `timeout`.
-    static func wait(for process: Process, timeout: TimeInterval) -> Bool {
+    public static func wait(for process: Process, timeout: TimeInterval) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(20_000) }
         return !process.isRunning
@@ -137,24 +137,24 @@ enum Iperf {
 
     /// The parts of iperf3's JSON report we read.
     private struct Report: Decodable {
-        struct Sum: Decodable {
-            var bytes: Double
-            var bits_per_second: Double
-            var retransmits: Int?
+        public struct Sum: Decodable {
+            public var bytes: Double
+            public var bits_per_second: Double
+            public var retransmits: Int?
         }
-        struct End: Decodable {
-            var sum_sent: Sum?
-            var sum_received: Sum?
+        public struct End: Decodable {
+            public var sum_sent: Sum?
+            public var sum_received: Sum?
         }
-        struct Interval: Decodable {
-            var sum: Sum
+        public struct Interval: Decodable {
+            public var sum: Sum
         }
-        var intervals: [Interval]?
-        var end: End?
-        var error: String?
+        public var intervals: [Interval]?
+        public var end: End?
+        public var error: String?
     }
 
-    static func parse(_ json: String, what: String) throws -> Result {
+    public static func parse(_ json: String, what: String) throws -> Result {
         // The server's log may hold text before its JSON object (none is expected, but a
         // warning must not hide the report).
         guard let start = json.firstIndex(of: "{") else { throw Failed(what: "\(what): no JSON report", output: json) }

@@ -1,5 +1,5 @@
 import Foundation
-import TestSupport
+import WireGuard
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -37,30 +37,37 @@ import Glibc
 /// Tenant namespaces belong to whatever plays the gateway: register them (`adoptNamespace`,
 /// `register`) so that `close()` removes them too. `close()` is idempotent, runs from
 /// `deinit`, and removes every process and namespace on every path.
-final class GatewayTopology: @unchecked Sendable {
-    struct PeerSpec: Sendable {
+public final class GatewayTopology: @unchecked Sendable {
+    public struct PeerSpec: Sendable {
+        public init(tenant: String, innerAddress: String, tenantRange: String, queue: Int) {
+            self.tenant = tenant
+            self.innerAddress = innerAddress
+            self.tenantRange = tenantRange
+            self.queue = queue
+        }
+
         /// The tenant this peer belongs to (a name the test and the gateway's config share).
-        var tenant: String
+        public var tenant: String
         /// The peer's inner address with its prefix length, e.g. "10.10.1.2/32".
-        var innerAddress: String
+        public var innerAddress: String
         /// The tenant's range, routed into the tunnel from the peer's namespace, e.g. "10.10.0.0/24".
-        var tenantRange: String
+        public var tenantRange: String
         /// The uplink queue this peer's datagrams arrive on at the gateway.
-        var queue: Int
+        public var queue: Int
     }
 
-    final class Peer: @unchecked Sendable {
-        let index: Int
-        let spec: PeerSpec
+    public final class Peer: @unchecked Sendable {
+        public let index: Int
+        public let spec: PeerSpec
         /// Holds the TUN interface, the inner address and the route to the tenant's range:
         /// run ping, iperf3 and the like here.
-        let namespace: NetworkNamespace
+        public let namespace: NetworkNamespace
         /// The process (and its UDP socket) lives in the internet namespace.
-        let wireGuard: WireGuardGo
+        public let wireGuard: WireGuardGo
         /// The CPU wireguard-go is pinned to; XPS maps it to TX queue `spec.queue`.
-        let cpu: Int
+        public let cpu: Int
 
-        init(index: Int, spec: PeerSpec, namespace: NetworkNamespace, wireGuard: WireGuardGo, cpu: Int) {
+        public init(index: Int, spec: PeerSpec, namespace: NetworkNamespace, wireGuard: WireGuardGo, cpu: Int) {
             self.index = index
             self.spec = spec
             self.namespace = namespace
@@ -68,36 +75,42 @@ final class GatewayTopology: @unchecked Sendable {
             self.cpu = cpu
         }
 
-        var publicKey: String { wireGuard.publicKey }
-        var privateKey: String { wireGuard.privateKey }
-        var listenPort: Int { wireGuard.listenPort }
+        public var publicKey: String { wireGuard.publicKey }
+        public var privateKey: String { wireGuard.privateKey }
+        public var listenPort: Int { wireGuard.listenPort }
         /// The inner address without its prefix length.
-        var innerIP: String { String(spec.innerAddress.split(separator: "/")[0]) }
+        public var innerIP: String { String(spec.innerAddress.split(separator: "/")[0]) }
         /// The endpoint the gateway sees for this peer.
-        var endpoint: String { "\(GatewayTopology.internetAddress):\(listenPort)" }
+        public var endpoint: String { "\(GatewayTopology.internetAddress):\(listenPort)" }
     }
 
-    static let internetAddress = "192.0.2.1"
-    static let gatewayAddress = "192.0.2.2"
-    static let prefixLength = 24
-    static let queueCount = 2
-    static let firstPeerPort = 40000
+    public static let internetAddress = "192.0.2.1"
+    public static let gatewayAddress = "192.0.2.2"
+    public static let prefixLength = 24
+    public static let queueCount = 2
+    public static let firstPeerPort = 40000
 
-    let internet: NetworkNamespace
-    let gateway: NetworkNamespace
+    /// Who builds this topology: its namespaces are named for it.
+    public let maker: NetworkNamespace.Maker
+    public let internet: NetworkNamespace
+    public let gateway: NetworkNamespace
     /// The uplink's name inside `gateway` (the interface the gateway attaches to).
-    let uplinkName = "uplink0"
+    public let uplinkName = "uplink0"
     /// The far end of the uplink, inside `internet`.
-    let internetLinkName = "inet0"
-    private(set) var peers: [Peer] = []
+    public let internetLinkName = "inet0"
+    public private(set) var peers: [Peer] = []
 
     private let lock = NSLock()
     private var closed = false
     private var registered: [NetworkNamespace] = []
     private var cleanups: [() -> Void] = []
 
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
+    public struct Failure: Error, CustomStringConvertible {
+        public init(description: String) {
+            self.description = description
+        }
+
+        public var description: String
     }
 
     /// Builds the internet and gateway namespaces, the uplink and one wireguard-go per peer
@@ -105,10 +118,12 @@ final class GatewayTopology: @unchecked Sendable {
     /// `configurePeer`). Everything built so far is removed if a step fails. `progress` sees
     /// the topology after the uplink and after each peer is built (tests of the failure path
     /// use it to learn what must be gone afterwards).
-    init(peers specs: [PeerSpec], progress: ((GatewayTopology) -> Void)? = nil) throws {
-        internet = try NetworkNamespace(tag: "inet")
+    public init(peers specs: [PeerSpec], maker: NetworkNamespace.Maker = .test,
+                progress: ((GatewayTopology) -> Void)? = nil) throws {
+        self.maker = maker
+        internet = try NetworkNamespace(tag: "inet", maker: maker)
         do {
-            gateway = try NetworkNamespace(tag: "gw")
+            gateway = try NetworkNamespace(tag: "gw", maker: maker)
         } catch {
             internet.close()
             throw error
@@ -157,7 +172,7 @@ final class GatewayTopology: @unchecked Sendable {
         guard (0..<GatewayTopology.queueCount).contains(spec.queue) else {
             throw Failure(description: "peer \(index): queue \(spec.queue) is not one of the uplink's \(GatewayTopology.queueCount)")
         }
-        let namespace = try NetworkNamespace(tag: "p\(index)")
+        let namespace = try NetworkNamespace(tag: "p\(index)", maker: maker)
         do {
             let cpu = spec.queue // XPS maps CPU q to TX queue q.
             let wireGuard = try WireGuardGo(in: internet, listenPort: GatewayTopology.firstPeerPort + index,
@@ -175,7 +190,7 @@ final class GatewayTopology: @unchecked Sendable {
 
     /// Tells peer `index` about the gateway: its public key, endpoint ("192.0.2.2:PORT") and
     /// what to route to it (default: the peer's tenant range).
-    func configurePeer(_ index: Int, gatewayPublicKey: String, endpoint: String, allowedIPs: String? = nil,
+    public func configurePeer(_ index: Int, gatewayPublicKey: String, endpoint: String, allowedIPs: String? = nil,
                        presharedKey: String? = nil, persistentKeepalive: Int? = nil) throws {
         let peer = peers[index]
         try peer.wireGuard.addPeer(publicKey: gatewayPublicKey, allowedIPs: allowedIPs ?? peer.spec.tenantRange,
@@ -185,23 +200,23 @@ final class GatewayTopology: @unchecked Sendable {
 
     // MARK: Traffic
 
-    struct PingResult: CustomStringConvertible {
-        var transmitted: Int
-        var received: Int
-        var output: String
+    public struct PingResult: CustomStringConvertible {
+        public var transmitted: Int
+        public var received: Int
+        public var output: String
         /// Every echo request got its reply.
-        var allReceived: Bool { transmitted > 0 && received == transmitted }
-        var description: String { output }
+        public var allReceived: Bool { transmitted > 0 && received == transmitted }
+        public var description: String { output }
     }
 
     /// `count` echo requests from peer `index`'s namespace.
-    func ping(from index: Int, to address: String, count: Int = 3, interval: Double = 0.2) throws -> PingResult {
+    public func ping(from index: Int, to address: String, count: Int = 3, interval: Double = 0.2) throws -> PingResult {
         try GatewayTopology.ping(in: peers[index].namespace, to: address, count: count, interval: interval)
     }
 
     /// `count` echo requests, `interval` seconds apart (below 0.2 needs root), from
     /// `namespace`; waits at most 3 s for the last reply.
-    static func ping(in namespace: NetworkNamespace, to address: String, count: Int = 3,
+    public static func ping(in namespace: NetworkNamespace, to address: String, count: Int = 3,
                      interval: Double = 0.2) throws -> PingResult {
         // -W bounds the wait per reply; -w would keep sending until `count` replies came.
         let (_, out, err) = try namespace.execAllowingFailure(
@@ -221,7 +236,7 @@ final class GatewayTopology: @unchecked Sendable {
     /// with the same inner address); each gets a server at the same address and port, and the
     /// run fails if any of them was reached, or if the real server did not see the bytes.
     /// Runs that share a namespace at the same time need distinct ports.
-    func iperf(clientIn: NetworkNamespace, server: String, serverIn: NetworkNamespace,
+    public func iperf(clientIn: NetworkNamespace, server: String, serverIn: NetworkNamespace,
                decoys: [NetworkNamespace] = [], seconds: Int = 5, port: Int = Iperf.defaultPort) throws -> Iperf.Run {
         let decoyServers = try decoys.map { try Iperf.Server(in: $0, address: server, port: port) }
         defer { decoyServers.forEach { $0.stop() } }
@@ -248,17 +263,22 @@ final class GatewayTopology: @unchecked Sendable {
     // MARK: Uplink queues
 
     /// What one TX queue of inet0 sent (= what that RX queue of the uplink received).
-    struct QueueCounters: Equatable, CustomStringConvertible {
-        var packets: UInt64
+    public struct QueueCounters: Equatable, CustomStringConvertible {
+        public init(packets: UInt64, bytes: UInt64) {
+            self.packets = packets
+            self.bytes = bytes
+        }
+
+        public var packets: UInt64
         /// Whole frames: Ethernet, IPv4 and UDP headers (42 bytes) plus the WireGuard message.
-        var bytes: UInt64
-        var description: String { "\(packets) pkt/\(bytes) B" }
-        static func - (a: Self, b: Self) -> Self { .init(packets: a.packets &- b.packets, bytes: a.bytes &- b.bytes) }
+        public var bytes: UInt64
+        public var description: String { "\(packets) pkt/\(bytes) B" }
+        public static func - (a: Self, b: Self) -> Self { .init(packets: a.packets &- b.packets, bytes: a.bytes &- b.bytes) }
     }
 
     /// Per TX queue of inet0, from the counters of the mq qdisc's classes (class 1:(q+1) is
     /// TX queue q). veth hands a packet sent on TX queue q to RX queue q of the uplink.
-    func uplinkQueueCounters() throws -> [QueueCounters] {
+    public func uplinkQueueCounters() throws -> [QueueCounters] {
         let text = try internet.exec(["tc", "-s", "class", "show", "dev", internetLinkName])
         var counters = [QueueCounters?](repeating: nil, count: GatewayTopology.queueCount)
         var queue: Int?
@@ -280,10 +300,10 @@ final class GatewayTopology: @unchecked Sendable {
     }
 
     /// Packets per uplink queue.
-    func uplinkQueuePackets() throws -> [UInt64] { try uplinkQueueCounters().map(\.packets) }
+    public func uplinkQueuePackets() throws -> [UInt64] { try uplinkQueueCounters().map(\.packets) }
 
     /// Runs `body` and returns, beside its result, what each uplink queue carried meanwhile.
-    func countingQueues<R>(_ body: () throws -> R) throws -> (result: R, queues: [QueueCounters]) {
+    public func countingQueues<R>(_ body: () throws -> R) throws -> (result: R, queues: [QueueCounters]) {
         let before = try uplinkQueueCounters()
         let result = try body()
         let after = try uplinkQueueCounters()
@@ -292,44 +312,44 @@ final class GatewayTopology: @unchecked Sendable {
 
     /// Bytes each peer's wireguard-go has sent to the gateway (`wg show` transfer, all of its
     /// peers): whole WireGuard messages, handshakes and keepalives included.
-    func peerSentBytes() throws -> [UInt64] {
+    public func peerSentBytes() throws -> [UInt64] {
         try peers.map { peer in try peer.wireGuard.peers().reduce(0) { $0 + UInt64($1.sentBytes) } }
     }
 
     /// Frame overhead the mq byte counters add to each WireGuard message: Ethernet, IPv4, UDP.
-    static let frameOverhead: UInt64 = 14 + 20 + 8
+    public static let frameOverhead: UInt64 = 14 + 20 + 8
 
     // MARK: Namespaces of the gateway, cleanup
 
     /// A name for a namespace the gateway will create (a tenant's): unique, and in the scheme
     /// that lets a later run remove it if this test process dies.
-    func namespaceName(tag: String) -> String { NetworkNamespace.uniqueName(tag: tag) }
+    public func namespaceName(tag: String) -> String { NetworkNamespace.uniqueName(tag: tag, maker: maker) }
 
     /// Takes charge of a namespace the gateway creates (or will create) under `name`:
     /// `close()` deletes it. Processes spawned through the returned object end with it.
     @discardableResult
-    func adoptNamespace(named name: String) -> NetworkNamespace {
+    public func adoptNamespace(named name: String) -> NetworkNamespace {
         let namespace = NetworkNamespace(adopting: name)
         register(namespace)
         return namespace
     }
 
     /// `close()` will close `namespace` (after the cleanups, before the gateway namespace).
-    func register(_ namespace: NetworkNamespace) {
+    public func register(_ namespace: NetworkNamespace) {
         lock.lock()
         registered.append(namespace)
         lock.unlock()
     }
 
     /// `close()` runs `body` first (last registered, first run), e.g. to stop a gateway.
-    func atClose(_ body: @escaping () -> Void) {
+    public func atClose(_ body: @escaping () -> Void) {
         lock.lock()
         cleanups.append(body)
         lock.unlock()
     }
 
     /// Every namespace this topology made or was given (to check that none is left).
-    var namespaceNames: [String] {
+    public var namespaceNames: [String] {
         lock.lock()
         defer { lock.unlock() }
         return [internet.name, gateway.name] + peers.map(\.namespace.name) + registered.map(\.name)
@@ -338,7 +358,7 @@ final class GatewayTopology: @unchecked Sendable {
     /// Stops the cleanups' subjects, the peers' wireguard-go, then removes the peers', the
     /// registered, the gateway's and the internet's namespaces (and every process started in
     /// them). Idempotent.
-    func close() {
+    public func close() {
         lock.lock()
         let wasClosed = closed
         closed = true
@@ -362,35 +382,41 @@ final class GatewayTopology: @unchecked Sendable {
 /// own namespace, with the tenant's address and a route per peer: the layout xdpwg builds,
 /// overlapping tenant ranges included. It proves the topology today and gives later tests a
 /// reference to compare the gateway with.
-final class WireGuardGoGateway: @unchecked Sendable {
-    struct TenantSpec: Sendable {
-        var name: String
+public final class WireGuardGoGateway: @unchecked Sendable {
+    public struct TenantSpec: Sendable {
+        public init(name: String, address: String, listenPort: Int) {
+            self.name = name
+            self.address = address
+            self.listenPort = listenPort
+        }
+
+        public var name: String
         /// The tenant's address in its namespace, e.g. "10.10.0.1/24".
-        var address: String
-        var listenPort: Int
+        public var address: String
+        public var listenPort: Int
     }
 
-    final class Tenant: @unchecked Sendable {
-        let spec: TenantSpec
-        let namespace: NetworkNamespace
-        let wireGuard: WireGuardGo
-        init(spec: TenantSpec, namespace: NetworkNamespace, wireGuard: WireGuardGo) {
+    public final class Tenant: @unchecked Sendable {
+        public let spec: TenantSpec
+        public let namespace: NetworkNamespace
+        public let wireGuard: WireGuardGo
+        public init(spec: TenantSpec, namespace: NetworkNamespace, wireGuard: WireGuardGo) {
             self.spec = spec
             self.namespace = namespace
             self.wireGuard = wireGuard
         }
         /// The address without its prefix length.
-        var ip: String { String(spec.address.split(separator: "/")[0]) }
-        var endpoint: String { "\(GatewayTopology.gatewayAddress):\(spec.listenPort)" }
+        public var ip: String { String(spec.address.split(separator: "/")[0]) }
+        public var endpoint: String { "\(GatewayTopology.gatewayAddress):\(spec.listenPort)" }
     }
 
-    private(set) var tenants: [String: Tenant] = [:]
+    public private(set) var tenants: [String: Tenant] = [:]
 
     /// Starts one interface per tenant; the topology removes everything at its `close()`.
-    init(topology: GatewayTopology, tenants specs: [TenantSpec]) throws {
+    public init(topology: GatewayTopology, tenants specs: [TenantSpec]) throws {
         topology.atClose { [self] in close() }
         for spec in specs {
-            let namespace = try NetworkNamespace(tag: "t-\(spec.name)")
+            let namespace = try NetworkNamespace(tag: "t-\(spec.name)", maker: topology.maker)
             topology.register(namespace)
             let wireGuard = try WireGuardGo(in: topology.gateway, listenPort: spec.listenPort, address: spec.address,
                                             interfaceNamespace: namespace)
@@ -401,7 +427,7 @@ final class WireGuardGoGateway: @unchecked Sendable {
     /// Connects every peer of the topology to its tenant, both ways: the tenant's interface
     /// learns the peer (AllowedIPs = its inner address, routed in the tenant's namespace) and
     /// the peer learns the tenant's key and endpoint.
-    func connect(_ topology: GatewayTopology, presharedKeys: Bool = false) throws {
+    public func connect(_ topology: GatewayTopology, presharedKeys: Bool = false) throws {
         for peer in topology.peers {
             guard let tenant = tenants[peer.spec.tenant] else {
                 throw GatewayTopology.Failure(description: "peer \(peer.index): no tenant \(peer.spec.tenant)")
@@ -415,7 +441,7 @@ final class WireGuardGoGateway: @unchecked Sendable {
         }
     }
 
-    func close() {
+    public func close() {
         for tenant in tenants.values { tenant.wireGuard.close() }
     }
 }
