@@ -1,6 +1,6 @@
 import Foundation
 
-/// Runs external programs for the integration tests and reports failures with their output.
+/// Runs external programs for the lab and the tests and reports failures with their output.
 public enum Command {
     public struct Failed: Error, CustomStringConvertible {
         public var command: [String]
@@ -16,19 +16,30 @@ public enum Command {
 
         public var program: String
         public var description: String {
-            "`\(program)` is not installed: run scripts/install-deps.sh (it installs every package the tests use)"
+            "`\(program)` is not installed: run scripts/install-deps.sh (it installs every package the lab and the tests use)"
         }
     }
 
-    /// Absolute path of `program` from PATH (plus the sbin directories root tools live in).
+    /// Where programs are looked for: PATH plus the sbin directories root tools live in.
+    public static var searchPath: String {
+        (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
+    }
+
+    /// Absolute path of `program` from `searchPath`.
     public static func which(_ program: String) throws -> String {
+        guard let found = find(program, in: searchPath) else { throw NotInstalled(program: program) }
+        return found
+    }
+
+    /// The first executable `program` in the colon-separated `path` (or `program` itself when
+    /// it is absolute); nil if there is none.
+    public static func find(_ program: String, in path: String) -> String? {
         if program.hasPrefix("/") { return program }
-        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
         for dir in path.split(separator: ":") {
             let candidate = "\(dir)/\(program)"
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
         }
-        throw NotInstalled(program: program)
+        return nil
     }
 
     /// Runs to completion and returns standard output; throws on a non-zero exit.

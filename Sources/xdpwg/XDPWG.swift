@@ -11,7 +11,7 @@ struct XDPWG: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "xdpwg",
         abstract: "An AF_XDP WireGuard gateway.",
-        subcommands: [Up.self, Reload.self, Stats.self, CheckConfig.self, GenKey.self, PubKey.self, GenPSK.self, Version.self]
+        subcommands: [Up.self, Reload.self, Stats.self, LabCommand.self, CheckConfig.self, GenKey.self, PubKey.self, GenPSK.self, Version.self]
     )
 }
 
@@ -83,5 +83,19 @@ struct StandardError: TextOutputStream {
     mutating func write(_ string: String) {
         var bytes = Array(string.utf8)
         _ = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+    }
+}
+
+/// Unbuffered standard output: what the lab prints appears at once, also through a pipe.
+struct StandardOutput: TextOutputStream {
+    mutating func write(_ string: String) {
+        var bytes = Array(string.utf8)
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { Glibc.write(1, $0.baseAddress! + written, $0.count - written) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return }
+            written += n
+        }
     }
 }

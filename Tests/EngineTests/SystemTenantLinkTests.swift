@@ -9,11 +9,9 @@ import WireGuard
 /// namespace. Tenant namespaces are named like the test namespaces (`xdpwg-t<pid>-...`), so
 /// a crashed run's leftovers are removed by the next run as well.
 @Suite(.enabled(if: Privileged.shouldRun)) struct SystemTenantLinkTests {
-    static let counter = Counter()
-
     /// A fresh, unused tenant namespace name; removed (if it exists) when the test ends.
     final class TenantNamespaceName {
-        let name = "\(NetworkNamespace.prefix)\(getpid())-tn\(SystemTenantLinkTests.counter.next())"
+        let name = NetworkNamespace.uniqueName(tag: "tn")
         var path: String { "/var/run/netns/\(name)" }
         var exists: Bool { FileManager.default.fileExists(atPath: path) }
         deinit { _ = try? Command.runAllowingFailure(["ip", "netns", "delete", name]) }

@@ -215,7 +215,7 @@ struct TopologyTests {
         let topology = try GatewayTopology(peers: [])
         defer { topology.close() }
         let name = topology.namespaceName(tag: "tenant-a")
-        #expect(name.hasPrefix("\(NetworkNamespace.prefix)\(getpid())-"), "a later run must recognise it as ours")
+        #expect(name.hasPrefix("\(NetworkNamespace.prefix)t\(getpid())-"), "a later run must recognise it as ours")
         let tenant = topology.adoptNamespace(named: name)
         #expect(!tenant.exists)
         try Command.run(["ip", "netns", "add", name])
