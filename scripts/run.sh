@@ -1,13 +1,9 @@
 #!/usr/bin/env bash
-# The main job. Until `xdpwg lab` exists: install, build, and show the key tools at work
-# next to `wg`, which they match byte for byte.
+# The main job: install what is missing, build, and run `xdpwg lab` (as root): the whole
+# gateway on this machine with wireguard-go peers, traffic both ways, live stats, a summary,
+# and everything removed at the end. Arguments go to `xdpwg lab` (e.g. --duration 60, --keep).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 swift build -c release --product xdpwg
-bin=$(swift build -c release --show-bin-path)/xdpwg
-"$bin" version
-umask 077
-key=$("$bin" genkey)
-echo "public key (xdpwg pubkey): $(printf '%s\n' "$key" | "$bin" pubkey)"
-echo "public key (wg pubkey):    $(printf '%s\n' "$key" | wg pubkey)"
+exec "$(swift build -c release --show-bin-path)/xdpwg" lab "$@"

@@ -180,7 +180,13 @@ public final class LabRun: @unchecked Sendable {
             say((options.clearScreen ? "\u{1B}[H\u{1B}[2J" : "\n") + frame)
             previous = current
         }
-        if interrupted { throw Interrupted() }
+        if interrupted {
+            // While the tunnels still carry them: iperf3 clients stopped after the gateway
+            // would wait for their servers until killed.
+            say("interrupted: stopping the traffic")
+            for flow in traffic { flow.server.stop() }
+            throw Interrupted()
+        }
         let final = reader.snapshot()
         summarize(tenants: tenants, traffic: traffic, pings: pings, snapshot: final)
 

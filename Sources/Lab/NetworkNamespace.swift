@@ -104,12 +104,16 @@ public final class NetworkNamespace: @unchecked Sendable {
     }
 
     /// Ends one process we started (SIGTERM, then SIGKILL after a grace period).
-    public static func stop(_ process: Process) {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGTERM)
-        for _ in 0..<100 where process.isRunning { usleep(20_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+    public static func stop(_ process: Process) { stop([process]) }
+
+    /// Ends processes we started: SIGTERM to all, then SIGKILL to those still running after
+    /// one shared grace period of 2 s.
+    public static func stop(_ processes: [Process]) {
+        let running = processes.filter(\.isRunning)
+        for p in running { kill(p.processIdentifier, SIGTERM) }
+        for _ in 0..<100 where running.contains(where: \.isRunning) { usleep(20_000) }
+        for p in running where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        for p in running { p.waitUntilExit() }
     }
 
     public func close() {
@@ -120,7 +124,7 @@ public final class NetworkNamespace: @unchecked Sendable {
         processes = []
         lock.unlock()
         guard !wasClosed else { return }
-        for p in toStop { NetworkNamespace.stop(p) }
+        NetworkNamespace.stop(toStop)
         _ = try? Command.runAllowingFailure(["ip", "netns", "delete", name])
     }
 
