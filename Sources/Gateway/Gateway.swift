@@ -86,7 +86,7 @@ public final class Gateway {
     deinit { tearDown() }
 
     /// The host end of tenant `name`'s veth pair in the gateway's namespace (IFNAMSIZ 15).
-    static func hostLinkName(_ tenant: String) -> String {
+    public static func hostLinkName(_ tenant: String) -> String {
         if tenant.count <= 12 { return "xw-" + tenant }
         var h: UInt32 = 2_166_136_261
         for b in tenant.utf8 { h = (h ^ UInt32(b)) &* 16_777_619 }

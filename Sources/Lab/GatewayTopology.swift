@@ -176,7 +176,7 @@ public final class GatewayTopology: @unchecked Sendable {
         do {
             let cpu = spec.queue // XPS maps CPU q to TX queue q.
             let wireGuard = try WireGuardGo(in: internet, listenPort: GatewayTopology.firstPeerPort + index,
-                                            address: spec.innerAddress, interfaceNamespace: namespace, cpu: cpu)
+                                            address: spec.innerAddress, interfaceNamespace: namespace, cpus: [cpu])
             let peer = Peer(index: index, spec: spec, namespace: namespace, wireGuard: wireGuard, cpu: cpu)
             lock.lock()
             peers.append(peer)

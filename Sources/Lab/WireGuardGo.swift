@@ -27,10 +27,11 @@ public final class WireGuardGo: @unchecked Sendable {
 
     /// Starts wireguard-go in the foreground (we own its PID) and configures the interface.
     /// `interfaceNamespace`: move the TUN interface there (default: stay in `namespace`).
-    /// `cpu`: pin every thread of wireguard-go to this CPU from its start (`taskset`), so the
-    /// datagrams it sends leave from that CPU (the uplink harness steers queues with XPS).
+    /// `cpus`: pin every thread of wireguard-go to these CPUs from its start (`taskset`): so
+    /// the datagrams it sends leave from a known CPU (the uplink harness steers queues with
+    /// XPS), or to give it the same core budget as the gateway it is compared with.
     public init(in namespace: NetworkNamespace, listenPort: Int, address: String,
-         interfaceNamespace: NetworkNamespace? = nil, cpu: Int? = nil) throws {
+         interfaceNamespace: NetworkNamespace? = nil, cpus: [Int]? = nil) throws {
         self.namespace = namespace
         self.interfaceNamespace = interfaceNamespace ?? namespace
         // The UAPI socket directory is shared by all namespaces: the name must be unique
@@ -41,7 +42,7 @@ public final class WireGuardGo: @unchecked Sendable {
         self.listenPort = listenPort
         logFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(interface).log")
         var command = [try Command.which("wireguard-go"), "-f", interface]
-        if let cpu { command = ["taskset", "--cpu-list", String(cpu)] + command }
+        if let cpus { command = ["taskset", "--cpu-list", cpus.map(String.init).joined(separator: ",")] + command }
         process = try namespace.spawn(
             command,
             environment: ["WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": "debug"],
@@ -91,6 +92,12 @@ public final class WireGuardGo: @unchecked Sendable {
         } else {
             try namespace.exec(args)
         }
+    }
+
+    /// `wg addconf IF FILE`: adds the peers of a `[Peer]`-sections text at once (thousands of
+    /// peers in one call); through a 0600 file, as it may hold preshared keys.
+    public func addConfiguration(_ text: String) throws {
+        try withSecretFile(text) { path in try namespace.exec(["wg", "addconf", interface, path]) }
     }
 
     public struct PeerStatus {

@@ -1,0 +1,101 @@
+import ArgumentParser
+import Bench
+import Foundation
+import Lab
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `xdpwg bench`: the perf lab. Every scenario against xdpwg, xdpwg with crypto off and
+/// wireguard-go in one run, plus the libsodium baseline and callgrind's instruction counts;
+/// writes report.md, report.json and chart.png.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure xdpwg against wireguard-go and the hardware's limits (the perf lab; root).",
+        discussion: """
+            Builds the lab's topology once per device under test (xdpwg, xdpwg with crypto off, \
+            wireguard-go), emulates the peers (real handshakes), and sends from a generator pinned \
+            to CPU 0: pre-encrypted transport packets for the decrypt direction, plain packets for \
+            the encrypt direction, both at once for "both". XDP sinks count what each device \
+            delivers; its process's CPU time is what it cost. Also measures the generator's own \
+            ceiling, libsodium's single-core rate and, under callgrind, instructions and mallocs \
+            per packet of the worker's per-packet path (run a release build for those). Writes \
+            report.md, report.json and chart.png into --output.
+            """)
+
+    @Option(name: .long, help: "Where to write report.md, report.json and chart.png.")
+    var output: String = "bench-results"
+
+    @Option(name: .long, parsing: .upToNextOption, help: "decrypt, encrypt, both (default: all).")
+    var directions: [String] = Direction.allCases.map(\.rawValue)
+
+    @Option(name: .long, parsing: .upToNextOption, help: "Inner packet sizes in bytes (default: 64 512 1420).")
+    var sizes: [Int] = [64, 512, 1420]
+
+    @Option(name: .long, parsing: .upToNextOption, help: "Worker cores (default: 1 2).")
+    var workers: [Int] = [1, 2]
+
+    @Option(name: .long, parsing: .upToNextOption, help: "Emulated peers (default: 1 100 10000).")
+    var peers: [Int] = [1, 100, 10_000]
+
+    @Option(name: .long, parsing: .upToNextOption, help: "xdpwg, xdpwg-crypto-off, wireguard-go (default: all).")
+    var devices: [String] = DeviceUnderTest.allCases.map(\.rawValue)
+
+    @Option(name: .long, help: "Seconds of sending per scenario.")
+    var seconds: Double = 2
+
+    @Flag(name: .long, help: "Skip the callgrind probe.")
+    var noCallgrind = false
+
+    func validate() throws {
+        for d in directions where Direction(rawValue: d) == nil { throw ValidationError("unknown direction '\(d)'") }
+        for d in devices where DeviceUnderTest(rawValue: d) == nil { throw ValidationError("unknown device '\(d)'") }
+        for s in sizes where !(64...1420).contains(s) { throw ValidationError("sizes must be 64-1420 bytes, not \(s)") }
+        for w in workers where !(1...64).contains(w) { throw ValidationError("workers must be 1-64, not \(w)") }
+        for p in peers where !(1...100_000).contains(p) { throw ValidationError("peers must be 1-100000, not \(p)") }
+        guard seconds >= 0.2, seconds <= 600 else { throw ValidationError("--seconds must be 0.2-600") }
+    }
+
+    func run() throws {
+        var options = BenchRunner.Options(executable: try currentExecutable())
+        options.directions = directions.compactMap(Direction.init(rawValue:))
+        options.devices = devices.compactMap(DeviceUnderTest.init(rawValue:))
+        options.sizes = sizes
+        options.workers = workers
+        options.peers = peers
+        options.seconds = seconds
+        options.callgrind = !noCallgrind
+        options.command = (["xdpwg"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
+        let runner = BenchRunner(options: options) { text in
+            var out = StandardOutput()
+            print(text, to: &out)
+        }
+        do {
+            let report = try runner.run()
+            try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+            let markdown = report.markdown()
+            try markdown.write(toFile: "\(output)/report.md", atomically: true, encoding: .utf8)
+            try report.jsonData().write(to: URL(fileURLWithPath: "\(output)/report.json"))
+            var out = StandardOutput()
+            print("\n" + markdown, to: &out)
+            do {
+                try report.writeChart(png: "\(output)/chart.png")
+            } catch {
+                var err = StandardError()
+                print("xdpwg bench: no chart: \(error)", to: &err)
+            }
+            print("written: \(output)/report.md, report.json, chart.png", to: &out)
+        } catch let error as Prerequisites.Missing {
+            var err = StandardError()
+            print("xdpwg bench cannot run here:", to: &err)
+            for problem in error.problems { print("  \(problem)", to: &err) }
+            throw ExitCode.failure
+        } catch {
+            var err = StandardError()
+            print("xdpwg bench: \(error)", to: &err)
+            throw ExitCode.failure
+        }
+    }
+}
