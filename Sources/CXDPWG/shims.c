@@ -54,3 +54,17 @@ int cxdpwg_set_transmit_checksumming(const char *name, int on) {
     close(fd);
     return result;
 }
+
+int cxdpwg_sendmmsg(int fd, const struct msghdr *messages, unsigned int count, int flags) {
+    if (count == 0) return 0;
+    if (count > 1024) { /* UIO_MAXIOV: the kernel takes no more in one call */
+        errno = EINVAL;
+        return -1;
+    }
+    struct mmsghdr batch[count];
+    for (unsigned int i = 0; i < count; i++) {
+        batch[i].msg_hdr = messages[i];
+        batch[i].msg_len = 0;
+    }
+    return sendmmsg(fd, batch, count, flags);
+}

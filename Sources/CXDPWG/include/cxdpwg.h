@@ -24,3 +24,10 @@ int cxdpwg_eventfd_nonblocking(void);
 /// namespace) on or off: the ETHTOOL_STXCSUM ioctl, which Swift cannot call (ioctl is
 /// variadic). Returns 0 or an errno value.
 int cxdpwg_set_transmit_checksumming(const char *name, int on);
+
+struct msghdr;
+
+/// sendmmsg(2), which glibc declares only under _GNU_SOURCE (with its struct mmsghdr): sends
+/// up to `count` datagrams (at most 1024), message i being `messages[i]`, in one system call.
+/// Returns how many were sent, or -1 with errno set when the first could not be.
+int cxdpwg_sendmmsg(int fd, const struct msghdr *messages, unsigned int count, int flags);

@@ -1,0 +1,70 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How long a blaster sends.
+public enum BlastMode: Sendable, Equatable, CustomStringConvertible {
+    /// One pass. `FrameBlaster`: every frame of the pool (or of the range given) exactly once,
+    /// in order — for pre-encrypted transport packets whose counters must arrive in order.
+    /// `DatagramBlaster`: one datagram to each destination.
+    case once
+    /// Exactly this many packets, cycling through the frames (or destinations) in order.
+    case packets(UInt64)
+    /// As many packets as the sender can for this long, cycling (or until stopped early).
+    case duration(seconds: Double)
+
+    public var description: String {
+        switch self {
+        case .once: "once"
+        case .packets(let n): "\(n) packets"
+        case .duration(let seconds): "\(seconds) s"
+        }
+    }
+}
+
+/// What a blaster did.
+public struct BlastResult: Sendable, Equatable, CustomStringConvertible {
+    /// Packets handed on by the sender's kernel: for a `FrameBlaster` transmitted by the
+    /// device, for a `DatagramBlaster` accepted by the UDP socket. Whether they arrived is the
+    /// sink's to say.
+    public var sent: UInt64
+    /// Packets the device refused (`FrameBlaster` only; a veth drops when the ring of its
+    /// peer is full): sent + dropped frames left the TX ring.
+    public var dropped: UInt64
+    /// From the first packet submitted to the last one completed.
+    public var seconds: Double
+    /// CPU time the sending thread used meanwhile, user and kernel (CLOCK_THREAD_CPUTIME_ID):
+    /// the kernel's transmit work, and whatever receive processing ran on that core inside
+    /// its system calls (a veth peer's NAPI runs there).
+    public var cpuSeconds: Double
+
+    public init(sent: UInt64, dropped: UInt64 = 0, seconds: Double, cpuSeconds: Double) {
+        self.sent = sent
+        self.dropped = dropped
+        self.seconds = seconds
+        self.cpuSeconds = cpuSeconds
+    }
+
+    /// Packets sent per second (0 for an empty blast).
+    public var packetsPerSecond: Double { seconds > 0 ? Double(sent) / seconds : 0 }
+
+    public var description: String {
+        let rate = packetsPerSecond / 1e6
+        return "\(sent) sent, \(dropped) dropped in \(seconds) s (\(rate) Mpps, \(cpuSeconds) CPU-s)"
+    }
+}
+
+/// The calling thread's CPU time in seconds (user + system).
+func threadCPUSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+}
+
+/// The monotonic clock in seconds (CLOCK_MONOTONIC, read through the vDSO: no syscall).
+@inline(__always)
+func monotonicSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+}
