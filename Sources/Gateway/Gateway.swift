@@ -76,6 +76,9 @@ public final class Gateway {
     public var uapiDirectory = "/var/run/wireguard"
     /// Where the control and stats files go (tests use their own).
     public var runtimeDirectory = ControlSocket.defaultDirectory
+    /// `.off` only for the perf lab (`xdpwg up --bench-crypto-off`): the workers copy instead
+    /// of encrypting and decrypting, and authenticate nothing. Set before `start`.
+    public var transportCrypto: TransportCrypto = .on
 
     public init(configuration: GatewayConfiguration, configurationPath: String? = nil, sizing: Sizing = Sizing()) {
         self.configuration = configuration
@@ -115,6 +118,9 @@ public final class Gateway {
 
     private func build() throws(GatewayError) {
         try Gateway.checkPrivileges()
+        if transportCrypto == .off {
+            Log.warning("crypto is OFF: benchmark mode, packets are NOT authenticated")
+        }
         let config = configuration
         // First: a second gateway with the same name is refused before it touches anything.
         let controlSocket = try ControlSocket(name: config.gateway.name, directory: runtimeDirectory)
@@ -183,7 +189,8 @@ public final class Gateway {
                 let controlQueue = ControlQueue()
                 controlQueues.append(controlQueue)
                 workers.append(try Worker(index: w, core: w < cores.count ? cores[w] : nil, uplink: uplinkSocket,
-                                          state: state, control: controlQueue, counters: stats.workerCounters(w)))
+                                          state: state, control: controlQueue, counters: stats.workerCounters(w),
+                                          crypto: transportCrypto))
             } catch {
                 throw GatewayError("queue \(queue): \(error)")
             }

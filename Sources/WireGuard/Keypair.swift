@@ -50,6 +50,20 @@ public struct TransportHeader: Sendable, Equatable {
     }
 }
 
+/// Whether transport payloads are encrypted and authenticated (always, in WireGuard).
+///
+/// `.off` exists for one purpose: the perf lab measures the data plane's forwarding ceiling
+/// without the cipher (`xdpwg up --bench-crypto-off`, never from a configuration file). With
+/// it, `Keypair.seal` writes the plaintext and a zero tag, and `Keypair.open` copies the
+/// payload without checking anything: packets are NOT authenticated. Handshakes, indices,
+/// counters, the replay window and padding are unchanged.
+public enum TransportCrypto: Sendable, Equatable {
+    /// ChaCha20-Poly1305, as the protocol requires.
+    case on
+    /// Benchmark mode: no encryption, no authentication.
+    case off
+}
+
 /// Why a transport message was not accepted. Every drop on the receive path has one of
 /// these names (and the data plane a counter per case, indexed by `rawValue`).
 public enum TransportRejection: UInt8, Error, CaseIterable, Sendable {
@@ -250,17 +264,24 @@ public final class Keypair: @unchecked Sendable {
     /// the plaintext is first copied behind the header and zero-padded there (one memcpy, far
     /// cheaper than the cipher); when `length` is already a multiple of 16 it is encrypted
     /// straight from the source.
+    ///
+    /// `crypto: .off` (the perf lab's crypto-off mode only) writes the padded plaintext where
+    /// the ciphertext goes and 16 zero bytes where the tag goes; everything else is the same.
     @inline(__always)
     public func seal(_ plaintext: UnsafeRawPointer, length: Int,
                      into message: UnsafeMutableRawPointer, capacity: Int,
-                     now: Instant, mtu: Int = 0) throws(SealFailure) -> SealedMessage {
+                     now: Instant, mtu: Int = 0, crypto: TransportCrypto = .on) throws(SealFailure) -> SealedMessage {
         guard length >= 0 else { throw .invalidLength }
         let padded = Keypair.paddedLength(plaintextLength: length, mtu: mtu)
         let total = WireGuardProtocol.transportHeaderSize + padded + WireGuardProtocol.authTagSize
         guard capacity >= total else { throw .destinationTooSmall }
         let counter = try takeCounter(now: now)
         let payload = message + WireGuardProtocol.transportHeaderSize
-        if padded == length {
+        if crypto == .off {
+            payload.copyMemory(from: plaintext, byteCount: length)
+            (payload + length).initializeMemory(as: UInt8.self, repeating: 0,
+                                                count: padded - length + WireGuardProtocol.authTagSize)
+        } else if padded == length {
             AEAD.seal(key: sendKey, counter: counter, source: plaintext, length: length, destination: payload)
         } else {
             payload.copyMemory(from: plaintext, byteCount: length)
@@ -323,17 +344,25 @@ public final class Keypair: @unchecked Sendable {
     /// so forged messages cannot move the window. Safe from any thread: when two threads open
     /// copies of one message at once, both may decrypt, but only one commit succeeds and the
     /// other throws `.replayed`.
+    ///
+    /// `crypto: .off` (the perf lab's crypto-off mode only) copies the payload without its
+    /// last 16 bytes instead of opening it: nothing is authenticated, anything is accepted.
+    /// The checks and the replay window work as usual.
     @inline(__always)
     public func open(_ message: UnsafeRawPointer, length: Int,
                      into plaintext: UnsafeMutableRawPointer, capacity: Int,
-                     now: Instant) throws(TransportRejection) -> Int {
+                     now: Instant, crypto: TransportCrypto = .on) throws(TransportRejection) -> Int {
         let counter = try precheck(message, length: length, now: now)
         let cipherLength = length - WireGuardProtocol.keepaliveSize
         guard capacity >= cipherLength else { throw .destinationTooSmall }
-        guard AEAD.open(key: receiveKey, counter: counter,
-                        source: message + WireGuardProtocol.transportHeaderSize, length: cipherLength,
-                        destination: plaintext)
-        else { throw .authenticationFailed }
+        if crypto == .off {
+            plaintext.copyMemory(from: message + WireGuardProtocol.transportHeaderSize, byteCount: cipherLength)
+        } else {
+            guard AEAD.open(key: receiveKey, counter: counter,
+                            source: message + WireGuardProtocol.transportHeaderSize, length: cipherLength,
+                            destination: plaintext)
+            else { throw .authenticationFailed }
+        }
         guard window.pointee.commit(counter) else { throw commitRejection(counter) }
         return cipherLength
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Gateway
+import WireGuard
 
 #if canImport(Glibc)
 import Glibc
@@ -28,6 +29,11 @@ struct Up: ParsableCommand {
 
     @Flag(name: .long, help: "The same as --log-level debug.")
     var verbose = false
+
+    /// The perf lab's crypto-off mode (the forwarding ceiling without the cipher): packets are
+    /// neither encrypted nor authenticated. Hidden, and deliberately not a configuration key.
+    @Flag(name: .long, help: .hidden)
+    var benchCryptoOff = false
 
     func validate() throws {
         _ = try level()
@@ -61,6 +67,7 @@ struct Up: ParsableCommand {
         // loop receives these signals.
         Gateway.blockHandledSignals()
         let gateway = Gateway(configuration: configuration, configurationPath: config)
+        if benchCryptoOff { gateway.transportCrypto = .off }
         do throws(GatewayError) {
             try gateway.start()
         } catch {

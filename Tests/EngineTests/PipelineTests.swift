@@ -22,7 +22,7 @@ import WireGuard
         let gateway: Keypair
         let peer: Keypair
 
-        init(publishSending: Bool = true, publishRoute: Bool = true) {
+        init(publishSending: Bool = true, publishRoute: Bool = true, crypto: TransportCrypto = .on) {
             var routes: [TenantRoute] = []
             for (i, port) in [UInt16(51820), 51821].enumerated() {
                 var table = AllowedIPs()
@@ -45,7 +45,8 @@ import WireGuard
             if publishRoute {
                 _ = state.peers.setRoute(0, PipelineTests.template(endpointKey: 0))
             }
-            processor = PacketProcessor(state: state, counters: counters, control: control, workerIndex: 0)
+            processor = PacketProcessor(state: state, counters: counters, control: control, workerIndex: 0,
+                                        crypto: crypto)
         }
     }
 
@@ -67,7 +68,8 @@ import WireGuard
     }
 
     /// The peer's transport message for `inner`, inside Ethernet/IPv4/UDP to `port`.
-    static func uplinkFrame(_ peer: Keypair, inner: [UInt8], port: UInt16 = 51820) -> [UInt8] {
+    static func uplinkFrame(_ peer: Keypair, inner: [UInt8], port: UInt16 = 51820,
+                            crypto: TransportCrypto = .on) -> [UInt8] {
         let t = OuterHeaderTemplate(sourceMAC: nextHopMAC, destinationMAC: uplinkMAC, vlanTCI: 0,
                                     source: IPAddress("192.0.2.1")!, sourcePort: 40000,
                                     destination: IPAddress("192.0.2.2")!, destinationPort: port)
@@ -75,7 +77,7 @@ import WireGuard
         let length = frame.withUnsafeMutableBytes { f -> Int in
             let sealed = inner.withUnsafeBytes { src in
                 try! peer.seal(src.baseAddress!, length: src.count, into: f.baseAddress! + t.length,
-                               capacity: 2048 - t.length, now: .zero)
+                               capacity: 2048 - t.length, now: .zero, crypto: crypto)
             }
             t.write(to: f.baseAddress!, payloadLength: sealed.length)
             return t.length + sealed.length
@@ -330,5 +332,128 @@ import WireGuard
         #expect(reused == [0])
         #expect(f.state.peers.activity(0) == PeerTable.Activity(rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0,
                                                                 drops: 0))
+    }
+}
+
+// MARK: Crypto-off mode (the perf lab's forwarding ceiling)
+
+extension PipelineTests {
+    /// Runs `encrypt` for one tenant frame carrying `inner` (IPv4) and returns the result and the uplink frame.
+    static func encrypt(_ fixture: inout Fixture, inner: [UInt8]) -> (PacketProcessor.EncryptResult, [UInt8]) {
+        var tenantFrame = [UInt8](repeating: 0, count: 14) + inner
+        tenantFrame[12] = 0x08
+        var out = [UInt8](repeating: 0xee, count: 2048)   // not zero: a missing write would show
+        let result = tenantFrame.withUnsafeBytes { i in
+            out.withUnsafeMutableBytes { o in
+                fixture.processor.encrypt(tenant: 0, frame: i.baseAddress!, length: i.count, into: o.baseAddress!,
+                                          uplinkCapacity: 2048, now: .zero)
+            }
+        }
+        return (result, out)
+    }
+
+    /// A crypto-off frame is the header, the plaintext (padded) and 16 zero bytes; the
+    /// crypto-off gateway delivers exactly the inner packet and counts as usual.
+    @Test func cryptoOffDecryptCopiesThePayload() {
+        var f = Fixture(crypto: .off)
+        let inner = Self.innerPacket(source: "10.10.1.2", destination: "10.10.0.1", payload: 101)   // 129: padded to 144
+        let frame = Self.uplinkFrame(f.peer, inner: inner, crypto: .off)
+        #expect(frame.count == 42 + 16 + 144 + 16)
+        #expect(Array(frame[58..<(58 + 129)]) == inner, "the plaintext stands where the ciphertext would")
+        #expect(frame[(58 + 129)...].allSatisfy { $0 == 0 }, "padding and tag are zeros")
+        let (result, out) = Self.run(&f, frame)
+        #expect(result == .deliver(tenant: 0, length: 14 + inner.count))
+        #expect(Array(out[14..<(14 + inner.count)]) == inner)
+        #expect(Array(out[0..<6]) == [0x02, 0, 0, 0, 0, 0x12])
+        #expect(f.counters.value(.decrypted) == 1)
+        #expect(f.state.peers.activity(0).rxPackets == 1)
+        #expect(f.state.peers.activity(0).rxBytes == UInt64(16 + 144 + 16))
+    }
+
+    @Test func cryptoOffStillEnforcesTheReplayWindowAndAllowedIPs() {
+        var f = Fixture(crypto: .off)
+        let frame = Self.uplinkFrame(f.peer, inner: Self.innerPacket(source: "10.10.1.2", destination: "10.10.0.1"),
+                                     crypto: .off)
+        #expect(Self.run(&f, frame).0 == .deliver(tenant: 0, length: 14 + 128))
+        #expect(Self.run(&f, frame).0 == .dropped(.replayed))
+        let spoofed = Self.uplinkFrame(f.peer, inner: Self.innerPacket(source: "10.10.9.9", destination: "10.10.0.1"),
+                                       crypto: .off)
+        #expect(Self.run(&f, spoofed).0 == .dropped(.innerSourceNotAllowed))
+        // A counter more than the window (8128) behind the newest is refused as too old.
+        let honest = Self.innerPacket(source: "10.10.1.2", destination: "10.10.0.1")
+        let heldBack = Self.uplinkFrame(f.peer, inner: honest, crypto: .off)
+        var scratch = [UInt8](repeating: 0, count: 64)
+        let nothing = [UInt8](repeating: 0, count: 1)
+        for _ in 0..<8200 {
+            _ = scratch.withUnsafeMutableBytes { out in
+                nothing.withUnsafeBytes { empty in
+                    try? f.peer.seal(empty.baseAddress!, length: 0, into: out.baseAddress!, capacity: 64, now: .zero,
+                                     crypto: .off)
+                }
+            }
+        }
+        #expect(Self.run(&f, Self.uplinkFrame(f.peer, inner: honest, crypto: .off)).0 == .deliver(tenant: 0, length: 14 + 128))
+        #expect(Self.run(&f, heldBack).0 == .dropped(.counterTooOld))
+        #expect(f.counters.value(.decrypted) == 3)
+        #expect(f.state.peers.activity(0).drops == 3)
+    }
+
+    /// Encrypt in crypto-off mode: the plaintext (padded) and a zero tag behind the usual
+    /// headers, a fresh counter per packet; the peer's crypto-off open gets the packet back and
+    /// its real open refuses it.
+    @Test func cryptoOffEncryptCopiesThePlaintextAndWritesAZeroTag() throws {
+        var f = Fixture(crypto: .off)
+        let inner = Self.innerPacket(source: "10.10.0.1", destination: "10.10.1.2", payload: 1000)   // 1028 → 1040
+        let (result, out) = Self.encrypt(&f, inner: inner)
+        guard case .send(let length) = result else { Issue.record("not sent: \(result)"); return }
+        #expect(length == 42 + 16 + 1040 + 16)
+        let parsed = try #require(out.withUnsafeBytes { OuterFrame.parse($0.baseAddress!, length: length) })
+        #expect(parsed.destinationPort == 40000 && parsed.payloadLength == 16 + 1040 + 16)
+        #expect(out.withUnsafeBytes { Wire.ipv4HeaderChecksum($0.baseAddress! + 14) } == 0)
+        let message = Array(out[parsed.payloadOffset..<(parsed.payloadOffset + parsed.payloadLength)])
+        #expect(Array(message[0..<4]) == [4, 0, 0, 0])
+        #expect(message.withUnsafeBytes { TransportHeader($0) } == TransportHeader(receiverIndex: Self.peerIndex, counter: 0))
+        #expect(Array(message[16..<(16 + inner.count)]) == inner)
+        #expect(message[(16 + inner.count)...].allSatisfy { $0 == 0 }, "padding and tag are zeros")
+        #expect(f.counters.value(.encrypted) == 1)
+        #expect(f.state.peers.activity(0).txPackets == 1)
+
+        // The peer's real open refuses it; its crypto-off open returns the packet.
+        var plain = [UInt8](repeating: 0, count: 2048)
+        #expect(throws: TransportRejection.authenticationFailed) {
+            _ = try message.withUnsafeBytes { m in
+                try plain.withUnsafeMutableBytes { p in
+                    try f.peer.open(m.baseAddress!, length: m.count, into: p.baseAddress!, capacity: 2048, now: .zero)
+                }
+            }
+        }
+        let n = try message.withUnsafeBytes { m in
+            try plain.withUnsafeMutableBytes { p in
+                try f.peer.open(m.baseAddress!, length: m.count, into: p.baseAddress!, capacity: 2048, now: .zero,
+                                crypto: .off)
+            }
+        }
+        #expect(n == 1040)
+        #expect(Array(plain.prefix(inner.count)) == inner)
+
+        // The next packet takes the next counter.
+        let (second, out2) = Self.encrypt(&f, inner: inner)
+        guard case .send = second else { Issue.record("not sent: \(second)"); return }
+        #expect(out2.withUnsafeBytes { TransportHeader(UnsafeRawBufferPointer(rebasing: $0[42...])) }?.counter == 1)
+        #expect(f.counters.value(.encrypted) == 2)
+    }
+
+    /// The normal gateway refuses a crypto-off frame: the zero tag does not verify, and it is
+    /// counted as the usual authentication failure (and does not move the replay window: the
+    /// same counter, properly sealed, is accepted afterwards).
+    @Test func normalModeRejectsACryptoOffFrameAsAnAuthenticationFailure() {
+        var f = Fixture()
+        let inner = Self.innerPacket(source: "10.10.1.2", destination: "10.10.0.1")
+        let plainFrame = Self.uplinkFrame(f.peer, inner: inner, crypto: .off)
+        #expect(Self.run(&f, plainFrame).0 == .dropped(.authenticationFailed))
+        #expect(f.counters.value(.decrypted) == 0)
+        #expect(f.state.peers.activity(0).drops == 1)
+        // Counter 1, sealed for real: delivered. Counter 0 (the forged one) was never committed.
+        #expect(Self.run(&f, Self.uplinkFrame(f.peer, inner: inner)).0 == .deliver(tenant: 0, length: 14 + inner.count))
     }
 }

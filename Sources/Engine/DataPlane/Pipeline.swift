@@ -115,11 +115,16 @@ public struct PacketProcessor {
     public let counters: WorkerCounters
     public let control: ControlQueue.Producer
     public let workerIndex: UInt16
+    /// `.on` except in the perf lab's crypto-off mode (`xdpwg up --bench-crypto-off`). Chosen
+    /// once per worker and kept in this value (which the worker loop holds locally), so the
+    /// per-packet test is a register compare, never a load of shared state.
+    public let crypto: TransportCrypto
     /// Set when something was queued for the control plane in this batch (notify once).
     public var controlPending = false
 
     /// `control` must outlive the processor: only its producer end is kept.
-    public init(state: DataPlaneState, counters: WorkerCounters, control: ControlQueue, workerIndex: Int) {
+    public init(state: DataPlaneState, counters: WorkerCounters, control: ControlQueue, workerIndex: Int,
+                crypto: TransportCrypto = .on) {
         self.state = state
         keypairs = state.keypairs.view
         peers = state.peers.view(worker: workerIndex)
@@ -128,6 +133,7 @@ public struct PacketProcessor {
         self.counters = counters
         self.control = control.producer
         self.workerIndex = UInt16(workerIndex)
+        self.crypto = crypto
     }
 
     /// The published route of tenant slot `t`, if the tenant exists. Acquire: its fields
@@ -208,7 +214,8 @@ public struct PacketProcessor {
         let result: Result<Int, TransportRejection> = entry.pointee.keypair._withUnsafeGuaranteedRef { keypair in
             do throws(TransportRejection) {
                 return .success(try keypair.open(message, length: messageLength, into: inner,
-                                                 capacity: tenantCapacity - Wire.ethernetHeaderSize, now: now))
+                                                 capacity: tenantCapacity - Wire.ethernetHeaderSize, now: now,
+                                                 crypto: crypto))
             } catch {
                 return .failure(error)
             }
@@ -298,7 +305,8 @@ public struct PacketProcessor {
         let result: Result<SealedMessage, SealFailure> = entry.pointee.keypair._withUnsafeGuaranteedRef { keypair in
             do throws(SealFailure) {
                 return .success(try keypair.seal(inner, length: packetLength, into: uplinkFrame + headerLength,
-                                                 capacity: uplinkCapacity - headerLength, now: now, mtu: mtu))
+                                                 capacity: uplinkCapacity - headerLength, now: now, mtu: mtu,
+                                                 crypto: crypto))
             } catch {
                 return .failure(error)
             }

@@ -44,6 +44,8 @@ public final class Worker: @unchecked Sendable {
     public let uplink: XskSocket
     public let counters: WorkerCounters
     public let control: ControlQueue
+    /// `.off` only in the perf lab's crypto-off mode; fixed for the worker's life.
+    public let crypto: TransportCrypto
     let state: DataPlaneState
     /// The lanes in use, as the control plane last set them (control thread only).
     public private(set) var lanes: [TenantLane] = []
@@ -61,8 +63,9 @@ public final class Worker: @unchecked Sendable {
     public private(set) var pinningError: String?
 
     public init(index: Int, core: Int?, uplink: XskSocket, state: DataPlaneState, control: ControlQueue,
-                counters: WorkerCounters = .allocate()) throws(XDPError) {
+                counters: WorkerCounters = .allocate(), crypto: TransportCrypto = .on) throws(XDPError) {
         self.index = index
+        self.crypto = crypto
         self.core = core
         self.uplink = uplink
         self.state = state
@@ -201,7 +204,8 @@ struct WorkerLoop: ~Copyable {
         delivered = .allocate(capacity: Worker.batchSize)
         deliveredTenant = .allocate(capacity: Worker.batchSize)
         outgoing = .allocate(capacity: Worker.batchSize)
-        processor = PacketProcessor(state: w.state, counters: w.counters, control: w.control, workerIndex: w.index)
+        processor = PacketProcessor(state: w.state, counters: w.counters, control: w.control, workerIndex: w.index,
+                                    crypto: w.crypto)
         counters = w.counters
         epochs = w.state.epochs
         pollSet = .allocate(capacity: 2 + laneCapacity)
