@@ -67,10 +67,10 @@ public final class BenchRunner: @unchecked Sendable {
         try Prerequisites.check()
         let cpus = sysconf(Int32(_SC_NPROCESSORS_ONLN))
         var report = BenchReport(machine: .current(), command: options.command, secondsPerScenario: options.seconds)
-        say("xdpwg bench: \(options.devices.map(\.rawValue).joined(separator: ", ")); "
-            + "\(options.directions.map(\.rawValue).joined(separator: "/")) × \(options.sizes.map(String.init).joined(separator: "/")) B × "
-            + "\(options.workers.map(String.init).joined(separator: "/")) workers × \(options.peers.map(String.init).joined(separator: "/")) peers; "
-            + "\(cpus) CPUs")
+        func list<T>(_ values: [T], _ text: (T) -> String) -> String { values.map(text).joined(separator: "/") }
+        let matrix = [list(options.directions) { $0.rawValue }, list(options.sizes) { "\($0) B" },
+                      list(options.workers) { "\($0) workers" }, list(options.peers) { "\($0) peers" }]
+        say("xdpwg bench: \(list(options.devices) { $0.rawValue }); \(matrix.joined(separator: " × ")); \(cpus) CPUs")
 
         report.generatorCeilings = try measureCeilings()
         for workers in options.workers {
@@ -147,7 +147,7 @@ public final class BenchRunner: @unchecked Sendable {
             if options.devices.contains(.wireguardGo) && options.directions.contains(where: { $0 != .decrypt }) {
                 let datagrams = try DatagramBlaster.measureCeiling(
                     senderNamespace: topology.internet.name, cpu: BenchRunner.generatorCPU,
-                    destination: .init(address: GatewayTopology.gatewayAddress, port: BenchRunner.sinkPort),
+                    destination: .init(IPAddress(GatewayTopology.gatewayAddress)!, port: BenchRunner.sinkPort),
                     receiverNamespace: topology.gateway.name, receiverInterface: topology.uplinkName,
                     innerSize: size, seconds: min(2, options.seconds))
                 ceilings.append(GeneratorCeiling(direction: .encrypt, innerSize: size,
@@ -327,17 +327,17 @@ public final class BenchRunner: @unchecked Sendable {
     private func plainGenerator(_ device: Device, scenario: Scenario, innerSources: [IPAddress]) throws -> any PlainGenerator {
         if device.plainByDatagrams {
             return try DatagramBlaster(namespace: device.tenantNamespace, cpu: BenchRunner.generatorCPU,
-                                       destinations: innerSources.map { .init(address: $0.description, port: BenchRunner.sinkPort) },
+                                       destinations: innerSources.map { .init($0, port: BenchRunner.sinkPort) },
                                        packetSize: scenario.innerSize)
         }
         guard let hostMAC = device.tenantPeerMAC else { throw Failure("no MAC for the tenant link's gateway end") }
-        let builder = try UDPFrameBuilder(
-            sourceMAC: try interfaceMAC(namespace: device.tenantNamespace, interface: device.tenantInterface),
-            destinationMAC: hostMAC, source: BenchRunner.tenantAddress.description, sourcePort: BenchRunner.sinkPort,
-            destination: innerSources[0].description, destinationPort: BenchRunner.sinkPort)
+        let sourceMAC = try interfaceMAC(namespace: device.tenantNamespace, interface: device.tenantInterface)
         let pool = try BlastPool(namespace: device.tenantNamespace, capacity: innerSources.count)
-        for source in innerSources {
-            try builder.append(to: pool, ipPacketSize: scenario.innerSize, destination: source.description)
+        for peer in innerSources {
+            let builder = try UDPFrameBuilder(sourceMAC: sourceMAC, destinationMAC: hostMAC, source: BenchRunner.tenantAddress,
+                                              sourcePort: BenchRunner.sinkPort, destination: peer,
+                                              destinationPort: BenchRunner.sinkPort)
+            try builder.append(to: pool, ipPacketSize: scenario.innerSize)
         }
         return try FrameBlaster(pool: pool, interface: device.tenantInterface, queue: 0, cpu: BenchRunner.generatorCPU)
     }
