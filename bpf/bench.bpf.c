@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /*
- * The perf lab's packet sink (`xdpwg bench`, Sources/Bench/Load): attached to the interface
+ * The perf lab's load programs (`xdpwg bench`, Sources/Bench/Load): the packet sink, and the
+ * live-frame blaster at the end of this file.
+ *
+ * The packet sink: attached to the interface
  * where load arrives, it counts and drops what it is told to match and passes the rest to the
  * kernel, so that ARP, ping or a control socket keep working beside the measured traffic.
  * Counting and dropping in XDP costs a few tens of nanoseconds a packet: the sink is never
@@ -169,4 +172,101 @@ SEC("xdp")
 int xdpwg_sinkl3_wg(struct xdp_md *ctx)
 {
 	return sink(ctx, 0, MATCH_WIREGUARD_TRANSPORT);
+}
+
+/*
+ * The live-frame blaster: not attached anywhere, but run by user space through
+ * BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, which makes the kernel run it `repeat`
+ * times on frames of its own page pool and really transmit every frame it returns XDP_TX for,
+ * out of the device named as the ingress interface (on a veth: into the peer's receive ring,
+ * as xdp_frames, no skb). Each run copies the next frame of the pool (an mmapable array map
+ * that user space fills, installed in xdpwg_blast_pool) into the packet: pre-encrypted
+ * transport messages keep their order and each is sent exactly once per pass.
+ *
+ * A pool frame is 2048 bytes: up to 2040 bytes of frame data, then its length. The length is
+ * checked (14...2040) and the frame resized to it before the copy.
+ */
+#define BLAST_SLOT_SIZE 2048
+#define BLAST_MAX_FRAME_LEN 2040
+#define BLAST_MIN_FRAME_LEN 14
+
+struct blast_frame {
+	__u8 data[BLAST_MAX_FRAME_LEN];
+	__u32 len;
+	__u32 reserved;
+};
+_Static_assert(sizeof(struct blast_frame) == BLAST_SLOT_SIZE, "the loader lays frames out 2048 bytes apart");
+
+/* The template of the pool user space creates: BPF_F_INNER_MAP lets it have any number of
+ * entries, BPF_F_MMAPABLE lets user space write frames without a syscall each. Sizes, not
+ * types: a struct seen only through the inner map reaches BTF as a bare forward declaration,
+ * which libbpf cannot size. */
+struct blast_frames {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE | BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, BLAST_SLOT_SIZE);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct blast_frames);
+} xdpwg_blast_pool SEC(".maps");
+
+/* Which frames to send, and what happened; written and read by user space between runs. The
+ * program runs on one CPU at a time (the caller's), so plain increments are exact. */
+struct blast_control {
+	__u64 next;   /* the next frame to send */
+	__u64 begin;  /* frames cycled through: [begin, end) */
+	__u64 end;
+	__u64 sent;   /* frames returned with XDP_TX */
+	__u64 failed; /* no pool, or a frame whose length is out of range: not sent */
+};
+_Static_assert(sizeof(struct blast_control) == 40, "the loader reads five 64-bit fields");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct blast_control);
+} xdpwg_blast_ctl SEC(".maps");
+
+SEC("xdp")
+int xdpwg_blast(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct blast_control *control = bpf_map_lookup_elem(&xdpwg_blast_ctl, &zero);
+	if (!control)
+		return XDP_ABORTED;
+	void *pool = bpf_map_lookup_elem(&xdpwg_blast_pool, &zero);
+	if (!pool) {
+		control->failed += 1;
+		return XDP_ABORTED;
+	}
+	__u32 index = control->next;
+	control->next = index + 1 >= control->end ? control->begin : index + 1;
+	struct blast_frame *frame = bpf_map_lookup_elem(pool, &index);
+	if (!frame) {
+		control->failed += 1;
+		return XDP_ABORTED;
+	}
+	__u32 len = frame->len;
+	if (len < BLAST_MIN_FRAME_LEN || len > BLAST_MAX_FRAME_LEN) {
+		control->failed += 1;
+		return XDP_ABORTED;
+	}
+	int delta = (int)len - (int)(ctx->data_end - ctx->data);
+	if (delta != 0 && bpf_xdp_adjust_tail(ctx, delta) != 0) {
+		control->failed += 1;
+		return XDP_ABORTED;
+	}
+	if (bpf_xdp_store_bytes(ctx, 0, frame->data, len) != 0) {
+		control->failed += 1;
+		return XDP_ABORTED;
+	}
+	control->sent += 1;
+	return XDP_TX;
 }

@@ -37,12 +37,17 @@ public struct BlastResult: Sendable, Equatable, CustomStringConvertible {
     /// the kernel's transmit work, and whatever receive processing ran on that core inside
     /// its system calls (a veth peer's NAPI runs there).
     public var cpuSeconds: Double
+    /// How long the pinned core was busy meanwhile, whatever ran there: the blaster, receive
+    /// processing on its behalf (softirq, or ksoftirqd, which `cpuSeconds` misses), and other
+    /// processes. 10 ms resolution; nil when the blaster was not pinned.
+    public var coreBusySeconds: Double?
 
-    public init(sent: UInt64, dropped: UInt64 = 0, seconds: Double, cpuSeconds: Double) {
+    public init(sent: UInt64, dropped: UInt64 = 0, seconds: Double, cpuSeconds: Double, coreBusySeconds: Double? = nil) {
         self.sent = sent
         self.dropped = dropped
         self.seconds = seconds
         self.cpuSeconds = cpuSeconds
+        self.coreBusySeconds = coreBusySeconds
     }
 
     /// Packets sent per second (0 for an empty blast).
@@ -50,7 +55,8 @@ public struct BlastResult: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         let rate = packetsPerSecond / 1e6
-        return "\(sent) sent, \(dropped) dropped in \(seconds) s (\(rate) Mpps, \(cpuSeconds) CPU-s)"
+        let core = coreBusySeconds.map { ", core busy \($0) s" } ?? ""
+        return "\(sent) sent, \(dropped) dropped in \(seconds) s (\(rate) Mpps, \(cpuSeconds) CPU-s\(core))"
     }
 }
 
@@ -67,4 +73,25 @@ func monotonicSeconds() -> Double {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
     return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+}
+
+/// Samples a blast's clocks: wall, the thread's CPU time, the pinned core's busy time.
+struct BlastClock {
+    let cpu: Int?
+    let wall = monotonicSeconds()
+    let thread = threadCPUSeconds()
+    let core: Double?
+
+    init(cpu: Int?) {
+        self.cpu = cpu
+        core = cpu.flatMap(coreBusySeconds)
+    }
+
+    /// The result of a blast that sent `sent` and saw `dropped` refused, ending now.
+    func result(sent: UInt64, dropped: UInt64) -> BlastResult {
+        let coreNow = cpu.flatMap(coreBusySeconds)
+        let busy: Double? = if let coreNow, let core { coreNow - core } else { nil }
+        return BlastResult(sent: sent, dropped: dropped, seconds: monotonicSeconds() - wall,
+                           cpuSeconds: threadCPUSeconds() - thread, coreBusySeconds: busy)
+    }
 }

@@ -7,8 +7,8 @@ import Glibc
 /// The load generator's own ceiling: what one sending core puts through a link into a
 /// `PacketSink`, with no device under test in between. A figure for a device under test
 /// means something only well below this.
-public struct CeilingMeasurement: Sendable, Equatable, CustomStringConvertible {
-    /// "AF_XDP TX (copy mode)" or "UDP sendmmsg".
+public struct CeilingMeasurement: Sendable, Equatable, Codable, CustomStringConvertible {
+    /// "XDP live frames", "AF_XDP TX (copy mode, N per kick)" or "UDP sendmmsg".
     public var generator: String
     /// What each packet carried: "WireGuard transport" or "plain IP".
     public var payload: String
@@ -24,12 +24,33 @@ public struct CeilingMeasurement: Sendable, Equatable, CustomStringConvertible {
     public var seconds: Double
     /// The sending thread's CPU time (see `BlastResult.cpuSeconds`).
     public var cpuSeconds: Double
+    /// The sending core's busy time, whatever ran there (see `BlastResult.coreBusySeconds`).
+    public var coreBusySeconds: Double?
+
+    public init(generator: String, payload: String, innerSize: Int, frameLength: Int, sent: UInt64, received: UInt64,
+                dropped: UInt64, seconds: Double, cpuSeconds: Double, coreBusySeconds: Double?) {
+        self.generator = generator
+        self.payload = payload
+        self.innerSize = innerSize
+        self.frameLength = frameLength
+        self.sent = sent
+        self.received = received
+        self.dropped = dropped
+        self.seconds = seconds
+        self.cpuSeconds = cpuSeconds
+        self.coreBusySeconds = coreBusySeconds
+    }
 
     /// Packets per second sent, and received by the sink.
     public var sentPerSecond: Double { seconds > 0 ? Double(sent) / seconds : 0 }
     public var receivedPerSecond: Double { seconds > 0 ? Double(received) / seconds : 0 }
     /// Inner bytes received per second, in bits (what a device under test would deliver).
     public var innerBitsPerSecond: Double { receivedPerSecond * Double(innerSize) * 8 }
+    /// Packets received per second of the sending core's busy time: the ceiling of one core
+    /// given to the generator (and to the receive path it drives), whatever else shared it.
+    public var receivedPerBusyCoreSecond: Double? {
+        coreBusySeconds.flatMap { $0 > 0 ? Double(received) / $0 : nil }
+    }
 
     public var description: String {
         func fixed(_ value: Double, _ digits: Int) -> String {
@@ -40,29 +61,33 @@ public struct CeilingMeasurement: Sendable, Equatable, CustomStringConvertible {
         }
         return "\(generator), \(payload) \(innerSize) B (frame \(frameLength) B): "
             + "sent \(fixed(sentPerSecond / 1e6, 3)) Mpps, received \(fixed(receivedPerSecond / 1e6, 3)) Mpps "
-            + "(\(fixed(innerBitsPerSecond / 1e9, 2)) Gbps inner), dropped \(dropped), "
-            + "\(fixed(cpuSeconds / seconds * 100, 0))% of the sending core"
+            + "(\(fixed(innerBitsPerSecond / 1e9, 2)) Gbps inner), dropped \(dropped); "
+            + "sending thread \(fixed(cpuSeconds / seconds * 100, 0))% of a core"
+            + (coreBusySeconds.map { ", its core \(fixed($0 / seconds * 100, 0))% busy" } ?? "")
+            + (receivedPerBusyCoreSecond.map { " → \(fixed($0 / 1e6, 2)) Mpps per busy core" } ?? "")
     }
 }
 
-extension FrameBlaster {
-    /// What the frames of a ceiling measurement carry.
-    public enum CeilingPayload: Sendable, Hashable, CustomStringConvertible {
-        /// UDP to port 51820 carrying a transport-shaped message (header, `innerSize` bytes,
-        /// tag; not encrypted): frame = innerSize + 32 + 42 bytes, as the decrypt direction's.
-        case wireGuardTransport
-        /// A UDP packet of `innerSize` bytes as IP: frame = innerSize + 14 bytes, as a
-        /// tenant's packet in the encrypt direction.
-        case plainIP
+/// What the frames of a ceiling measurement carry.
+public enum CeilingPayload: Sendable, Hashable, CustomStringConvertible {
+    /// UDP to port 51820 carrying a transport-shaped message (header, `innerSize` bytes, tag;
+    /// not encrypted): frame = innerSize + 32 + 42 bytes, as the decrypt direction's.
+    case wireGuardTransport
+    /// A UDP packet of `innerSize` bytes as IP: frame = innerSize + 14 bytes, as a tenant's
+    /// packet in the encrypt direction.
+    case plainIP
 
-        public var description: String {
-            switch self {
-            case .wireGuardTransport: "WireGuard transport"
-            case .plainIP: "plain IP"
-            }
+    public var description: String {
+        switch self {
+        case .wireGuardTransport: "WireGuard transport"
+        case .plainIP: "plain IP"
         }
     }
 
+    var sinkMatch: PacketSink.Match { self == .wireGuardTransport ? .wireGuardTransport : .innerIP }
+}
+
+extension FrameBlaster {
     /// Measures the FrameBlaster's ceiling in a given topology: attaches a `PacketSink`
     /// (matching `payload`) to `receiverInterface` in `receiverNamespace`, fills a pool of
     /// 1024 frames addressed to it (MACs read from both interfaces, IPv4 198.18.0.1 →
@@ -73,35 +98,76 @@ extension FrameBlaster {
                                       cpu: Int?, receiverNamespace: String?, receiverInterface: String,
                                       innerSize: Int, payload: CeilingPayload,
                                       seconds: Double = 3) throws -> CeilingMeasurement {
-        let builder = try UDPFrameBuilder(
-            sourceMAC: try interfaceMAC(namespace: senderNamespace, interface: senderInterface),
-            destinationMAC: try interfaceMAC(namespace: receiverNamespace, interface: receiverInterface),
-            source: ceilingSource, sourcePort: 40000, destination: ceilingDestination, destinationPort: 51820)
-        let ipPacketSize: Int
-        switch payload {
-        case .wireGuardTransport: ipPacketSize = builder.ipOverhead + TransportShape.overhead + innerSize
-        case .plainIP: ipPacketSize = innerSize
-        }
         let pool = try BlastPool(namespace: senderNamespace, capacity: ceilingFrames)
-        for counter in 0..<ceilingFrames {
-            try builder.append(to: pool, ipPacketSize: ipPacketSize) { message in
-                if payload == .wireGuardTransport {
-                    TransportShape.write(into: message, receiverIndex: 1, counter: UInt64(counter))
-                }
+        let ipPacketSize = try fillCeilingPool(pool, senderNamespace: senderNamespace, senderInterface: senderInterface,
+                                               receiverNamespace: receiverNamespace, receiverInterface: receiverInterface,
+                                               innerSize: innerSize, payload: payload)
+        let blaster = try FrameBlaster(pool: pool, interface: senderInterface, queue: queue, cpu: cpu)
+        return try measure(generator: "AF_XDP TX (copy mode, \(blaster.framesPerKick) per kick)", payload: payload, innerSize: innerSize,
+                           frameLength: Wire.ethernetHeaderSize + ipPacketSize,
+                           receiverNamespace: receiverNamespace, receiverInterface: receiverInterface) {
+            try blaster.run(.duration(seconds: seconds))
+        }
+    }
+}
+
+extension LiveFrameBlaster {
+    /// Measures the LiveFrameBlaster's ceiling in a given topology, as
+    /// `FrameBlaster.measureCeiling` does (the same frames, sink and duration). The receiver's
+    /// queue is `cpu` modulo its queue count.
+    public static func measureCeiling(senderNamespace: String?, senderInterface: String, cpu: Int?,
+                                      receiverNamespace: String?, receiverInterface: String,
+                                      innerSize: Int, payload: CeilingPayload,
+                                      seconds: Double = 3) throws -> CeilingMeasurement {
+        let pool = try BlastPool(liveFramesCapacity: ceilingFrames)
+        let ipPacketSize = try fillCeilingPool(pool, senderNamespace: senderNamespace, senderInterface: senderInterface,
+                                               receiverNamespace: receiverNamespace, receiverInterface: receiverInterface,
+                                               innerSize: innerSize, payload: payload)
+        let blaster = try LiveFrameBlaster(pool: pool, namespace: senderNamespace, interface: senderInterface, cpu: cpu)
+        return try measure(generator: "XDP live frames", payload: payload, innerSize: innerSize,
+                           frameLength: Wire.ethernetHeaderSize + ipPacketSize,
+                           receiverNamespace: receiverNamespace, receiverInterface: receiverInterface) {
+            try blaster.run(.duration(seconds: seconds))
+        }
+    }
+}
+
+/// Fills `pool` with `ceilingFrames` frames from the sender's MAC to the receiver's carrying
+/// `payload`; returns their IP packet size.
+private func fillCeilingPool(_ pool: BlastPool, senderNamespace: String?, senderInterface: String,
+                             receiverNamespace: String?, receiverInterface: String,
+                             innerSize: Int, payload: CeilingPayload) throws -> Int {
+    let builder = try UDPFrameBuilder(
+        sourceMAC: try interfaceMAC(namespace: senderNamespace, interface: senderInterface),
+        destinationMAC: try interfaceMAC(namespace: receiverNamespace, interface: receiverInterface),
+        source: ceilingSource, sourcePort: 40000, destination: ceilingDestination, destinationPort: 51820)
+    let ipPacketSize = switch payload {
+    case .wireGuardTransport: builder.ipOverhead + TransportShape.overhead + innerSize
+    case .plainIP: innerSize
+    }
+    for counter in 0..<ceilingFrames {
+        try builder.append(to: pool, ipPacketSize: ipPacketSize) { message in
+            if payload == .wireGuardTransport {
+                TransportShape.write(into: message, receiverIndex: 1, counter: UInt64(counter))
             }
         }
-        let blaster = try FrameBlaster(pool: pool, interface: senderInterface, queue: queue, cpu: cpu)
-        let sink = try PacketSink(namespace: receiverNamespace, interface: receiverInterface,
-                                  match: payload == .wireGuardTransport ? .wireGuardTransport : .innerIP)
-        defer { sink.close() }
-        let before = try sink.read()
-        let result = try blaster.run(.duration(seconds: seconds))
-        let after = try settledReading(sink)
-        return CeilingMeasurement(generator: "AF_XDP TX (copy mode)", payload: payload.description, innerSize: innerSize,
-                                  frameLength: Wire.ethernetHeaderSize + ipPacketSize, sent: result.sent,
-                                  received: after.since(before).packets, dropped: result.dropped,
-                                  seconds: result.seconds, cpuSeconds: result.cpuSeconds)
     }
+    return ipPacketSize
+}
+
+/// Attaches a sink for `payload`, runs `blast`, and reads what the sink counted meanwhile.
+private func measure(generator: String, payload: CeilingPayload, innerSize: Int, frameLength: Int,
+                     receiverNamespace: String?, receiverInterface: String,
+                     _ blast: () throws -> BlastResult) throws -> CeilingMeasurement {
+    let sink = try PacketSink(namespace: receiverNamespace, interface: receiverInterface, match: payload.sinkMatch)
+    defer { sink.close() }
+    let before = try sink.read()
+    let result = try blast()
+    let after = try settledReading(sink)
+    return CeilingMeasurement(generator: generator, payload: payload.description, innerSize: innerSize,
+                              frameLength: frameLength, sent: result.sent, received: after.since(before).packets,
+                              dropped: result.dropped, seconds: result.seconds, cpuSeconds: result.cpuSeconds,
+                              coreBusySeconds: result.coreBusySeconds)
 }
 
 extension DatagramBlaster {
@@ -116,15 +182,11 @@ extension DatagramBlaster {
                                       innerSize: Int, seconds: Double = 3) throws -> CeilingMeasurement {
         let blaster = try DatagramBlaster(namespace: senderNamespace, cpu: cpu, destinations: [destination],
                                           packetSize: innerSize)
-        let sink = try PacketSink(namespace: receiverNamespace, interface: receiverInterface, match: .innerIP)
-        defer { sink.close() }
-        let before = try sink.read()
-        let result = try blaster.run(.duration(seconds: seconds))
-        let after = try settledReading(sink)
-        return CeilingMeasurement(generator: "UDP sendmmsg", payload: "plain IP", innerSize: innerSize,
-                                  frameLength: Wire.ethernetHeaderSize + innerSize, sent: result.sent,
-                                  received: after.since(before).packets, dropped: 0,
-                                  seconds: result.seconds, cpuSeconds: result.cpuSeconds)
+        return try measure(generator: "UDP sendmmsg", payload: .plainIP, innerSize: innerSize,
+                           frameLength: Wire.ethernetHeaderSize + innerSize,
+                           receiverNamespace: receiverNamespace, receiverInterface: receiverInterface) {
+            try blaster.run(.duration(seconds: seconds))
+        }
     }
 }
 

@@ -173,7 +173,7 @@ public final class DatagramBlaster: @unchecked Sendable {
 
         var sent: UInt64 = 0
         var destination = 0
-        let started = monotonicSeconds(), startedCPU = threadCPUSeconds()
+        let clock = BlastClock(cpu: cpu)
         var turns: UInt64 = 0
         while true {
             if let limit, sent == limit { break }
@@ -208,7 +208,6 @@ public final class DatagramBlaster: @unchecked Sendable {
                 throw LoadError("blast datagrams: sendmmsg to \(destinations[destination])", namespace: namespace, errno: code)
             }
         }
-        return BlastResult(sent: sent, dropped: 0, seconds: monotonicSeconds() - started,
-                           cpuSeconds: threadCPUSeconds() - startedCPU)
+        return clock.result(sent: sent, dropped: 0)
     }
 }

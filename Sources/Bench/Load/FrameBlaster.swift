@@ -52,6 +52,10 @@ public final class FrameBlaster: @unchecked Sendable {
     /// queue and namespace: no such namespace or interface, a queue the interface lacks, a
     /// queue another AF_XDP socket holds, or the kernel's refusal with its errno.
     public init(pool: BlastPool, interface: String, queue: UInt32 = 0, cpu: Int? = nil) throws(LoadError) {
+        guard let umem = pool.umem else {
+            throw LoadError("bind an AF_XDP socket for sending (queue \(queue))", interface: interface,
+                            reason: "the pool is a live-frame pool (for a LiveFrameBlaster); make it with init(namespace:capacity:)")
+        }
         let configuration = XskConfiguration(rxSize: FrameBlaster.rxRingSize, txSize: FrameBlaster.txRingSize,
                                              copyMode: true, needWakeup: true)
         do {
@@ -62,7 +66,7 @@ public final class FrameBlaster: @unchecked Sendable {
                 var attempt = 0
                 while true {
                     do {
-                        return try XskSocket(interface: interface, queue: queue, umem: pool.umem,
+                        return try XskSocket(interface: interface, queue: queue, umem: umem,
                                              configuration: configuration)
                     } catch let error as XDPError where error.code == EBUSY && attempt < 100 {
                         attempt += 1
@@ -142,8 +146,8 @@ public final class FrameBlaster: @unchecked Sendable {
         var submitted: UInt64 = 0, completed: UInt64 = 0, dropped: UInt64 = 0
         var submitting = limit != 0
         var turns: UInt64 = 0
-        let started = monotonicSeconds(), startedCPU = threadCPUSeconds()
-        var lastProgress = started
+        let clock = BlastClock(cpu: cpu)
+        var lastProgress = clock.wall
 
         while true {
             // Reap: every completed frame is one the kernel has finished with (sent or dropped).
@@ -214,8 +218,7 @@ public final class FrameBlaster: @unchecked Sendable {
                 }
             }
         }
-        return BlastResult(sent: completed - dropped, dropped: dropped, seconds: monotonicSeconds() - started,
-                           cpuSeconds: threadCPUSeconds() - startedCPU)
+        return clock.result(sent: completed - dropped, dropped: dropped)
     }
 
     /// sendto(fd, NULL, 0, MSG_DONTWAIT): asks the kernel to transmit from the TX ring.

@@ -4,7 +4,7 @@ import Glibc
 
 /// A failure of the perf lab's load side (threads in namespaces, sinks, blasters): what was
 /// being done, where (namespace, interface), and why — the errno as text, or the underlying
-/// error's own message. "the host's namespace" stands for nil.
+/// error's own message. A nil namespace reads "the caller's network namespace".
 public struct LoadError: Error, CustomStringConvertible, Sendable {
     /// What was being done, e.g. "attach packet sink (inner IP)".
     public let operation: String
