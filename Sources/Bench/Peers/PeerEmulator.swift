@@ -148,10 +148,12 @@ public final class PeerEmulator: @unchecked Sendable {
     ///
     /// Initiations go out in a window of `pacing.window`; each response completes a peer and
     /// lets the next initiation go. A cookie reply (the gateway is under load) is consumed
-    /// and the initiation sent again at once with mac2, and the window halves; an initiation
-    /// unanswered for `pacing.retryAfter` is sent again (with a new ephemeral key and a newer
-    /// timestamp, as a real peer would), and the window halves too. The window grows by one
-    /// per completed handshake, up to `pacing.window`.
+    /// and the initiation sent again at once with mac2; an initiation unanswered for
+    /// `pacing.retryAfter` (lost, or refused by the gateway's per-source rate limit, which
+    /// every peer here shares) is sent again with a new ephemeral key and a newer timestamp,
+    /// as a real peer would. Either halves the window, at most once per `retryAfter`, and
+    /// caps it there for the rest of the pass; it grows back by one per completed handshake
+    /// up to that cap.
     ///
     /// Throws when `timeout` passes first: the error says how many peers completed and why
     /// the others did not; the peers that completed keep their keypairs.
@@ -188,6 +190,9 @@ public final class PeerEmulator: @unchecked Sendable {
         var queue = Deque(0..<peerCount)
         var inFlight: [Int] = []
         var window = pacing.window
+        // The window never grows past the ceiling again once a loss lowered it: what made the
+        // gateway answer with cookies (or not at all) would do it again.
+        var ceiling = pacing.window
         var lastDecrease = Instant.zero
         var completed = 0
         var report = HandshakeReport(peers: peerCount, seconds: 0, initiationsSent: 0, retries: 0, cookieReplies: 0)
@@ -195,9 +200,11 @@ public final class PeerEmulator: @unchecked Sendable {
         defer { buffer.deallocate() }
 
         func shrinkWindow(_ now: Instant) {
-            // Once per round trip at most: one burst of losses is one congestion signal.
-            guard now.since(lastDecrease) >= .milliseconds(50) else { return }
-            window = max(1, window / 2)
+            // Once per retry period at most: the cookie replies and timeouts of one burst are
+            // one signal (halving on each would collapse the window to 1).
+            guard lastDecrease == .zero || now.since(lastDecrease) >= pacing.retryAfter else { return }
+            ceiling = max(1, window / 2)
+            window = ceiling
             lastDecrease = now
         }
 
@@ -258,7 +265,7 @@ public final class PeerEmulator: @unchecked Sendable {
                         trouble[i] = nil
                         inFlight.removeAll { $0 == i }
                         completed += 1
-                        window = min(pacing.window, window + 1)
+                        window = min(ceiling, window + 1)
                     } catch {
                         trouble[i] = .responseRejected(error)   // a forged or stale answer: keep waiting
                     }
