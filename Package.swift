@@ -9,8 +9,10 @@ let package = Package(
     products: [
         .executable(name: "xdpwg", targets: ["xdpwg"]),
         .library(name: "WireGuard", targets: ["WireGuard"]),
-        // For the benchmark package (Benchmarks/), which times the per-packet pipeline.
+        // For the benchmark package (Benchmarks/), which times the per-packet pipeline
+        // (Bench: the pipeline fixture it shares with `xdpwg bench-probe`).
         .library(name: "Engine", targets: ["Engine"]),
+        .library(name: "Bench", targets: ["Bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

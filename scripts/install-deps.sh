@@ -12,8 +12,10 @@ packages=(
   wireguard-go wireguard-tools iperf3 iproute2 iputils-ping bpftool tcpdump
   # known-answer vector generation and interop helpers
   python3 python3-cryptography
-  # the perf lab: instruction counts
-  valgrind
+  # the perf lab: instruction counts (objcopy strips debug info valgrind 3.19 cannot read)
+  valgrind binutils
+  # the perf lab: the report's PNG chart (Agg backend, run by /usr/bin/python3)
+  python3-matplotlib
   # systemd-analyze verify for contrib/xdpwg.service (SystemdUnitTests)
   systemd
 )

@@ -12,16 +12,29 @@
 //   Keypair seal N B       Keypair.seal of the same inner packet into the same place
 //
 // Same loop shape and metrics as the other targets (README.md): one sample = 1000 packets
-// (`.kilo`), everything built in `setup`. Every benchmark brackets its packet loop with
+// (`.kilo`), everything built in `setup`: a `PipelineFixture` (from the main package's Bench,
+// shared with `xdpwg bench-probe`), checked before anything is timed (`checked()`: a drop path
+// would be faster and measure nothing). Every benchmark brackets its packet loop with
 // `startMeasurement()`/`stopMeasurement()`: decrypt and open need a receive keypair that has
 // not seen the sample's counters yet (made before the start), and the others are bracketed the
 // same way so that all rows measure the same thing: the loop alone.
 
+import Bench
 import BenchSupport
 import Benchmark
 import BenchSodium
 import Engine
 import WireGuard
+
+/// The fixture's names for the constants every benchmark here uses.
+let pipelineNow = PipelineFixture.now
+let tenantMTU = PipelineFixture.mtu
+let frameCapacity = PipelineFixture.frameCapacity
+
+/// A checked fixture with one frame per packet of a sample.
+func pipelineFixture(length: Int, outerIPv6: Bool = false) throws -> PipelineFixture {
+    try PipelineFixture(length: length, count: packetsPerSample.rawValue, outerIPv6: outerIPv6).checked()
+}
 
 let benchmarks: @Sendable () -> Void = {
     configureBenchmarkSuite()
@@ -48,7 +61,7 @@ func registerPipelineBaselines() {
         }
         benchmark.stopMeasurement()
     } setup: {
-        try PipelineState(length: 64)
+        try PipelineFixture(length: 64, count: packetsPerSample.rawValue)
     }
 
     Benchmark("Pipeline malloc canary, keypair renewed outside measured region (1k iterations)") { benchmark, s in
@@ -63,7 +76,7 @@ func registerPipelineBaselines() {
         }
         benchmark.stopMeasurement()
     } setup: {
-        try PipelineState(length: 64)
+        try PipelineFixture(length: 64, count: packetsPerSample.rawValue)
     }
 }
 
@@ -92,7 +105,7 @@ func registerPipelineBenchmarks() {
             blackHole(delivered)
             if failures != 0 { benchmark.error("\(failures) frames not delivered") }
         } setup: {
-            try PipelineState(length: size).checked()
+            try pipelineFixture(length: size)
         }
 
         Benchmark("Keypair open \(size) B (1k packets)") { benchmark, s in
@@ -116,7 +129,7 @@ func registerPipelineBenchmarks() {
             blackHole(bytes)
             if failures != 0 { benchmark.error("\(failures) messages failed to open") }
         } setup: {
-            try PipelineState(length: size).checked()
+            try pipelineFixture(length: size)
         }
 
         // MARK: tenant → peer
@@ -140,7 +153,7 @@ func registerPipelineBenchmarks() {
             blackHole(sent)
             if failures != 0 { benchmark.error("\(failures) frames not sent") }
         } setup: {
-            try PipelineState(length: size).checked()
+            try pipelineFixture(length: size)
         }
 
         Benchmark("Keypair seal \(size) B (1k packets)") { benchmark, s in
@@ -163,7 +176,7 @@ func registerPipelineBenchmarks() {
             blackHole(bytes)
             if failures != 0 { benchmark.error("\(failures) packets failed to seal") }
         } setup: {
-            try PipelineState(length: size).checked()
+            try pipelineFixture(length: size)
         }
     }
 
@@ -188,6 +201,6 @@ func registerPipelineBenchmarks() {
         blackHole(sent)
         if failures != 0 { benchmark.error("\(failures) frames not sent") }
     } setup: {
-        try PipelineState(length: 1420, outerIPv6: true).checked()
+        try pipelineFixture(length: 1420, outerIPv6: true)
     }
 }

@@ -1,85 +1,97 @@
 // One gateway's data-plane state, built through the Engine's public API only (as the control
 // plane builds it): one tenant on UDP port 51820 whose AllowedIPs send 10.10.1.0/24 to peer 0,
 // one published keypair for peer 0 (receive lookup and sending keypair), and peer 0's outer
-// header template. Plus the frames the benchmarks feed it, and the core `Keypair`s the
-// baselines use on exactly the same bytes.
+// header template. Plus the frames fed to it, and plain `Keypair`s from the same keys for
+// baselines on exactly the same bytes.
+//
+// Shared by `xdpwg bench-probe` (callgrind's fixed batch) and the Benchmarks package's
+// PipelineBenchmarks (package-benchmark), so both time the same thing.
 
-import BenchSupport
-import Benchmark
-import BenchSodium
+import CSodium
 import Engine
 import WireGuard
 
-/// A fixed monotonic time inside every keypair's lifetime (all are created at 0): no
-/// rekey-after-time, no expiry.
-let pipelineNow = Instant(nanoseconds: 1_000_000_000)
-
-/// The tenant interface's MTU (wg-quick's default). A 1420-byte inner packet is not padded
-/// (padding never goes past the MTU) and 64 is a multiple of 16, so the pipeline and the
-/// `Keypair` baselines encrypt the same number of bytes.
-let tenantMTU = 1420
-
-/// Room in every output buffer, as in a UMEM frame (2048 bytes per frame).
-let frameCapacity = 2048
-
-/// Why a benchmark's setup refused to time something: the thing under test does not do
-/// what it should, so its speed would mean nothing.
-struct SetupCheckFailed: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+/// Why a fixture refused to be used: the pipeline does not do what it should on these frames,
+/// so any figure measured on it would mean nothing (a drop path is faster than delivery).
+public struct PipelineCheckFailed: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
 
-/// State for one inner packet size, built once per benchmark in `setup`.
+/// State for one inner packet size.
 ///
-/// `frames` holds 1000 uplink frames (Ethernet/IPv4 or IPv6/UDP to port 51820, carrying the
-/// peer's transport messages with counters 0..<1000, all of the same inner packet), one per
-/// packet of a sample, `stride` bytes apart like frames in a UMEM. The decrypt and open
-/// benchmarks go through all 1000 every sample, with a receive keypair that has seen none of
-/// them, made before the measured region (`renewEntry()`, `renewReceiver()`): a keypair that
-/// had seen them would drop every one as a replay before decrypting anything.
-final class PipelineState {
-    static var count: Int { packetsPerSample.rawValue }
+/// `frames` holds `count` uplink frames (Ethernet/IPv4 or IPv6/UDP to port 51820, carrying the
+/// peer's transport messages with counters 0..<count, all of the same inner packet),
+/// `stride` bytes apart like frames in a UMEM. Decrypting them needs a receive keypair that
+/// has seen none of those counters (`renewEntry()`, `renewReceiver()`): one that had would drop
+/// every frame as a replay before decrypting anything.
+public final class PipelineFixture {
+    /// A fixed monotonic time inside every keypair's lifetime (all are created at 0): no
+    /// rekey-after-time, no expiry.
+    public static let now = Instant(nanoseconds: 1_000_000_000)
+    /// The tenant interface's MTU (wg-quick's default). Padding never goes past it, so a
+    /// 1420-byte inner packet is not padded, nor is any multiple of 16.
+    public static let mtu = 1420
+    /// Room in every output buffer, as in a UMEM frame (2048 bytes per frame).
+    public static let frameCapacity = 2048
+    /// The smallest inner packet the fixture builds: IPv4 + UDP headers.
+    public static let minimumLength = 28
 
-    static let uplinkMAC = EthernetAddress(0x02, 0, 0, 0, 0, 0x01)
-    static let nextHopMAC = EthernetAddress(0x02, 0, 0, 0, 0, 0x02)
-    static let hostMAC = EthernetAddress(0x02, 0, 0, 0, 0, 0x11)
-    static let innerMAC = EthernetAddress(0x02, 0, 0, 0, 0, 0x12)
-    static let listenPort: UInt16 = 51820
-    static let peerPort: UInt16 = 40000
+    public static let uplinkMAC = EthernetAddress(0x02, 0, 0, 0, 0, 0x01)
+    public static let nextHopMAC = EthernetAddress(0x02, 0, 0, 0, 0, 0x02)
+    public static let hostMAC = EthernetAddress(0x02, 0, 0, 0, 0, 0x11)
+    public static let innerMAC = EthernetAddress(0x02, 0, 0, 0, 0, 0x12)
+    public static let listenPort: UInt16 = 51820
+    public static let peerPort: UInt16 = 40000
 
-    let length: Int                  // inner IP packet bytes (the plaintext)
-    let messageLength: Int           // transport message: 16 + length + 16
-    let outerLength: Int             // Ethernet + IP + UDP in front of the message
-    let frameLength: Int             // one uplink frame
-    let stride: Int
+    /// Uplink frames in `frames`.
+    public let count: Int
+    public let length: Int                  // inner IP packet bytes (the plaintext)
+    public let messageLength: Int           // transport message: 16 + length + 16
+    public let outerLength: Int             // Ethernet + IP + UDP in front of the message
+    public let frameLength: Int             // one uplink frame
+    public let stride: Int
 
-    let state: DataPlaneState
-    var processor: PacketProcessor
-    let counters: WorkerCounters
+    public let state: DataPlaneState
+    public var processor: PacketProcessor
+    public let counters: WorkerCounters
     /// Kept alive here: the processor holds it without a reference count.
-    let control: ControlQueue
-    let localIndex: UInt32
+    public let control: ControlQueue
+    public let localIndex: UInt32
     /// The gateway's session keys (receives with k1, sends with k2) and the peer's mirror.
-    let gatewayKeys: SessionKeys
-    let peerKeys: SessionKeys
+    /// Random test keys, wiped with the fixture all the same.
+    public private(set) var gatewayKeys: SessionKeys
+    public private(set) var peerKeys: SessionKeys
     /// The entry published for `localIndex` and as peer 0's sending keypair.
-    var entry: UnsafeMutablePointer<KeypairEntry>
+    public private(set) var entry: UnsafeMutablePointer<KeypairEntry>
 
-    /// Baselines: plain `Keypair`s from the same keys, used on the same buffers.
-    let sender: Keypair
-    var receiver: Keypair
+    /// Baselines: plain `Keypair`s from the gateway's keys, for use on the same buffers.
+    public let sender: Keypair
+    public private(set) var receiver: Keypair
 
-    let frames: UnsafeMutableRawPointer        // count × stride uplink frames
-    let tenantFrame: UnsafeMutableRawPointer   // Ethernet + inner packet: what a tenant sends
-    let output: UnsafeMutableRawPointer        // frameCapacity: tenant frame (decrypt) or uplink frame (encrypt)
-    let uplinkInner: [UInt8]                   // the inner packet the peer sent (decrypt)
-    let tenantInner: [UInt8]                   // the inner packet the tenant sends (encrypt)
+    public let frames: UnsafeMutableRawPointer        // count × stride uplink frames
+    public let tenantFrame: UnsafeMutableRawPointer   // Ethernet + inner packet: what a tenant sends
+    public let output: UnsafeMutableRawPointer        // frameCapacity: tenant frame (decrypt) or uplink frame (encrypt)
+    public let uplinkInner: [UInt8]                   // the inner packet the peer sent (decrypt)
+    public let tenantInner: [UInt8]                   // the inner packet the tenant sends (encrypt)
 
-    init(length: Int, outerIPv6: Bool = false) throws(SetupCheckFailed) {
+    /// Builds the state and `count` frames of `length`-byte inner packets. `length` must be
+    /// 28...1420 and either 1420 or a multiple of 16, so that nothing is padded and the
+    /// pipeline and a plain `Keypair` encrypt the same bytes.
+    public init(length: Int, count: Int, outerIPv6: Bool = false) throws(PipelineCheckFailed) {
+        guard (Self.minimumLength...Self.mtu).contains(length) else {
+            throw PipelineCheckFailed("inner packet size \(length) B: must be \(Self.minimumLength)...\(Self.mtu) B")
+        }
+        guard count >= 1, count <= 1_000_000 else {
+            throw PipelineCheckFailed("frame count \(count): must be 1...1000000")
+        }
+        guard sodium_init() >= 0 else { throw PipelineCheckFailed("sodium_init failed: libsodium cannot be used") }
+        self.count = count
         self.length = length
-        messageLength = Keypair.messageLength(plaintextLength: length, mtu: tenantMTU)
+        messageLength = Keypair.messageLength(plaintextLength: length, mtu: Self.mtu)
         guard messageLength == WireGuardProtocol.keepaliveSize + length else {
-            throw SetupCheckFailed("\(length) B would be padded; pipeline and baseline must encrypt the same bytes")
+            throw PipelineCheckFailed(
+                "inner packet size \(length) B would be padded to a multiple of 16: use 1420 or a multiple of 16")
         }
         let gatewayAddress = IPAddress(outerIPv6 ? "2001:db8::2" : "192.0.2.2")!
         let peerAddress = IPAddress(outerIPv6 ? "2001:db8::1" : "192.0.2.1")!
@@ -90,6 +102,7 @@ final class PipelineState {
                                            source: peerAddress, sourcePort: Self.peerPort,
                                            destination: gatewayAddress, destinationPort: Self.listenPort)
         let outerLength = toPeer.length, messageLength = messageLength
+        // 64-byte aligned slots, like frames in a UMEM.
         let stride = (outerLength + messageLength + 63) & ~63
         self.outerLength = outerLength
         frameLength = outerLength + messageLength
@@ -103,15 +116,16 @@ final class PipelineState {
         table.insert(IPPrefix("10.10.1.0/24")!, peer: 0)
         table.insert(IPPrefix("fd00:a::/64")!, peer: 0)
         state = DataPlaneState(tenants: [TenantRoute(listenPort: Self.listenPort, allowedIPs: table,
-                                                     hostMAC: Self.hostMAC, innerMAC: Self.innerMAC, mtu: tenantMTU)],
+                                                     hostMAC: Self.hostMAC, innerMAC: Self.innerMAC, mtu: Self.mtu)],
                                peerCapacity: 1, keypairCapacity: 64, workerCount: 1)
 
         // A session with peer 0, published as the control plane does after a handshake.
         guard let index = state.keypairs.allocateIndex(random: { 0x5EED_0000 }) else {
-            throw SetupCheckFailed("keypair table has no free index")
+            throw PipelineCheckFailed("keypair table has no free index")
         }
         localIndex = index
-        let k1 = randomKey32(), k2 = randomKey32()
+        var k1 = randomKey32(), k2 = randomKey32()
+        defer { k1.wipe(); k2.wipe() }
         gatewayKeys = SessionKeys(sendKey: k2, receiveKey: k1, localIndex: index, remoteIndex: 0x7777_0001,
                                   isInitiator: false, createdAt: .zero)
         peerKeys = SessionKeys(sendKey: k1, receiveKey: k2, localIndex: 0x7777_0001, remoteIndex: index,
@@ -129,28 +143,28 @@ final class PipelineState {
         control = ControlQueue(capacity: 8)
         processor = PacketProcessor(state: state, counters: counters, control: control, workerIndex: 0)
 
-        frames = .allocate(byteCount: Self.count * stride, alignment: 64)
-        frames.initializeMemory(as: UInt8.self, repeating: 0, count: Self.count * stride)
+        frames = .allocate(byteCount: count * stride, alignment: 64)
+        frames.initializeMemory(as: UInt8.self, repeating: 0, count: count * stride)
         tenantFrame = .allocate(byteCount: Wire.ethernetHeaderSize + length, alignment: 64)
-        output = .allocate(byteCount: frameCapacity, alignment: 64)
-        output.initializeMemory(as: UInt8.self, repeating: 0, count: frameCapacity)
+        output = .allocate(byteCount: Self.frameCapacity, alignment: 64)
+        output.initializeMemory(as: UInt8.self, repeating: 0, count: Self.frameCapacity)
 
-        // The frames from the peer: its keypair seals counters 0..<1000.
+        // The frames from the peer: its keypair seals counters 0..<count.
         var kp = peerKeys
         let peer = Keypair(consuming: &kp)
-        for i in 0..<Self.count {
+        for i in 0..<count {
             let f = frames + i * stride
             let sealed: SealedMessage
             do {
                 sealed = try uplinkInner.withUnsafeBytes { src in
                     try peer.seal(src.baseAddress!, length: length, into: f + outerLength,
-                                  capacity: stride - outerLength, now: pipelineNow, mtu: tenantMTU)
+                                  capacity: stride - outerLength, now: Self.now, mtu: Self.mtu)
                 }
             } catch {
-                throw SetupCheckFailed("peer Keypair.seal failed: \(error)")
+                throw PipelineCheckFailed("the peer's Keypair.seal of frame \(i) failed: \(error)")
             }
             guard sealed.length == messageLength, sealed.counter == UInt64(i) else {
-                throw SetupCheckFailed("peer sealed \(sealed.length) B with counter \(sealed.counter)")
+                throw PipelineCheckFailed("the peer sealed \(sealed.length) B with counter \(sealed.counter) for frame \(i)")
             }
             fromPeer.write(to: f, payloadLength: messageLength)
         }
@@ -158,7 +172,7 @@ final class PipelineState {
         // Peer 0's route: the outer header template, built for the endpoint the frames come
         // from, so that receiving reports no endpoint change (the steady state).
         guard let outer = OuterFrame.parse(frames, length: frameLength) else {
-            throw SetupCheckFailed("OuterFrame.parse rejects the uplink frame")
+            throw PipelineCheckFailed("OuterFrame.parse rejects the uplink frame")
         }
         var route = toPeer
         route.endpointKey = outer.endpointKey(in: frames)
@@ -174,19 +188,22 @@ final class PipelineState {
     }
 
     deinit {
+        gatewayKeys.wipe()
+        peerKeys.wipe()
         for p in [frames, tenantFrame, output] { p.deallocate() }
         // The keypair table frees the published entry with the state.
     }
 
+    /// Uplink frame `i` (0..<count).
     @inline(__always)
-    func frame(_ i: Int) -> UnsafeMutableRawPointer { frames + i &* stride }
+    public func frame(_ i: Int) -> UnsafeMutableRawPointer { frames + i &* stride }
 
     /// A fresh keypair for `localIndex`, published in place of the old one (receive lookup and
     /// sending keypair), as a rekey publishes one: the old entry unpublished and, with no
     /// worker running, retired at once (its keypair released, the entry freed) before the new
     /// one is made, so the new ones normally reuse the same heap blocks. 3 mallocs
-    /// (the Keypair, its key block, the entry): call outside the measured region.
-    func renewEntry() {
+    /// (the Keypair, its key block, the entry): call outside any measured region.
+    public func renewEntry() {
         if let old = state.keypairs.unpublish(index: localIndex) {
             state.peers.setSending(0, nil)
             // What KeypairEntry.destroy (internal) does, through the entry's public fields.
@@ -200,17 +217,16 @@ final class PipelineState {
         state.peers.setSending(0, entry)
     }
 
-    /// A receive keypair for the `Keypair open` baseline that has seen nothing yet. The old
-    /// one is freed first (same heap block every sample). 2 mallocs: outside the measured region.
-    func renewReceiver() {
+    /// A baseline receive keypair that has seen nothing yet. The old one is freed first (same
+    /// heap block every time). 2 mallocs: call outside any measured region.
+    public func renewReceiver() {
         receiver = sender
         var k = gatewayKeys
         receiver = Keypair(consuming: &k)
     }
 
-    /// An IPv4/UDP packet of `length` bytes (≥ 28) with a pseudo-random payload.
+    /// An IPv4/UDP packet of `length` bytes (28...65535) with a pseudo-random payload.
     static func innerPacket(length: Int, source: String, destination: String) -> [UInt8] {
-        precondition(length >= 28 && length <= 0xffff)
         var p = [UInt8](repeating: 0, count: length)
         p[0] = 0x45
         p[2] = UInt8(length >> 8); p[3] = UInt8(length & 0xff)
@@ -225,7 +241,7 @@ final class PipelineState {
     }
 }
 
-func randomKey32() -> Key32 {
+private func randomKey32() -> Key32 {
     var k = Key32()
     k.withUnsafeMutableBytes { randombytes_buf($0.baseAddress!, 32) }
     return k
