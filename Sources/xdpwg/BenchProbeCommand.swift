@@ -73,11 +73,3 @@ struct BenchProbe: ParsableCommand {
         }
     }
 }
-
-/// The running binary's path (/proc/self/exe), for running it again under valgrind.
-private func currentExecutable() throws -> String {
-    var buffer = [CChar](repeating: 0, count: 4096)
-    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-    guard n > 0 else { throw ProbeError("readlink(/proc/self/exe): \(String(cString: strerror(errno)))") }
-    return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-}

@@ -128,13 +128,6 @@ public enum SodiumBaseline {
     }
 }
 
-/// CLOCK_MONOTONIC in seconds.
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
 /// Hands the measuring thread's result back (written once before the semaphore is signalled,
 /// read after the wait: the semaphore orders the two).
 private final class MeasurementBox: @unchecked Sendable {
