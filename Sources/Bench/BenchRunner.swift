@@ -49,13 +49,15 @@ public final class BenchRunner: @unchecked Sendable {
     static let firstPeerAddress = IPAddress("10.21.0.1")!
     static let sinkPort: UInt16 = 9
     static let listenPort: UInt16 = 51820
-    /// The generator's pool: 256 Ki frames of 2 KiB (512 MiB): a pass of ~0.1-0.5 s at the
-    /// rates measured here.
-    static let poolFrames = 256 * 1024
+    /// The generator's pool holds at most 256 Ki frames of 2 KiB (512 MiB); fewer when the
+    /// generator's ceiling times the scenario's seconds needs fewer (`poolFrames`).
+    static let maximumPoolFrames = 256 * 1024
     static let generatorCPU = 0
 
     private let options: Options
     private let say: (String) -> Void
+    /// Frames per decrypt pass: one pass lasts about `seconds` at the generator's ceiling.
+    private var poolFrames = 4096
 
     public init(options: Options, output: @escaping (String) -> Void) {
         self.options = options
@@ -73,6 +75,8 @@ public final class BenchRunner: @unchecked Sendable {
         say("xdpwg bench: \(list(options.devices) { $0.rawValue }); \(matrix.joined(separator: " × ")); \(cpus) CPUs")
 
         report.generatorCeilings = try measureCeilings()
+        let fastest = report.generatorCeilings.map(\.mpps).max() ?? 1
+        poolFrames = min(BenchRunner.maximumPoolFrames, max(4096, Int(fastest * 1e6 * options.seconds * 1.1)))
         for workers in options.workers {
             for peers in options.peers {
                 for device in options.devices {
@@ -203,7 +207,7 @@ public final class BenchRunner: @unchecked Sendable {
         defer { decryptSink.close() }
         let encryptSink = try PacketSink(namespace: internet, interface: topology.internetLinkName, match: .wireGuardTransport)
         defer { encryptSink.close() }
-        let transportPool = try BlastPool(namespace: internet, capacity: BenchRunner.poolFrames)
+        let transportPool = try BlastPool(namespace: internet, capacity: poolFrames)
         let transportBlaster = try FrameBlaster(pool: transportPool, interface: topology.internetLinkName, queue: 0,
                                                 cpu: BenchRunner.generatorCPU)
 
@@ -228,7 +232,7 @@ public final class BenchRunner: @unchecked Sendable {
                 }
                 if scenario.direction != .encrypt {
                     try transportPool.removeAll()
-                    try emulator.writeTransportFrames(count: BenchRunner.poolFrames, layout: layout) { fill in
+                    try emulator.writeTransportFrames(count: poolFrames, layout: layout) { fill in
                         _ = try transportPool.append { fill($0) }
                     }
                 }

@@ -77,7 +77,7 @@ struct BenchCommand: ParsableCommand {
             try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
             let markdown = report.markdown()
             try markdown.write(toFile: "\(output)/report.md", atomically: true, encoding: .utf8)
-            try report.jsonData().write(to: URL(fileURLWithPath: "\(output)/report.json"))
+            try report.writeJSON(to: "\(output)/report.json")
             var out = StandardOutput()
             print("\n" + markdown, to: &out)
             do {

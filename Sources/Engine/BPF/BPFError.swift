@@ -72,3 +72,12 @@ public struct BPFError: Error, CustomStringConvertible, Sendable {
         return "\(text) (errno \(code))"
     }
 }
+
+/// Sets every byte of a libbpf options struct to zero, tail padding included. libbpf refuses
+/// options whose bytes past the last field it knows are not zero ("non-zero extra bytes"),
+/// and Swift's initializer zeroes the fields but leaves the padding as it was (an optimized
+/// build shows it).
+@inline(__always)
+func zeroAllBytes<T>(_ value: inout T) {
+    withUnsafeMutableBytes(of: &value) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+}

@@ -91,6 +91,7 @@ public final class BenchBlastProgram: @unchecked Sendable {
         context.data_end = UInt32(template.count)
         context.ingress_ifindex = UInt32(bitPattern: interfaceIndex)
         var options = bpf_test_run_opts()
+        zeroAllBytes(&options)
         options.sz = MemoryLayout<bpf_test_run_opts>.size
         options.data_in = template.baseAddress
         options.data_size_in = UInt32(template.count)
@@ -116,6 +117,7 @@ public final class BenchBlastProgram: @unchecked Sendable {
             throw BPFError(operation, reason: .invalidArgument("the capacity must be 1 to \(UInt32.max)"))
         }
         var options = bpf_map_create_opts()
+        zeroAllBytes(&options)
         options.sz = MemoryLayout<bpf_map_create_opts>.size
         // The flags must equal the template's in bpf/bench.bpf.c, or the kernel refuses the
         // map as an inner map.

@@ -24,6 +24,8 @@ final class LoadedXDPObject: @unchecked Sendable {
         let elf = embedded.elf
 
         var options = bpf_object_open_opts()
+
+        zeroAllBytes(&options)
         options.sz = MemoryLayout<bpf_object_open_opts>.size
         let opened: OpaquePointer? = programName.withCString { name in
             options.object_name = name
@@ -82,6 +84,7 @@ final class LoadedXDPObject: @unchecked Sendable {
     func testRun(packet: [UInt8], interfaceIndex: Int32 = 0, queue: UInt32 = 0) throws(BPFError) -> XDPTestRun {
         var output = [UInt8](repeating: 0, count: packet.count + 512)
         var options = bpf_test_run_opts()
+        zeroAllBytes(&options)
         options.sz = MemoryLayout<bpf_test_run_opts>.size
         options.repeat = 1
         // The kernel requires data_end == the packet's length when a context is given.

@@ -46,6 +46,7 @@ public struct XDPAttachedProgram: Sendable, Hashable {
     /// thread's network namespace.
     public static func attached(interfaceIndex: Int32, interfaceName: String) throws(BPFError) -> [XDPAttachedProgram] {
         var query = bpf_xdp_query_opts()
+        zeroAllBytes(&query)
         query.sz = MemoryLayout<bpf_xdp_query_opts>.size
         let rc = bpf_xdp_query(interfaceIndex, 0, &query)
         guard rc == 0 else { throw .system("query attached XDP programs", interface: interfaceName, errno: -rc) }
@@ -129,6 +130,7 @@ struct XDPLinkAttacher {
 
     private func createLink(_ mode: XDPAttachMode) -> Result<Int32, BPFError> {
         var options = bpf_link_create_opts()
+        zeroAllBytes(&options)
         options.sz = MemoryLayout<bpf_link_create_opts>.size
         options.flags = mode.flag
         let fd = bpf_link_create(programFD, interfaceIndex, BPF_XDP, &options)
@@ -159,6 +161,7 @@ struct XDPLinkAttacher {
             }
             defer { close(fd) }
             var options = bpf_xdp_attach_opts()
+            zeroAllBytes(&options)
             options.sz = MemoryLayout<bpf_xdp_attach_opts>.size
             options.old_prog_fd = fd
             let rc = bpf_xdp_detach(interfaceIndex, XDPFlags.of(program.mode) | XDPFlags.replace, &options)
