@@ -163,7 +163,7 @@ private func measure(generator: String, payload: CeilingPayload, innerSize: Int,
     defer { sink.close() }
     let before = try sink.read()
     let result = try blast()
-    let after = try settledReading(sink)
+    let after = try sink.readSettled()
     return CeilingMeasurement(generator: generator, payload: payload.description, innerSize: innerSize,
                               frameLength: frameLength, sent: result.sent, received: after.since(before).packets,
                               dropped: result.dropped, seconds: result.seconds, cpuSeconds: result.cpuSeconds,
@@ -194,16 +194,3 @@ extension DatagramBlaster {
 let ceilingFrames = 1024
 let ceilingSource = IPAddress.v4(0xC612_0001)       // 198.18.0.1
 let ceilingDestination = IPAddress.v4(0xC612_0002)  // 198.18.0.2
-
-/// The sink's counters once packets still in flight have landed: read until two readings
-/// 20 ms apart agree (at most half a second).
-func settledReading(_ sink: PacketSink) throws(LoadError) -> SinkCounters {
-    var last = try sink.read()
-    for _ in 0..<25 {
-        usleep(20_000)
-        let now = try sink.read()
-        if now == last { return now }
-        last = now
-    }
-    return last
-}
