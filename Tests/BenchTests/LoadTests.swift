@@ -225,7 +225,7 @@ struct LoadTests {
             defer { sink.close() }
             #expect(try blaster.run(.once).sent == UInt64(table.count))
             let counted = table.filter { match == .wireGuardTransport ? $0.transport : $0.innerIP }
-            let counters = try settle(sink)
+            let counters = try sink.readSettled()
             #expect(counters.packets == UInt64(counted.count), "\(match): \(counted.map(\.name))")
             #expect(counters.bytes == counted.reduce(0) { $0 + ipLength($1.bytes) }, "\(match)")
             #expect(counters.passedPackets >= UInt64(table.count - counted.count), "\(match)")
@@ -298,14 +298,14 @@ struct LoadTests {
         #expect(result.sent == UInt64(frames))
         #expect(result.dropped == 0)
         #expect(result.seconds > 0)
-        let counters = try settle(sink)
+        let counters = try sink.readSettled()
         #expect(counters.packets == UInt64(frames))
         #expect(counters.bytes == expectedBytes)
 
         // Packets mode cycles through the pool: 1.5 passes.
         let more = try blaster.run(.packets(UInt64(frames + frames / 2)))
         #expect(more.sent == UInt64(frames + frames / 2))
-        #expect(try settle(sink).packets == UInt64(frames * 2 + frames / 2))
+        #expect(try sink.readSettled().packets == UInt64(frames * 2 + frames / 2))
     }
 
     @Test("Frames are sent in pool order: a socket in the far namespace reads their sequence numbers in order")
@@ -365,7 +365,7 @@ struct LoadTests {
         #expect(result.seconds < 10)
         #expect(result.sent > 0)
         #expect(result.cpuSeconds > 0)
-        #expect(try settle(sink).packets == result.sent)
+        #expect(try sink.readSettled().packets == result.sent)
         // The pool is free again.
         try pool.removeAll()
         #expect(pool.count == 0)
@@ -426,12 +426,12 @@ struct LoadTests {
         #expect(!(try LoadLink.hasXDP(link.a, link.aInterface)), "nothing is attached on the sending side")
         let result = try blaster.run(.once)
         #expect(result.sent == UInt64(frames))
-        let counters = try settle(sink)
+        let counters = try sink.readSettled()
         #expect(counters.packets == UInt64(frames))
         #expect(counters.bytes == expectedBytes)
 
         // A blast for a duration ends early on request; the sink saw every frame.
-        let before = try settle(sink).packets
+        let before = try sink.readSettled().packets
         let blast = try blaster.start(.duration(seconds: 60))
         #expect(throws: LoadError.self, "one blast at a time") { try blaster.start(.once) }
         usleep(300_000)
@@ -439,13 +439,13 @@ struct LoadTests {
         let stopped = try blast.join()
         #expect(stopped.seconds < 5)
         #expect(stopped.sent > 0)
-        #expect(try settle(sink).packets - before == stopped.sent)
+        #expect(try sink.readSettled().packets - before == stopped.sent)
 
         // A range, cycled: frames 10..<20 three times.
-        let counted = try settle(sink).packets
+        let counted = try sink.readSettled().packets
         let more = try blaster.run(.packets(30), frames: 10..<20)
         #expect(more.sent == 30)
-        #expect(try settle(sink).packets == counted + 30)
+        #expect(try sink.readSettled().packets == counted + 30)
     }
 
     @Test("Live frames keep pool order: a socket behind the sink reads their sequence numbers in order")
@@ -537,7 +537,7 @@ struct LoadTests {
         let sink = try PacketSink(namespace: link.b.name, interface: link.bInterface, match: .innerIP)
         defer { sink.close() }
         #expect(try blaster.run(.packets(1000)).sent == 1000)
-        let counters = try settle(sink)
+        let counters = try sink.readSettled()
         #expect(counters.packets == 1000)
         #expect(counters.bytes == 1000 * 200)
     }
@@ -597,7 +597,7 @@ struct LoadTests {
             #expect(tun.attachedMode == .generic)
             #expect(try LoadLink.xdpMode(link.b, right.interface) == "generic")
             #expect(try blaster.run(.packets(200)).sent == 200)
-            let counters = try settle(tun)
+            let counters = try tun.readSettled()
             #expect(counters.packets == 200)
             #expect(counters.bytes == 200 * 100)
         }
@@ -608,7 +608,7 @@ struct LoadTests {
         let wire = try PacketSink(namespace: link.b.name, interface: link.bInterface, match: .wireGuardTransport)
         defer { wire.close() }
         #expect(try blaster.run(.packets(200)).sent == 200)
-        let counters = try settle(wire)
+        let counters = try wire.readSettled()
         #expect(counters.packets == 200)
         #expect(counters.bytes == 200 * (28 + 32 + 112))
     }
@@ -659,18 +659,6 @@ struct LoadTests {
         print("Load generator ceilings, one sending core (CPU \(cpu)), veth into an XDP sink, \(seconds) s each:\n"
               + lines.map { "  " + $0 }.joined(separator: "\n"))
     }
-}
-
-/// The sink's counters once nothing more arrives (two equal readings 20 ms apart).
-func settle(_ sink: PacketSink) throws -> SinkCounters {
-    var last = try sink.read()
-    for _ in 0..<100 {
-        usleep(20_000)
-        let now = try sink.read()
-        if now == last { return now }
-        last = now
-    }
-    return last
 }
 
 /// The CPU the calling thread runs on: field 39 of /proc/thread-self/stat.

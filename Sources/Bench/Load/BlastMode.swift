@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,6 +13,16 @@ public enum BlastMode: Sendable, Equatable, CustomStringConvertible {
     case packets(UInt64)
     /// As many packets as the sender can for this long, cycling (or until stopped early).
     case duration(seconds: Double)
+
+    /// The packets to send and the time to stop by, for a pass of `onePass` packets starting
+    /// now: (n, ∞) for a count, (nil, now + seconds) for a duration.
+    func bounds(onePass: Int) -> (limit: UInt64?, deadline: Double) {
+        switch self {
+        case .once: (UInt64(onePass), .infinity)
+        case .packets(let n): (n, .infinity)
+        case .duration(let seconds): (nil, monotonicSeconds() + seconds)
+        }
+    }
 
     public var description: String {
         switch self {
@@ -93,5 +104,62 @@ struct BlastClock {
         let busy: Double? = if let coreNow, let core { coreNow - core } else { nil }
         return BlastResult(sent: sent, dropped: dropped, seconds: monotonicSeconds() - wall,
                            cpuSeconds: threadCPUSeconds() - thread, coreBusySeconds: busy)
+    }
+}
+
+/// What the pool blasters (`FrameBlaster`, `LiveFrameBlaster`) share, so that a runner can
+/// choose one at run time.
+public protocol PoolBlaster: AnyObject, Sendable {
+    var pool: BlastPool { get }
+    /// Starts a blast of `frames` of the pool (nil: all) on the blaster's pinned thread;
+    /// `requestStop()` ends it early, `join()` returns its `BlastResult` or throws.
+    func start(_ mode: BlastMode, frames: Range<Int>?) throws(LoadError) -> NamespaceThread<BlastResult>
+}
+
+extension PoolBlaster {
+    /// `start` and `join`: blasts on the pinned thread and waits for it.
+    public func run(_ mode: BlastMode, frames: Range<Int>? = nil) throws -> BlastResult {
+        try start(mode, frames: frames).join()
+    }
+}
+
+/// Lets one blast at a time run on a blaster (its rings or socket have one producer).
+final class BlastGate: Sendable {
+    private let busy = Atomic<Bool>(false)
+
+    /// Takes the gate; false if a blast holds it.
+    func enter() -> Bool {
+        busy.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
+    }
+
+    func leave() { busy.store(false, ordering: .releasing) }
+}
+
+/// How every blaster starts a blast: checks the mode, takes the blaster's gate (and marks
+/// its pool in use, if it has one), and runs `blast` on a thread pinned to `cpu` in
+/// `namespace`. What was taken is given back when the thread ends, or at once if it cannot
+/// start.
+func startBlast(_ mode: BlastMode, operation: String, namespace: String?, interface: String?, cpu: Int?,
+                threadName: String, gate: BlastGate, pool: BlastPool?,
+                _ blast: @escaping @Sendable (StopSignal) throws -> BlastResult) throws(LoadError) -> NamespaceThread<BlastResult> {
+    if case .duration(let seconds) = mode, !(seconds > 0 && seconds.isFinite) {
+        throw LoadError(operation, namespace: namespace, interface: interface, reason: "the duration must be positive")
+    }
+    guard gate.enter() else {
+        throw LoadError(operation, namespace: namespace, interface: interface, reason: "this blaster is already sending")
+    }
+    pool?.beginBlast()
+    do {
+        return try NamespaceThread(namespace: namespace, cpu: cpu, name: threadName) { stop in
+            defer {
+                pool?.endBlast()
+                gate.leave()
+            }
+            return try blast(stop)
+        }
+    } catch {
+        pool?.endBlast()
+        gate.leave()
+        throw error
     }
 }

@@ -214,12 +214,20 @@ public final class BlastPool: @unchecked Sendable {
     }
 
     /// Marks the pool in use by one more blaster (several may send disjoint or equal ranges
-    /// at once: the frames are only read) and returns its frame count.
-    func beginBlast() -> Int {
-        state.withLock { state in
-            state.activeBlasts += 1
-            return state.count
+    /// at once: the frames are only read).
+    func beginBlast() {
+        state.withLock { $0.activeBlasts += 1 }
+    }
+
+    /// The frames a blast of `frames` sends (nil: all of them), checked against the pool.
+    func blastRange(_ frames: Range<Int>?, operation: String, interface: String) throws(LoadError) -> Range<Int> {
+        let count = self.count
+        let range = frames ?? 0..<count
+        guard !range.isEmpty, range.lowerBound >= 0, range.upperBound <= count else {
+            throw LoadError(operation, namespace: namespace, interface: interface,
+                            reason: count == 0 ? "the pool is empty" : "frames \(range) are not all in the pool (0..<\(count))")
         }
+        return range
     }
 
     func endBlast() {

@@ -98,15 +98,12 @@ extension FrameBlaster {
                                       cpu: Int?, receiverNamespace: String?, receiverInterface: String,
                                       innerSize: Int, payload: CeilingPayload,
                                       seconds: Double = 3) throws -> CeilingMeasurement {
-        let pool = try BlastPool(namespace: senderNamespace, capacity: ceilingFrames)
-        let ipPacketSize = try fillCeilingPool(pool, senderNamespace: senderNamespace, senderInterface: senderInterface,
-                                               receiverNamespace: receiverNamespace, receiverInterface: receiverInterface,
-                                               innerSize: innerSize, payload: payload)
-        let blaster = try FrameBlaster(pool: pool, interface: senderInterface, queue: queue, cpu: cpu)
-        return try measure(generator: "AF_XDP TX (copy mode, \(blaster.framesPerKick) per kick)", payload: payload, innerSize: innerSize,
-                           frameLength: Wire.ethernetHeaderSize + ipPacketSize,
-                           receiverNamespace: receiverNamespace, receiverInterface: receiverInterface) {
-            try blaster.run(.duration(seconds: seconds))
+        let link = CeilingLink(senderNamespace: senderNamespace, senderInterface: senderInterface,
+                               receiverNamespace: receiverNamespace, receiverInterface: receiverInterface)
+        return try link.measure(try BlastPool(namespace: senderNamespace, capacity: ceilingFrames),
+                                innerSize: innerSize, payload: payload, seconds: seconds,
+                                generator: { "AF_XDP TX (copy mode, \($0.framesPerKick) per kick)" }) { pool in
+            try FrameBlaster(pool: pool, interface: senderInterface, queue: queue, cpu: cpu)
         }
     }
 }
@@ -119,51 +116,61 @@ extension LiveFrameBlaster {
                                       receiverNamespace: String?, receiverInterface: String,
                                       innerSize: Int, payload: CeilingPayload,
                                       seconds: Double = 3) throws -> CeilingMeasurement {
-        let pool = try BlastPool(liveFramesCapacity: ceilingFrames)
-        let ipPacketSize = try fillCeilingPool(pool, senderNamespace: senderNamespace, senderInterface: senderInterface,
-                                               receiverNamespace: receiverNamespace, receiverInterface: receiverInterface,
-                                               innerSize: innerSize, payload: payload)
-        let blaster = try LiveFrameBlaster(pool: pool, namespace: senderNamespace, interface: senderInterface, cpu: cpu)
-        return try measure(generator: "XDP live frames", payload: payload, innerSize: innerSize,
-                           frameLength: Wire.ethernetHeaderSize + ipPacketSize,
-                           receiverNamespace: receiverNamespace, receiverInterface: receiverInterface) {
+        let link = CeilingLink(senderNamespace: senderNamespace, senderInterface: senderInterface,
+                               receiverNamespace: receiverNamespace, receiverInterface: receiverInterface)
+        return try link.measure(try BlastPool(liveFramesCapacity: ceilingFrames),
+                                innerSize: innerSize, payload: payload, seconds: seconds,
+                                generator: { _ in "XDP live frames" }) { pool in
+            try LiveFrameBlaster(pool: pool, namespace: senderNamespace, interface: senderInterface, cpu: cpu)
+        }
+    }
+}
+
+/// The two ends of a ceiling measurement.
+private struct CeilingLink {
+    let senderNamespace: String?
+    let senderInterface: String
+    let receiverNamespace: String?
+    let receiverInterface: String
+
+    /// A pool blaster's measurement: fills `pool` with `ceilingFrames` frames from the
+    /// sender's MAC to the receiver's carrying `payload`, makes the blaster, and measures.
+    func measure<Blaster: PoolBlaster>(_ pool: BlastPool, innerSize: Int, payload: CeilingPayload, seconds: Double,
+                                       generator: (Blaster) -> String,
+                                       _ makeBlaster: (BlastPool) throws -> Blaster) throws -> CeilingMeasurement {
+        let builder = try UDPFrameBuilder(
+            sourceMAC: try interfaceMAC(namespace: senderNamespace, interface: senderInterface),
+            destinationMAC: try interfaceMAC(namespace: receiverNamespace, interface: receiverInterface),
+            source: ceilingSource, sourcePort: 40000, destination: ceilingDestination, destinationPort: 51820)
+        let ipPacketSize = switch payload {
+        case .wireGuardTransport: builder.ipOverhead + TransportShape.overhead + innerSize
+        case .plainIP: innerSize
+        }
+        for counter in 0..<ceilingFrames {
+            try builder.append(to: pool, ipPacketSize: ipPacketSize) { message in
+                if payload == .wireGuardTransport {
+                    TransportShape.write(into: message, receiverIndex: 1, counter: UInt64(counter))
+                }
+            }
+        }
+        let blaster = try makeBlaster(pool)
+        return try measureIntoSink(generator: generator(blaster), payload: payload, innerSize: innerSize,
+                                   frameLength: Wire.ethernetHeaderSize + ipPacketSize,
+                                   receiverNamespace: receiverNamespace, receiverInterface: receiverInterface) {
             try blaster.run(.duration(seconds: seconds))
         }
     }
 }
 
-/// Fills `pool` with `ceilingFrames` frames from the sender's MAC to the receiver's carrying
-/// `payload`; returns their IP packet size.
-private func fillCeilingPool(_ pool: BlastPool, senderNamespace: String?, senderInterface: String,
-                             receiverNamespace: String?, receiverInterface: String,
-                             innerSize: Int, payload: CeilingPayload) throws -> Int {
-    let builder = try UDPFrameBuilder(
-        sourceMAC: try interfaceMAC(namespace: senderNamespace, interface: senderInterface),
-        destinationMAC: try interfaceMAC(namespace: receiverNamespace, interface: receiverInterface),
-        source: ceilingSource, sourcePort: 40000, destination: ceilingDestination, destinationPort: 51820)
-    let ipPacketSize = switch payload {
-    case .wireGuardTransport: builder.ipOverhead + TransportShape.overhead + innerSize
-    case .plainIP: innerSize
-    }
-    for counter in 0..<ceilingFrames {
-        try builder.append(to: pool, ipPacketSize: ipPacketSize) { message in
-            if payload == .wireGuardTransport {
-                TransportShape.write(into: message, receiverIndex: 1, counter: UInt64(counter))
-            }
-        }
-    }
-    return ipPacketSize
-}
-
 /// Attaches a sink for `payload`, runs `blast`, and reads what the sink counted meanwhile.
-private func measure(generator: String, payload: CeilingPayload, innerSize: Int, frameLength: Int,
-                     receiverNamespace: String?, receiverInterface: String,
-                     _ blast: () throws -> BlastResult) throws -> CeilingMeasurement {
+private func measureIntoSink(generator: String, payload: CeilingPayload, innerSize: Int, frameLength: Int,
+                             receiverNamespace: String?, receiverInterface: String,
+                             _ blast: () throws -> BlastResult) throws -> CeilingMeasurement {
     let sink = try PacketSink(namespace: receiverNamespace, interface: receiverInterface, match: payload.sinkMatch)
     defer { sink.close() }
     let before = try sink.read()
     let result = try blast()
-    let after = try settledReading(sink)
+    let after = try sink.readSettled()
     return CeilingMeasurement(generator: generator, payload: payload.description, innerSize: innerSize,
                               frameLength: frameLength, sent: result.sent, received: after.since(before).packets,
                               dropped: result.dropped, seconds: result.seconds, cpuSeconds: result.cpuSeconds,
@@ -182,9 +189,9 @@ extension DatagramBlaster {
                                       innerSize: Int, seconds: Double = 3) throws -> CeilingMeasurement {
         let blaster = try DatagramBlaster(namespace: senderNamespace, cpu: cpu, destinations: [destination],
                                           packetSize: innerSize)
-        return try measure(generator: "UDP sendmmsg", payload: .plainIP, innerSize: innerSize,
-                           frameLength: Wire.ethernetHeaderSize + innerSize,
-                           receiverNamespace: receiverNamespace, receiverInterface: receiverInterface) {
+        return try measureIntoSink(generator: "UDP sendmmsg", payload: .plainIP, innerSize: innerSize,
+                                   frameLength: Wire.ethernetHeaderSize + innerSize,
+                                   receiverNamespace: receiverNamespace, receiverInterface: receiverInterface) {
             try blaster.run(.duration(seconds: seconds))
         }
     }
@@ -194,16 +201,3 @@ extension DatagramBlaster {
 let ceilingFrames = 1024
 let ceilingSource = IPAddress.v4(0xC612_0001)       // 198.18.0.1
 let ceilingDestination = IPAddress.v4(0xC612_0002)  // 198.18.0.2
-
-/// The sink's counters once packets still in flight have landed: read until two readings
-/// 20 ms apart agree (at most half a second).
-func settledReading(_ sink: PacketSink) throws(LoadError) -> SinkCounters {
-    var last = try sink.read()
-    for _ in 0..<25 {
-        usleep(20_000)
-        let now = try sink.read()
-        if now == last { return now }
-        last = now
-    }
-    return last
-}

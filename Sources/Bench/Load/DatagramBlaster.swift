@@ -1,5 +1,4 @@
 import CXDPWG
-import Synchronization
 import WireGuard
 #if canImport(Glibc)
 import Glibc
@@ -38,7 +37,7 @@ public final class DatagramBlaster: @unchecked Sendable {
     public let packetSize: Int
 
     private let fd: Int32
-    private let busy = Atomic<Bool>(false)
+    private let gate = BlastGate()
 
     /// IPv4 and UDP headers.
     public static let headerSize = 28
@@ -108,20 +107,9 @@ public final class DatagramBlaster: @unchecked Sendable {
     /// ends it early, `join()` returns the `BlastResult` (`sent`: datagrams the socket took)
     /// or throws the `LoadError` of a send the kernel refused for good (no route, ...).
     public func start(_ mode: BlastMode) throws(LoadError) -> NamespaceThread<BlastResult> {
-        if case .duration(let seconds) = mode, !(seconds > 0 && seconds.isFinite) {
-            throw LoadError("blast datagrams (\(mode))", namespace: namespace, reason: "the duration must be positive")
-        }
-        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
-            throw LoadError("blast datagrams (\(mode))", namespace: namespace, reason: "this blaster is already sending")
-        }
-        do {
-            return try NamespaceThread(namespace: namespace, cpu: cpu, name: "xdpwg-udpblast") { stop in
-                defer { self.busy.store(false, ordering: .releasing) }
-                return try self.blast(mode, stop: stop)
-            }
-        } catch {
-            busy.store(false, ordering: .releasing)
-            throw error
+        try startBlast(mode, operation: "blast datagrams (\(mode))", namespace: namespace, interface: nil, cpu: cpu,
+                       threadName: "xdpwg-udpblast", gate: gate, pool: nil) { stop in
+            try self.blast(mode, stop: stop)
         }
     }
 
@@ -135,13 +123,7 @@ public final class DatagramBlaster: @unchecked Sendable {
     private func blast(_ mode: BlastMode, stop: StopSignal) throws(LoadError) -> BlastResult {
         let batch = DatagramBlaster.batch
         let payloadLength = packetSize - DatagramBlaster.headerSize
-        let limit: UInt64?
-        var deadline = Double.infinity
-        switch mode {
-        case .once: limit = UInt64(destinations.count)
-        case .packets(let n): limit = n
-        case .duration(let seconds): limit = nil; deadline = monotonicSeconds() + seconds
-        }
+        let (limit, deadline) = mode.bounds(onePass: destinations.count)
 
         // Everything sendmmsg reads, allocated once: addresses, payloads, iovecs, headers.
         let addresses = UnsafeMutablePointer<sockaddr_in>.allocate(capacity: destinations.count)

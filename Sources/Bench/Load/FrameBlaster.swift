@@ -1,5 +1,4 @@
 import Engine
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,7 +21,7 @@ import Glibc
 /// Frames go out in ring order, which is pool order; on a veth a single queue delivers them
 /// to the peer in that order. One blast at a time per blaster; several blasters (on other
 /// queues) may share one pool.
-public final class FrameBlaster: @unchecked Sendable {
+public final class FrameBlaster: PoolBlaster, @unchecked Sendable {
     public let pool: BlastPool
     public let interface: String
     public let queue: UInt32
@@ -33,7 +32,7 @@ public final class FrameBlaster: @unchecked Sendable {
     public var namespace: String? { pool.namespace }
 
     private let socket: XskSocket
-    private let busy = Atomic<Bool>(false)
+    private let gate = BlastGate()
 
     /// TX ring entries: the most frames in flight. The pool's completion ring is twice this.
     static let txRingSize: UInt32 = 2048
@@ -93,38 +92,12 @@ public final class FrameBlaster: @unchecked Sendable {
     /// throws a `LoadError` (the kernel refused a kick, the interface went down, frames were
     /// never completed). `frames` limits the blast to part of the pool (default: all).
     public func start(_ mode: BlastMode, frames: Range<Int>? = nil) throws(LoadError) -> NamespaceThread<BlastResult> {
-        let count = pool.count
-        let range = frames ?? 0..<count
         let operation = "blast frames (\(mode))"
-        guard !range.isEmpty, range.lowerBound >= 0, range.upperBound <= count else {
-            throw LoadError(operation, namespace: namespace, interface: interface,
-                            reason: count == 0 ? "the pool is empty" : "frames \(range) are not all in the pool (0..<\(count))")
+        let range = try pool.blastRange(frames, operation: operation, interface: interface)
+        return try startBlast(mode, operation: operation, namespace: namespace, interface: interface, cpu: cpu,
+                              threadName: "xdpwg-blast", gate: gate, pool: pool) { stop in
+            try self.blast(mode, range: range, stop: stop)
         }
-        if case .duration(let seconds) = mode, !(seconds > 0 && seconds.isFinite) {
-            throw LoadError(operation, namespace: namespace, interface: interface, reason: "the duration must be positive")
-        }
-        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
-            throw LoadError(operation, namespace: namespace, interface: interface, reason: "this blaster is already sending")
-        }
-        _ = pool.beginBlast()
-        do {
-            return try NamespaceThread(namespace: namespace, cpu: cpu, name: "xdpwg-blast") { stop in
-                defer {
-                    self.pool.endBlast()
-                    self.busy.store(false, ordering: .releasing)
-                }
-                return try self.blast(mode, range: range, stop: stop)
-            }
-        } catch {
-            pool.endBlast()
-            busy.store(false, ordering: .releasing)
-            throw error
-        }
-    }
-
-    /// `start` and `join`: blasts on the pinned thread and waits for it.
-    public func run(_ mode: BlastMode, frames: Range<Int>? = nil) throws -> BlastResult {
-        try start(mode, frames: frames).join()
     }
 
     // MARK: The sending loop
@@ -133,13 +106,7 @@ public final class FrameBlaster: @unchecked Sendable {
         let tx = socket.txRing, completion = socket.completionRing, fd = socket.fd
         let lengths = pool.lengths
         let frameShift = UInt64(BlastPool.frameSize.trailingZeroBitCount)
-        let limit: UInt64?
-        var deadline = Double.infinity
-        switch mode {
-        case .once: limit = UInt64(range.count)
-        case .packets(let n): limit = n
-        case .duration(let seconds): limit = nil; deadline = monotonicSeconds() + seconds
-        }
+        let (limit, deadline) = mode.bounds(onePass: range.count)
         let statisticsBefore = try? socket.statistics()
 
         var next = range.lowerBound

@@ -1,5 +1,4 @@
 import Engine
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,7 +24,7 @@ import Glibc
 /// rtnetlink counters (only in `ethtool -S`, as xdp_xmit_errors). The sink's count is the
 /// truth. (Each batch is flushed and the peer's NAPI runs on this core before the next, so
 /// the 256-entry ring does not fill while softirqs keep up.)
-public final class LiveFrameBlaster: @unchecked Sendable {
+public final class LiveFrameBlaster: PoolBlaster, @unchecked Sendable {
     public let pool: BlastPool
     public let namespace: String?
     public let interface: String
@@ -35,7 +34,7 @@ public final class LiveFrameBlaster: @unchecked Sendable {
 
     private let program: BenchBlastProgram
     private let interfaceIndex: Int32
-    private let busy = Atomic<Bool>(false)
+    private let gate = BlastGate()
 
     /// Program runs in the first test-run call; later calls are sized from the rate seen to
     /// last `callSeconds`: long enough to amortise a call's fixed cost, short enough that a
@@ -75,49 +74,17 @@ public final class LiveFrameBlaster: @unchecked Sendable {
     /// returns the `BlastResult` or throws a `LoadError` (the kernel refused the run; frames
     /// with a bad length).
     public func start(_ mode: BlastMode, frames: Range<Int>? = nil) throws(LoadError) -> NamespaceThread<BlastResult> {
-        let count = pool.count
-        let range = frames ?? 0..<count
         let operation = "blast live frames (\(mode))"
-        guard !range.isEmpty, range.lowerBound >= 0, range.upperBound <= count else {
-            throw LoadError(operation, namespace: namespace, interface: interface,
-                            reason: count == 0 ? "the pool is empty" : "frames \(range) are not all in the pool (0..<\(count))")
+        let range = try pool.blastRange(frames, operation: operation, interface: interface)
+        return try startBlast(mode, operation: operation, namespace: namespace, interface: interface, cpu: cpu,
+                              threadName: "xdpwg-liveblast", gate: gate, pool: pool) { stop in
+            try self.blast(mode, range: range, stop: stop)
         }
-        if case .duration(let seconds) = mode, !(seconds > 0 && seconds.isFinite) {
-            throw LoadError(operation, namespace: namespace, interface: interface, reason: "the duration must be positive")
-        }
-        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
-            throw LoadError(operation, namespace: namespace, interface: interface, reason: "this blaster is already sending")
-        }
-        _ = pool.beginBlast()
-        do {
-            return try NamespaceThread(namespace: namespace, cpu: cpu, name: "xdpwg-liveblast") { stop in
-                defer {
-                    self.pool.endBlast()
-                    self.busy.store(false, ordering: .releasing)
-                }
-                return try self.blast(mode, range: range, stop: stop)
-            }
-        } catch {
-            pool.endBlast()
-            busy.store(false, ordering: .releasing)
-            throw error
-        }
-    }
-
-    /// `start` and `join`.
-    public func run(_ mode: BlastMode, frames: Range<Int>? = nil) throws -> BlastResult {
-        try start(mode, frames: frames).join()
     }
 
     private func blast(_ mode: BlastMode, range: Range<Int>, stop: StopSignal) throws(LoadError) -> BlastResult {
         let operation = "blast live frames (\(mode))"
-        let limit: UInt64?
-        var deadline = Double.infinity
-        switch mode {
-        case .once: limit = UInt64(range.count)
-        case .packets(let n): limit = n
-        case .duration(let seconds): limit = nil; deadline = monotonicSeconds() + seconds
-        }
+        let (limit, deadline) = mode.bounds(onePass: range.count)
         // Every page starts as the first frame: when all frames are that long (one inner size
         // a pass, the usual case) the program never resizes one.
         let first = pool.frame(range.lowerBound)

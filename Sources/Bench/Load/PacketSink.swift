@@ -1,5 +1,8 @@
 import Engine
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What a `PacketSink` has counted since it was attached, summed over CPUs.
 public struct SinkCounters: Sendable, Equatable, CustomStringConvertible {
@@ -81,6 +84,21 @@ public final class PacketSink: @unchecked Sendable {
         } catch {
             throw LoadError.wrap(error, "read the packet sink's counters", namespace: namespace, interface: interface)
         }
+    }
+
+    /// The counters once packets still in flight have landed: reads until two readings
+    /// 20 ms apart agree, for at most `timeout` seconds (then the last reading). For the end
+    /// of a blast, whose last frames may still sit in a ring or a backlog.
+    public func readSettled(timeout: Double = 2) throws(LoadError) -> SinkCounters {
+        var last = try read()
+        let deadline = monotonicSeconds() + timeout
+        while monotonicSeconds() < deadline {
+            usleep(20_000)
+            let now = try read()
+            if now == last { return now }
+            last = now
+        }
+        return last
     }
 
     /// Removes the program from the interface; idempotent. Detaching goes by the link's file
