@@ -143,7 +143,8 @@ public enum CallgrindProbe {
         // A library's static functions have no symbol: callgrind names them by address. Say whose.
         let readable = zip(demangled(hot.map(\.key)), hot).map { name, entry in
             guard name.hasPrefix("0x"), let object = profile.objects[entry.key] else { return name }
-            return "\(object.split(separator: "/").last ?? "") \(name)"
+            let address = name.dropFirst(2).drop { $0 == "0" }
+            return "\(object.split(separator: "/").last ?? "")+0x\(address.isEmpty ? "0" : address)"
         }
         let allocating = profile.callers(of: allocators, excludingCallersIn: allocators)
         let readableAllocating = demangled(allocating)

@@ -200,7 +200,7 @@ extension BenchReport {
         for d in Direction.allCases where d != .both || results.contains(where: { $0.scenario.direction == .both }) {
             let target = "xdpwg ≥ \(format(Self.wireguardGoRatioTarget, "%g"))× wireguard-go per core at \(large) B, \(d.rawValue)"
             checks.append(rateCheck(target: target, device: .xdpwg, direction: d, size: large,
-                                    goal: Self.wireguardGoRatioTarget, asPercent: false) { r in
+                                    goal: Self.wireguardGoRatioTarget, asPercent: false, alsoNeeds: .wireguardGo) { r in
                 guard let x = r.mppsPerCore, let go = result(.wireguardGo, r.scenario)?.mppsPerCore, go > 0 else { return nil }
                 return x / go
             })
@@ -217,16 +217,23 @@ extension BenchReport {
     }
 
     /// A rate target: `value` of every result of `device` in `direction` at `size` that ran
-    /// must reach `goal`.
+    /// must reach `goal`. `alsoNeeds`: the other device a ratio target compares with, whose
+    /// missing results are reasons too.
     private func rateCheck(target: String, device: DeviceUnderTest, direction: Direction, size: Int, goal: Double,
-                           asPercent: Bool, value: (ScenarioResult) -> Double?) -> TargetCheck {
-        let candidates = results.filter { $0.device == device && $0.scenario.direction == direction && $0.scenario.innerSize == size }
+                           asPercent: Bool, alsoNeeds other: DeviceUnderTest? = nil,
+                           value: (ScenarioResult) -> Double?) -> TargetCheck {
+        func at(_ d: DeviceUnderTest) -> [ScenarioResult] {
+            results.filter { $0.device == d && $0.scenario.direction == direction && $0.scenario.innerSize == size }
+        }
+        let candidates = at(device)
         let measured = candidates.compactMap { r in value(r).map { (r, $0) } }
         guard let worst = measured.min(by: { $0.1 < $1.1 }), let best = measured.max(by: { $0.1 < $1.1 }) else {
-            let reasons = Set(candidates.compactMap(\.notRun)).sorted()
-            let why = reasons.isEmpty
-                ? "no \(device.rawValue) \(direction.rawValue) result at \(size) B to compare"
-                : "not run: " + reasons.joined(separator: "; ")
+            let involved = [device] + (other.map { [$0] } ?? [])
+            let reasons = Set(involved.flatMap { at($0).compactMap(\.notRun) }).sorted()
+            let missing = involved.filter { d in !at(d).contains(where: \.ran) }.map(\.rawValue)
+            let why = !reasons.isEmpty
+                ? "not run: " + reasons.joined(separator: "; ")
+                : "no \(missing.joined(separator: " and ")) \(direction.rawValue) result at \(size) B to compare"
             return TargetCheck(target: target, verdict: .notMeasured(why), measured: "", whereTimeGoes: nil)
         }
         func show(_ v: Double) -> String { asPercent ? "\(format(v * 100, "%.1f"))%" : format(v, "%.2f") }
