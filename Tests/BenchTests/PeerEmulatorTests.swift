@@ -238,9 +238,30 @@ import Glibc
         }
         #expect(tooSmall?.description.contains("a buffer of 1000 bytes cannot hold a frame of 1494") == true,
                 "\(tooSmall?.description ?? "")")
-        // That frame used no counter: the next one of peer 0 is still 0.
-        let next = try Self.frames(ready, count: 1, layout: Self.layout(peers: 2, innerSize: 64))
-        #expect(next[0].withUnsafeBytes { TransportHeader(UnsafeRawBufferPointer(rebasing: $0[42...])) }?.counter == 0)
+        // A sink that refuses a length of 0 itself (as the load side's pool does): the reason is still ours.
+        struct PoolError: Error {}
+        let refused = #expect(throws: PeerEmulatorError.self) {
+            try ready.writeTransportFrames(count: 1, layout: Self.layout(peers: 2, innerSize: 1420)) { fill in
+                var buffer = [UInt8](repeating: 0, count: 1000)
+                if buffer.withUnsafeMutableBytes({ fill($0) }) == 0 { throw PoolError() }
+            }
+        }
+        #expect(refused?.description.contains("cannot hold a frame of 1494") == true, "\(refused?.description ?? "")")
+        // A sink that fails on its own (a full pool, say) after two frames.
+        var taken = 0
+        let full = #expect(throws: PeerEmulatorError.self) {
+            try ready.writeTransportFrames(count: 5, layout: Self.layout(peers: 2, innerSize: 64)) { fill in
+                guard taken < 2 else { throw PoolError() }
+                var buffer = [UInt8](repeating: 0, count: 2048)
+                _ = buffer.withUnsafeMutableBytes { fill($0) }
+                taken += 1
+            }
+        }
+        #expect(full?.description.contains("the frame sink failed after 2 frames") == true, "\(full?.description ?? "")")
+        // The frames that did not fit used no counter: peer 0 used 1 (its first frame above), peer 1 used 1.
+        let next = try Self.frames(ready, count: 2, layout: Self.layout(peers: 2, innerSize: 64))
+        #expect(next.map { $0.withUnsafeBytes { TransportHeader(UnsafeRawBufferPointer(rebasing: $0[42...]))?.counter } }
+                == [1, 1])
         #expect(throws: PeerEmulatorError.self) { try PeerSocket(address: IPAddress("::1")!) }
     }
 
