@@ -238,9 +238,30 @@ import Glibc
         }
         #expect(tooSmall?.description.contains("a buffer of 1000 bytes cannot hold a frame of 1494") == true,
                 "\(tooSmall?.description ?? "")")
-        // That frame used no counter: the next one of peer 0 is still 0.
-        let next = try Self.frames(ready, count: 1, layout: Self.layout(peers: 2, innerSize: 64))
-        #expect(next[0].withUnsafeBytes { TransportHeader(UnsafeRawBufferPointer(rebasing: $0[42...])) }?.counter == 0)
+        // A sink that refuses a length of 0 itself (as the load side's pool does): the reason is still ours.
+        struct PoolError: Error {}
+        let refused = #expect(throws: PeerEmulatorError.self) {
+            try ready.writeTransportFrames(count: 1, layout: Self.layout(peers: 2, innerSize: 1420)) { fill in
+                var buffer = [UInt8](repeating: 0, count: 1000)
+                if buffer.withUnsafeMutableBytes({ fill($0) }) == 0 { throw PoolError() }
+            }
+        }
+        #expect(refused?.description.contains("cannot hold a frame of 1494") == true, "\(refused?.description ?? "")")
+        // A sink that fails on its own (a full pool, say) after two frames.
+        var taken = 0
+        let full = #expect(throws: PeerEmulatorError.self) {
+            try ready.writeTransportFrames(count: 5, layout: Self.layout(peers: 2, innerSize: 64)) { fill in
+                guard taken < 2 else { throw PoolError() }
+                var buffer = [UInt8](repeating: 0, count: 2048)
+                _ = buffer.withUnsafeMutableBytes { fill($0) }
+                taken += 1
+            }
+        }
+        #expect(full?.description.contains("the frame sink failed after 2 frames") == true, "\(full?.description ?? "")")
+        // The frames that did not fit used no counter: peer 0 used 1 (its first frame above), peer 1 used 1.
+        let next = try Self.frames(ready, count: 2, layout: Self.layout(peers: 2, innerSize: 64))
+        #expect(next.map { $0.withUnsafeBytes { TransportHeader(UnsafeRawBufferPointer(rebasing: $0[42...]))?.counter } }
+                == [1, 1])
         #expect(throws: PeerEmulatorError.self) { try PeerSocket(address: IPAddress("::1")!) }
     }
 
@@ -300,6 +321,7 @@ import Glibc
         let count = 20_000
         let region = UnsafeMutableRawBufferPointer.allocate(byteCount: count * 2048, alignment: 4096)
         defer { region.deallocate() }
+        region.initializeMemory(as: UInt8.self, repeating: 0)   // fault the pages in before timing
         for sealed in [true, false] {
             var next = 0
             let start = Engine.Clock.now()
@@ -311,7 +333,8 @@ import Glibc
             let seconds = Double(Engine.Clock.now().since(start).nanoseconds) / 1e9
             #expect(written == WrittenFrames(count: count, frameLength: 1494, messageLength: 1452))
             print("PeerEmulator: \(count) frames of 1420 B (\(sealed ? "sealed" : "crypto-off")) in "
-                  + "\(Int(seconds * 1000)) ms: \(Int(Double(count) / seconds / 1000)) k frames/s (debug build)")
+                  + "\(Int(seconds * 1000)) ms: \(Int(Double(count) / seconds / 1000)) k frames/s "
+                  + "(\(_isDebugAssertConfiguration() ? "debug" : "release") build)")
         }
     }
 }

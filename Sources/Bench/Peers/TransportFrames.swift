@@ -74,7 +74,8 @@ public struct WrittenFrames: Sendable, Equatable {
 
 extension PeerEmulator {
     /// Gives out one frame's buffer: the callee calls `fill` with room for a frame and keeps
-    /// the length it returns (the load generator's `FramePool.append` has this shape).
+    /// the length it returns. The load side's `BlastPool.append` has this shape:
+    /// `writeTransportFrames(count: n, layout: l) { try pool.append($0) }`.
     public typealias FrameSink = (_ fill: (UnsafeMutableRawBufferPointer) -> Int) throws -> Void
 
     /// Writes `count` complete frames, peers in turn (the round robin goes on across calls
@@ -147,7 +148,9 @@ extension PeerEmulator {
                     }
                 }
             } catch {
-                throw PeerEmulatorError("transport frames: the frame sink failed after \(written.count) frames: \(error)")
+                // A sink that refuses a length of 0 throws on its own: the recorded reason says more.
+                throw failure ?? PeerEmulatorError("transport frames: the frame sink failed after \(written.count) "
+                                                   + "frames: \(error)")
             }
             if let failure { throw failure }
             written.count += 1
