@@ -50,9 +50,10 @@ public enum Command {
         return out
     }
 
-    /// Runs to completion; returns the exit status, standard output and standard error.
+    /// Runs to completion; returns the exit status (128 + the signal if it was killed),
+    /// standard output and standard error.
     public static func runAllowingFailure(_ arguments: [String], input: String? = nil,
-                                   environment: [String: String]? = nil) throws -> (Int32, String, String) {
+                                   environment: [String: String]? = nil) throws -> (status: Int32, standardOutput: String, standardError: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try which(arguments[0]))
         process.arguments = Array(arguments.dropFirst())
@@ -71,7 +72,10 @@ public enum Command {
         let outData = stdout.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         while !errData.isSet { usleep(1000) }
-        return (process.terminationStatus, String(decoding: outData, as: UTF8.self),
+        // As a shell reports it: 128 + the signal for a program that was killed.
+        let status = process.terminationReason == .uncaughtSignal
+            ? 128 + process.terminationStatus : process.terminationStatus
+        return (status, String(decoding: outData, as: UTF8.self),
                 String(decoding: errData.value, as: UTF8.self))
     }
 }

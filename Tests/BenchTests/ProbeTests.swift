@@ -198,17 +198,17 @@ struct ToolTests {
         #expect(access(path, F_OK) != 0)
     }
 
-    @Test("Tool.run: exit status, both outputs, standard input; a missing program is an error")
+    @Test("Command.runAllowingFailure: exit status, both outputs, standard input; a missing program is an error")
     func run() throws {
-        let sh = try #require(Tool.which("sh"))
-        let r = try Tool.run([sh, "-c", "cat; echo out; echo err >&2; exit 3"], input: "in\n")
+        let sh = try #require(Command.find("sh", in: Command.searchPath))
+        let r = try Command.runAllowingFailure([sh, "-c", "cat; echo out; echo err >&2; exit 3"], input: "in\n")
         #expect(r.status == 3)
         #expect(r.standardOutput == "in\nout\n")
         #expect(r.standardError == "err\n")
-        let killed = try Tool.run([sh, "-c", "kill -9 $$"])
+        let killed = try Command.runAllowingFailure([sh, "-c", "kill -9 $$"])
         #expect(killed.status == 128 + 9)
-        #expect(Tool.which("no-such-program-\(getpid())") == nil)
-        #expect(throws: ToolError.self) { try Tool.run(["/nonexistent/program"]) }
+        #expect(Command.find("no-such-program-\(getpid())", in: Command.searchPath) == nil)
+        #expect(throws: (any Error).self) { try Command.runAllowingFailure(["/nonexistent/program"]) }
     }
 }
 

@@ -86,7 +86,8 @@ struct GatewayReloadTests {
                                                attributes: [.posixPermissions: 0o600])
         }
         func reload() throws -> (status: Int32, stdout: String, stderr: String) {
-            try Command.runAllowingFailure([try Command.xdpwg, "reload", "--name", name])
+            let (status, stdout, stderr) = try Command.runAllowingFailure([try Command.xdpwg, "reload", "--name", name])
+            return (status, stdout, stderr)
         }
         let log = directory.appendingPathComponent("gateway.log")
 

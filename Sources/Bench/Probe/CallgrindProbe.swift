@@ -4,6 +4,7 @@
 // `perf stat`); they say nothing about cache misses or cycles per instruction.
 
 import Foundation
+import Lab
 
 #if canImport(Glibc)
 import Glibc
@@ -77,10 +78,10 @@ public enum CallgrindProbe {
             throw ProbeError("callgrind probe: measure decrypt and encrypt separately (the probe runs one direction)")
         }
         guard packets >= 1 else { throw ProbeError("callgrind probe: packets \(packets) must be at least 1") }
-        guard let valgrind = Tool.which("valgrind") else {
+        guard let valgrind = Command.find("valgrind", in: Command.searchPath) else {
             throw ToolError.notFound(program: "valgrind", package: "valgrind")
         }
-        guard let objcopy = Tool.which("objcopy") else {
+        guard let objcopy = Command.find("objcopy", in: Command.searchPath) else {
             throw ToolError.notFound(program: "objcopy", package: "binutils")
         }
         guard access(executable, X_OK) == 0 else {
@@ -88,7 +89,7 @@ public enum CallgrindProbe {
         }
         let scratch = try ScratchDirectory()
         let stripped = scratch.path + "/xdpwg"
-        let copy = try Tool.run([objcopy, "--strip-debug", executable, stripped])
+        let copy = try Command.runAllowingFailure([objcopy, "--strip-debug", executable, stripped])
         guard copy.status == 0 else {
             throw ProbeError("`objcopy --strip-debug \(executable)` exited \(copy.status): \(tail(copy.standardError))")
         }
@@ -96,7 +97,7 @@ public enum CallgrindProbe {
         var arguments = command(executable: stripped, direction: direction, innerSize: innerSize, packets: packets,
                                 allocatingCanary: allocatingCanary, outputFile: outputFile)
         arguments[0] = valgrind
-        let run = try Tool.run(arguments)
+        let run = try Command.runAllowingFailure(arguments)
         guard run.status == 0 else {
             throw ProbeError("`\(arguments.joined(separator: " "))` exited \(run.status): \(tail(run.standardError + run.standardOutput))")
         }
@@ -168,8 +169,9 @@ public enum CallgrindProbe {
     /// Swift's mangled names made readable by swift-demangle (--simplified), when it is
     /// installed (it comes with the toolchain); otherwise as they are.
     static func demangled(_ names: [String]) -> [String] {
-        guard names.contains(where: { $0.hasPrefix("$s") }), let tool = Tool.which("swift-demangle"),
-              let result = try? Tool.run([tool, "--simplified", "--compact"], input: names.joined(separator: "\n") + "\n"),
+        guard names.contains(where: { $0.hasPrefix("$s") }), let tool = Command.find("swift-demangle", in: Command.searchPath),
+              let result = try? Command.runAllowingFailure([tool, "--simplified", "--compact"],
+                                                           input: names.joined(separator: "\n") + "\n"),
               result.status == 0
         else { return names }
         let lines = result.standardOutput.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)

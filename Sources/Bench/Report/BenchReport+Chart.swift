@@ -9,6 +9,7 @@
 // BenchReport.swift, including the computed `mpps_per_core`.
 
 import Foundation
+import Lab
 
 #if canImport(Glibc)
 import Glibc
@@ -21,7 +22,7 @@ extension BenchReport {
         // Debian's python3-matplotlib is installed for Debian's interpreter; a python3 found
         // first on PATH (pyenv, a virtualenv) may not see it, so try /usr/bin/python3 first.
         var interpreters: [[String]] = []
-        for candidate in ["/usr/bin/python3", Tool.which("python3")].compactMap({ $0 }) {
+        for candidate in ["/usr/bin/python3", Command.find("python3", in: Command.searchPath)].compactMap({ $0 }) {
             let resolved = URL(fileURLWithPath: candidate).resolvingSymlinksInPath().path
             if access(candidate, X_OK) == 0,
                !interpreters.contains(where: { URL(fileURLWithPath: $0[0]).resolvingSymlinksInPath().path == resolved }) {
@@ -42,7 +43,7 @@ extension BenchReport {
         // Drawn into the scratch directory, then moved: a failed run leaves no half PNG behind.
         let drawn = scratch.path + "/chart.png"
         for interpreter in interpreters {
-            let result = try Tool.run(interpreter + ["-c", Self.chartScript, json, drawn])
+            let result = try Command.runAllowingFailure(interpreter + ["-c", Self.chartScript, json, drawn])
             if result.status == Self.noMatplotlibStatus { continue }
             guard result.status == 0 else {
                 throw BenchReportError.chartFailed(status: result.status, standardError: result.standardError)
