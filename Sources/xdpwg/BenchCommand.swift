@@ -15,8 +15,8 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Measure xdpwg against wireguard-go and the hardware's limits (the perf lab; root).",
         discussion: """
-            Builds the lab's topology once per device under test (xdpwg, xdpwg with crypto off, \
-            wireguard-go), emulates the peers (real handshakes), and sends from a generator pinned \
+            Builds the lab's topology for each device under test (xdpwg, xdpwg with crypto off, \
+            wireguard-go), worker count and peer count, emulates the peers (real handshakes), and sends from a generator pinned \
             to CPU 0: pre-encrypted transport packets for the decrypt direction, plain packets for \
             the encrypt direction, both at once for "both". XDP sinks count what each device \
             delivers; its process's CPU time is what it cost. Also measures the generator's own \

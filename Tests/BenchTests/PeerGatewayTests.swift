@@ -500,7 +500,11 @@ extension PeerGatewayTests {
         #expect(received.count == count, "\(received.count) of \(count) packets arrived")
         #expect(Set(received.map(\.peer)).count == received.count, "one from every peer")
         let stats = try lab.waitForStats(seconds: 2) { $0.counter("decrypted") == UInt64(count) }
-        #expect(stats.drops.isEmpty, "\(stats.drops)")
+        // A flood past the under-load threshold may also overflow the workers' queues to the
+        // control thread (handshake messages shed, the emulator retries): that drop, and only
+        // that one, is the gateway working as designed. Paced runs must drop nothing.
+        let shedUnderFlood: Set<String> = pacing.window > 64 ? ["control_queue_full"] : []
+        #expect(stats.drops.filter { !shedUnderFlood.contains($0.key) }.isEmpty, "\(stats.drops)")
         #expect(stats.handshake("responses_sent") >= UInt64(count))
         try check(report, stats)
     }
