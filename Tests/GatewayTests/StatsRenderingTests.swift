@@ -16,7 +16,10 @@ enum StatsFixture {
                       counters: ["uplink_rx_packets": 1000, "uplink_rx_bytes": 148_000, "tenant_tx_packets": 997,
                                  "tenant_tx_bytes": 84_000, "batches": 80, "batch_frames": 1000, "decrypted": 997,
                                  "rx_empty_polls": 123_456],
-                      drops: ["replayed": 3]),
+                      drops: ["replayed": 3],
+                      frames: ["uplink_frames_total": 8192, "uplink_frames_free": 4000, "uplink_frames_receiving": 4096,
+                               "uplink_frames_transmitting": 96, "tenant_frames_total": 2048, "tenant_frames_free": 1000,
+                               "tenant_frames_receiving": 1024, "tenant_frames_transmitting": 24]),
                 .init(index: 1, queue: 1, core: nil,
                       counters: ["uplink_rx_packets": 3000, "uplink_rx_bytes": 444_000, "tenant_tx_packets": 2998,
                                  "tenant_tx_bytes": 250_000, "batches": 100, "batch_frames": 3000, "decrypted": 2998],
@@ -80,7 +83,23 @@ struct StatsRenderingTests {
         tx_ring_full                        0        0       0
         transmit_kicks                      0        0       0
         fill_wakeups                        0        0       0
+        uplink_xsk_rx_dropped               0        0       0
+        uplink_xsk_rx_ring_full             0        0       0
+        uplink_xsk_fill_ring_empty          0        0       0
+        uplink_xsk_invalid_descs            0        0       0
+        tenant_xsk_rx_dropped               0        0       0
+        tenant_xsk_rx_ring_full             0        0       0
+        tenant_xsk_fill_ring_empty          0        0       0
+        tenant_xsk_invalid_descs            0        0       0
         mean_batch_fill                  12.5     30.0    22.2
+        uplink_frames_total              8192        0    8192
+        uplink_frames_free               4000        0    4000
+        uplink_frames_receiving          4096        0    4096
+        uplink_frames_transmitting         96        0      96
+        tenant_frames_total              2048        0    2048
+        tenant_frames_free               1000        0    1000
+        tenant_frames_receiving          1024        0    1024
+        tenant_frames_transmitting         24        0      24
         drops                               3        2       5
           replayed                          3        0       3
           authentication_failed             0        2       2
@@ -147,7 +166,23 @@ struct StatsRenderingTests {
         tx_ring_full                      0.0      0.0    0.0
         transmit_kicks                    0.0      0.0    0.0
         fill_wakeups                      0.0      0.0    0.0
+        uplink_xsk_rx_dropped             0.0      0.0    0.0
+        uplink_xsk_rx_ring_full           0.0      0.0    0.0
+        uplink_xsk_fill_ring_empty        0.0      0.0    0.0
+        uplink_xsk_invalid_descs          0.0      0.0    0.0
+        tenant_xsk_rx_dropped             0.0      0.0    0.0
+        tenant_xsk_rx_ring_full           0.0      0.0    0.0
+        tenant_xsk_fill_ring_empty        0.0      0.0    0.0
+        tenant_xsk_invalid_descs          0.0      0.0    0.0
         mean_batch_fill                  20.0        -   20.0
+        uplink_frames_total              8192        0   8192
+        uplink_frames_free               4000        0   4000
+        uplink_frames_receiving          4096        0   4096
+        uplink_frames_transmitting         96        0     96
+        tenant_frames_total              2048        0   2048
+        tenant_frames_free               1000        0   1000
+        tenant_frames_receiving          1024        0   1024
+        tenant_frames_transmitting         24        0     24
         drops                             0.0      0.0    0.0
           replayed                        0.0      0.0    0.0
           authentication_failed           0.0      0.0    0.0
@@ -310,6 +345,16 @@ struct StatsRenderingTests {
               "drops" : {
                 "replayed" : 3
               },
+              "frames" : {
+                "tenant_frames_free" : 1000,
+                "tenant_frames_receiving" : 1024,
+                "tenant_frames_total" : 2048,
+                "tenant_frames_transmitting" : 24,
+                "uplink_frames_free" : 4000,
+                "uplink_frames_receiving" : 4096,
+                "uplink_frames_total" : 8192,
+                "uplink_frames_transmitting" : 96
+              },
               "index" : 0,
               "queue" : 0
             },
@@ -326,6 +371,9 @@ struct StatsRenderingTests {
               },
               "drops" : {
                 "authentication_failed" : 2
+              },
+              "frames" : {
+
               },
               "index" : 1,
               "queue" : 1
@@ -428,7 +476,8 @@ struct StatsRenderingTests {
         let exposition = try PrometheusText(parsing: text)
         // Every family of the snapshot: 3 WireGuard + 2 gateway + workers + drops + handshakes
         // + failures + 2 XDP + 6 tenant + 5 peer.
-        #expect(exposition.types.count == 3 + 2 + WorkerCounter.allCases.count + 1 + HandshakeCounter.allCases.count + 1 + 2 + 6 + 5)
+        #expect(exposition.types.count == 3 + 2 + WorkerCounter.allCases.count + FrameGauge.allCases.count + 1
+                + HandshakeCounter.allCases.count + 1 + 2 + 6 + 5)
         #expect(exposition.samples.count == text.split(separator: "\n").filter { !$0.hasPrefix("#") }.count)
         let weird = exposition.samples.first { $0.name == "xdpwg_tenant_peers" && $0.labels["interface"] != "acme" }
         #expect(weird?.labels == ["interface": "we\"ird\\x"])

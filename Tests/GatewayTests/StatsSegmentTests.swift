@@ -69,6 +69,7 @@ struct StatsSegmentTests {
                 let c = segment.workerCounters(w)
                 for (i, k) in WorkerCounter.allCases.enumerated() { c.add(k, UInt64(100 * (w + 1) + i)) }
                 for (i, r) in DropReason.allCases.enumerated() { c.drop(r, UInt64(1000 * (w + 1) + i)) }
+                for (i, f) in FrameGauge.allCases.enumerated() { c.set(f, 10_000 * (w + 1) + i) }
             }
 
             var handshakes = HandshakeCounters()
@@ -102,7 +103,8 @@ struct StatsSegmentTests {
                     StatsSnapshot.Worker(
                         index: w, queue: w == 0 ? 0 : 3, core: w == 0 ? 1 : nil,
                         counters: Dictionary(uniqueKeysWithValues: WorkerCounter.allCases.enumerated().map { ($1.name, UInt64(100 * (w + 1) + $0)) }),
-                        drops: Dictionary(uniqueKeysWithValues: DropReason.allCases.enumerated().map { ($1.name, UInt64(1000 * (w + 1) + $0)) }))
+                        drops: Dictionary(uniqueKeysWithValues: DropReason.allCases.enumerated().map { ($1.name, UInt64(1000 * (w + 1) + $0)) }),
+                        frames: Dictionary(uniqueKeysWithValues: FrameGauge.allCases.enumerated().map { ($1.name, UInt64(10_000 * (w + 1) + $0)) }))
                 },
                 handshakes: StatsSnapshot.Handshakes(
                     counters: Dictionary(uniqueKeysWithValues: HandshakeCounter.allCases.enumerated().map { ($1.name, UInt64(10 + $0)) }),

@@ -13,9 +13,16 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
     case decrypted, encrypted, keepalivesReceived
     /// Handshake messages and staged packets handed to the control plane.
     case handshakeMessagesForwarded, packetsStaged
-    /// Ring events: RX polls that found nothing, TX ring full, fill ring found empty by the
-    /// kernel (from XDP_STATISTICS), transmit kicks (sendto), fill wakeups.
+    /// Ring events: RX polls that found nothing, TX ring full, transmit kicks (sendto), fill wakeups.
     case rxEmptyPolls, txRingFull, transmitKicks, fillWakeups
+    /// The kernel's counters of the uplink socket and of the tenant sockets (summed over the
+    /// worker's lanes), read with getsockopt(XDP_STATISTICS) about every 100 ms and when the
+    /// worker goes idle: received packets dropped (for want of a fill-ring frame, or too
+    /// long), dropped because the RX ring was full, times the fill ring was found empty, and
+    /// descriptors refused as invalid (each is a frame the kernel discarded: it never comes
+    /// back, so a non-zero value is a frame leak).
+    case uplinkXskRxDropped, uplinkXskRxRingFull, uplinkXskFillRingEmpty, uplinkXskInvalidDescriptors
+    case tenantXskRxDropped, tenantXskRxRingFull, tenantXskFillRingEmpty, tenantXskInvalidDescriptors
 
     public var name: String {
         switch self {
@@ -38,6 +45,14 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
         case .txRingFull: "tx_ring_full"
         case .transmitKicks: "transmit_kicks"
         case .fillWakeups: "fill_wakeups"
+        case .uplinkXskRxDropped: "uplink_xsk_rx_dropped"
+        case .uplinkXskRxRingFull: "uplink_xsk_rx_ring_full"
+        case .uplinkXskFillRingEmpty: "uplink_xsk_fill_ring_empty"
+        case .uplinkXskInvalidDescriptors: "uplink_xsk_invalid_descs"
+        case .tenantXskRxDropped: "tenant_xsk_rx_dropped"
+        case .tenantXskRxRingFull: "tenant_xsk_rx_ring_full"
+        case .tenantXskFillRingEmpty: "tenant_xsk_fill_ring_empty"
+        case .tenantXskInvalidDescriptors: "tenant_xsk_invalid_descs"
         }
     }
 }
@@ -128,10 +143,33 @@ public enum DropReason: Int, CaseIterable, Sendable {
     }
 }
 
-/// One worker's counters: `WorkerCounter`s then `DropReason`s, one 64-bit atomic each, in
-/// memory the owner provides (so the block can later live in a shared stats segment).
+/// Where a worker's UMEM frames are (`FrameCounts`), published by the worker after every
+/// batch that did work and when it goes idle: current values, not counters. `uplink…` is the
+/// worker's uplink UMEM; `tenant…` is summed over its lanes (a UMEM each).
+public enum FrameGauge: Int, CaseIterable, Sendable {
+    case uplinkTotal, uplinkFree, uplinkReceiving, uplinkTransmitting
+    case tenantTotal, tenantFree, tenantReceiving, tenantTransmitting
+
+    public var name: String {
+        switch self {
+        case .uplinkTotal: "uplink_frames_total"
+        case .uplinkFree: "uplink_frames_free"
+        case .uplinkReceiving: "uplink_frames_receiving"
+        case .uplinkTransmitting: "uplink_frames_transmitting"
+        case .tenantTotal: "tenant_frames_total"
+        case .tenantFree: "tenant_frames_free"
+        case .tenantReceiving: "tenant_frames_receiving"
+        case .tenantTransmitting: "tenant_frames_transmitting"
+        }
+    }
+}
+
+/// One worker's counters: `WorkerCounter`s, `DropReason`s, then `FrameGauge`s, one 64-bit
+/// atomic each, in memory the owner provides (so the block can live in a shared stats segment).
 public struct WorkerCounters: @unchecked Sendable {
-    public static let slotCount = WorkerCounter.allCases.count + DropReason.allCases.count
+    public static let slotCount = WorkerCounter.allCases.count + DropReason.allCases.count + FrameGauge.allCases.count
+    /// Where the gauges start, in slots.
+    static let gaugeBase = WorkerCounter.allCases.count + DropReason.allCases.count
     public static let byteCount = slotCount * 8
 
     private let slots: UnsafeMutablePointer<Atomic<UInt64>>
@@ -163,6 +201,16 @@ public struct WorkerCounters: @unchecked Sendable {
     public func drop(_ reason: DropReason, _ n: UInt64 = 1) {
         let s = slots + WorkerCounter.allCases.count + reason.rawValue
         s.pointee.store(s.pointee.load(ordering: .relaxed) &+ n, ordering: .relaxed)
+    }
+
+    /// Sets a gauge (a plain relaxed store; `value` is never negative, see `FrameCounts`).
+    @inline(__always)
+    public func set(_ gauge: FrameGauge, _ value: Int) {
+        slots[WorkerCounters.gaugeBase + gauge.rawValue].store(UInt64(truncatingIfNeeded: value), ordering: .relaxed)
+    }
+
+    public func value(_ gauge: FrameGauge) -> UInt64 {
+        slots[WorkerCounters.gaugeBase + gauge.rawValue].load(ordering: .relaxed)
     }
 
     public func value(_ counter: WorkerCounter) -> UInt64 {

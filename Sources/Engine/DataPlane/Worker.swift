@@ -33,11 +33,14 @@ public final class TenantLane: @unchecked Sendable {
 ///    lane, release; TX them to each tenant socket, kick;
 /// 4. each lane's RX: peek ≤ 64, encrypt into uplink frames, release; TX, kick;
 /// 5. refill the fill rings; ring the control plane's doorbell if anything was queued;
-/// 6. with nothing to do for a while, park and sleep in poll() on all sockets.
+/// 6. account for the frames: in debug builds check that every frame of every UMEM is free
+///    or with the kernel (`FrameCounts.isBalanced`); publish where they are (`FrameGauge`)
+///    and, about every 100 ms, the kernel's XDP_STATISTICS;
+/// 7. with nothing to do for a while, park and sleep in poll() on all sockets.
 public final class Worker: @unchecked Sendable {
     public static let batchSize = 64
     /// Uplink frames kept out of the fill ring so encryption always finds some.
-    static let transmitReserve = 512
+    public static let transmitReserve = 512
 
     public let index: Int
     public let core: Int?
@@ -153,6 +156,8 @@ struct Lane {
     /// How many frames the fill ring holds when full: half the lane's UMEM, the other half
     /// being what decryption writes into.
     let fillTarget: UInt32
+    /// The socket's XDP_STATISTICS as last read (the counters get the difference).
+    var seen = XskStatistics()
 }
 
 /// The worker's hot loop with everything it touches in local values: ring structs, frame
@@ -186,6 +191,10 @@ struct WorkerLoop: ~Copyable {
     let owner: Unmanaged<Worker>
     let handoff: UnsafeMutablePointer<Atomic<UInt64>>
     var takenGeneration: UInt64 = 0
+    /// The uplink socket's XDP_STATISTICS as last read, and when to read them next.
+    var uplinkSeen = XskStatistics()
+    var nextStatisticsRead: UInt64 = 0
+    static let statisticsInterval: UInt64 = 100_000_000
 
     init(_ w: Worker) {
         index = w.index
@@ -229,6 +238,7 @@ struct WorkerLoop: ~Copyable {
     mutating func run(stop: borrowing Atomic<Bool>) {
         takeLanesIfOffered()
         refill()
+        publishFrames()
         var idle = 0
         while !stop.load(ordering: .relaxed) {
             epochs.announce(worker: index)
@@ -242,21 +252,32 @@ struct WorkerLoop: ~Copyable {
                 processor.control.notify()
                 processor.controlPending = false
             }
+            checkFrames()
             if work > 0 {
                 idle = 0
+                publishFrames()
+                if now.nanoseconds >= nextStatisticsRead {
+                    readKernelStatistics()
+                    nextStatisticsRead = now.nanoseconds &+ WorkerLoop.statisticsInterval
+                }
                 continue
             }
             counters.add(.rxEmptyPolls)
             flushTransmits()
             idle += 1
             if idle >= 64 {
-                // Nothing for a while: hold nothing, sleep until a socket has frames, lanes
-                // are offered, or 20 ms pass (to notice a stop request).
+                // Nothing for a while: publish the settled state, hold nothing, sleep until a
+                // socket has frames, lanes are offered, or 20 ms pass (to notice a stop request).
+                publishFrames()
+                readKernelStatistics()
                 epochs.park(worker: index)
                 _ = poll(pollSet, nfds_t(pollCount), 20)
                 idle = 0
             }
         }
+        // What the frames look like as the worker stops (its rings stay as they are).
+        publishFrames()
+        readKernelStatistics()
     }
 
     // MARK: Lanes
@@ -347,6 +368,7 @@ struct WorkerLoop: ~Copyable {
     mutating func receiveUplink(now: Instant) -> Int {
         let (count, first) = uplinkRx.peek(maximum: UInt32(Worker.batchSize))
         guard count > 0 else { return 0 }
+        uplinkPool.received(Int(count))
         counters.add(.batches)
         counters.add(.batchFrames, UInt64(count))
         var bytes: UInt64 = 0
@@ -424,6 +446,7 @@ struct WorkerLoop: ~Copyable {
                 sent &+= UInt64(pending[i].1)
             }
             tx.submit(UInt32(accepted))
+            pool.submittedForTransmit(accepted)
             counters.add(packets, UInt64(accepted))
             counters.add(bytes, sent)
             kick(fd, tx)
@@ -447,6 +470,7 @@ struct WorkerLoop: ~Copyable {
             let lane = lanes[tenant].unsafelyUnwrapped
             let (count, first) = lane.rx.peek(maximum: UInt32(Worker.batchSize))
             guard count > 0 else { continue }
+            pools[tenant].received(Int(count))
             total += Int(count)
             counters.add(.batches)
             counters.add(.batchFrames, UInt64(count))
@@ -511,5 +535,70 @@ struct WorkerLoop: ~Copyable {
             remaining = after
         }
         counters.add(.transmitKicks, UInt64(kicks))
+    }
+
+    // MARK: Frame accounting
+
+    /// Debug builds: every frame of every UMEM is free or with the kernel between batches
+    /// (free + in flight == total). A frame popped and neither pushed nor sent, or pushed
+    /// twice, stops the worker here, on the batch that lost it.
+    @inline(__always)
+    func checkFrames() {
+        #if DEBUG
+        let uplink = uplinkPool.counts
+        assert(uplink.isBalanced, "worker \(index): uplink frames out of balance: \(uplink)")
+        for k in 0..<activeCount {
+            let lane = pools[active[k]].counts
+            assert(lane.isBalanced, "worker \(index): tenant slot \(active[k]) frames out of balance: \(lane)")
+        }
+        #endif
+    }
+
+    /// Publishes where the frames are (`FrameGauge`): a few relaxed stores per batch.
+    @inline(__always)
+    func publishFrames() {
+        let uplink = uplinkPool.counts
+        counters.set(.uplinkTotal, uplink.total)
+        counters.set(.uplinkFree, uplink.free)
+        counters.set(.uplinkReceiving, uplink.receiving)
+        counters.set(.uplinkTransmitting, uplink.transmitting)
+        var tenant = FrameCounts(total: 0, free: 0, receiving: 0, transmitting: 0)
+        for k in 0..<activeCount {
+            let c = pools[active[k]].counts
+            tenant.total &+= c.total
+            tenant.free &+= c.free
+            tenant.receiving &+= c.receiving
+            tenant.transmitting &+= c.transmitting
+        }
+        counters.set(.tenantTotal, tenant.total)
+        counters.set(.tenantFree, tenant.free)
+        counters.set(.tenantReceiving, tenant.receiving)
+        counters.set(.tenantTransmitting, tenant.transmitting)
+    }
+
+    /// Adds what the kernel counted since the last read (getsockopt, one per socket; a
+    /// socket that cannot be read keeps its old values and is tried again next time).
+    @inline(never)
+    mutating func readKernelStatistics() {
+        var current = XskStatistics()
+        if XskSocket.statistics(fd: uplinkFD, into: &current) == 0 {
+            counters.add(.uplinkXskRxDropped, current.rxDropped &- uplinkSeen.rxDropped)
+            counters.add(.uplinkXskRxRingFull, current.rxRingFull &- uplinkSeen.rxRingFull)
+            counters.add(.uplinkXskFillRingEmpty, current.rxFillRingEmpty &- uplinkSeen.rxFillRingEmpty)
+            counters.add(.uplinkXskInvalidDescriptors, (current.rxInvalidDescriptors &+ current.txInvalidDescriptors)
+                         &- (uplinkSeen.rxInvalidDescriptors &+ uplinkSeen.txInvalidDescriptors))
+            uplinkSeen = current
+        }
+        for k in 0..<activeCount {
+            let t = active[k]
+            guard XskSocket.statistics(fd: lanes[t].unsafelyUnwrapped.fd, into: &current) == 0 else { continue }
+            let seen = lanes[t].unsafelyUnwrapped.seen
+            counters.add(.tenantXskRxDropped, current.rxDropped &- seen.rxDropped)
+            counters.add(.tenantXskRxRingFull, current.rxRingFull &- seen.rxRingFull)
+            counters.add(.tenantXskFillRingEmpty, current.rxFillRingEmpty &- seen.rxFillRingEmpty)
+            counters.add(.tenantXskInvalidDescriptors, (current.rxInvalidDescriptors &+ current.txInvalidDescriptors)
+                         &- (seen.rxInvalidDescriptors &+ seen.txInvalidDescriptors))
+            lanes[t]!.seen = current
+        }
     }
 }

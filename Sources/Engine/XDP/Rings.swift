@@ -143,7 +143,7 @@ public struct FillRing: @unchecked Sendable {
     }
 
     /// Moves as many frames as fit (at most `maximum`) from `pool` to the ring and submits
-    /// them; returns how many. Call every batch: an empty fill ring makes the kernel drop
+    /// them (the pool counts them as receiving); returns how many. Call every batch: an empty fill ring makes the kernel drop
     /// received packets (counted as rxFillRingEmpty / rxDropped).
     @inlinable @inline(__always)
     public func replenish(from pool: borrowing FramePool, maximum: UInt32) -> UInt32 {
@@ -162,6 +162,7 @@ public struct FillRing: @unchecked Sendable {
                 pool.slots[top &- 1 &- i]
         }
         pool.header.pointee.count = top &- Int(n)
+        pool.handedToFill(Int(n))
         // RELEASE: the addresses are in the ring before the kernel sees the producer move.
         xsk_ring_prod__submit(ring, n)
         return n
@@ -206,7 +207,8 @@ public struct CompletionRing: @unchecked Sendable {
         xsk_ring_cons__release(ring, count)
     }
 
-    /// Moves up to `maximum` completed frames into `pool` (as frame starts); returns how many.
+    /// Moves up to `maximum` completed frames into `pool` (as frame starts; the pool counts
+    /// them as transmitting no more); returns how many.
     /// Drain every batch: a full completion ring stops transmission (copy mode: the kick
     /// returns EAGAIN).
     @inlinable @inline(__always)
@@ -218,6 +220,7 @@ public struct CompletionRing: @unchecked Sendable {
             pool.push(xsk_ring_cons__comp_addr(ring, index &+ i).unsafelyUnwrapped.pointee)
         }
         xsk_ring_cons__release(ring, n)                        // RELEASE
+        pool.completed(Int(n))
         return n
     }
 }

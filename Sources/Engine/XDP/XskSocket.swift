@@ -278,19 +278,27 @@ public final class XskSocket: @unchecked Sendable {
 
     /// The kernel's counters for this socket.
     public func statistics() throws(XDPError) -> XskStatistics {
+        var s = XskStatistics()
+        let code = XskSocket.statistics(fd: fd, into: &s)
+        guard code == 0 else {
+            throw XDPError("getsockopt(XDP_STATISTICS)", interface: interface, queue: queue, code: code)
+        }
+        return s
+    }
+
+    /// `statistics()` for a socket known by its descriptor, without allocating (the worker
+    /// loop reads its sockets' counters this way): 0, or the errno of getsockopt.
+    public static func statistics(fd: Int32, into s: inout XskStatistics) -> Int32 {
         var raw = xdp_statistics()
         var length = socklen_t(MemoryLayout<xdp_statistics>.size)
-        guard getsockopt(fd, SOL_XDP, XDP_STATISTICS, &raw, &length) == 0 else {
-            throw XDPError("getsockopt(XDP_STATISTICS)", interface: interface, queue: queue, code: errno)
-        }
+        guard getsockopt(fd, SOL_XDP, XDP_STATISTICS, &raw, &length) == 0 else { return errno }
         // Kernels before 5.9 fill only the first three fields; the rest stay zero.
-        var s = XskStatistics()
         s.rxDropped = raw.rx_dropped
         s.rxInvalidDescriptors = raw.rx_invalid_descs
         s.txInvalidDescriptors = raw.tx_invalid_descs
         s.rxRingFull = raw.rx_ring_full
         s.rxFillRingEmpty = raw.rx_fill_ring_empty_descs
         s.txRingEmpty = raw.tx_ring_empty_descs
-        return s
+        return 0
     }
 }

@@ -88,6 +88,11 @@ public enum StatsRendering {
         }
         rows.append(["mean_batch_fill"] + s.workers.map { fill($0, previousWorker($0)) }
                     + [fill(merged(s.workers), merged(previousWorkers))])
+        // Frames: where they are now (values, never rates).
+        for f in FrameGauge.allCases {
+            rows.append([f.name] + s.workers.map { String($0.frames[f.name] ?? 0) }
+                        + [String(s.workers.reduce(UInt64(0)) { $0 &+ ($1.frames[f.name] ?? 0) })])
+        }
         rows.append(workerRow("drops") { w in DropReason.allCases.reduce(0) { $0 &+ (w.drops[$1.name] ?? 0) } })
         for r in DropReason.allCases where s.workers.contains(where: { ($0.drops[r.name] ?? 0) > 0 }) {
             rows.append(workerRow("  " + r.name) { $0.drops[r.name] ?? 0 })
@@ -243,6 +248,10 @@ public enum StatsRendering {
         for c in WorkerCounter.allCases {
             e.family("xdpwg_worker_\(c.name)_total", .counter, "Worker counter \(c.name), per uplink RX queue",
                      s.workers.map { ([("queue", String($0.queue))], String($0.counters[c.name] ?? 0)) })
+        }
+        for f in FrameGauge.allCases {
+            e.family("xdpwg_worker_\(f.name)", .gauge, "UMEM frames (\(f.name)), per uplink RX queue",
+                     s.workers.map { ([("queue", String($0.queue))], String($0.frames[f.name] ?? 0)) })
         }
         e.family("xdpwg_drops_total", .counter, "Packets the data path dropped, per uplink queue and reason",
                  s.workers.flatMap { w in

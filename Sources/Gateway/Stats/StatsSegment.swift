@@ -23,8 +23,8 @@ import Glibc
 // Layout (all offsets in bytes, every section 64-byte aligned so no two writers share a
 // cache line):
 //   header           `StatsLayout.Header` words; `magic` is written last, with release order
-//   workers[w]       queue id, core (-1: none), then `WorkerCounters.slotCount` counters
-//                    (`WorkerCounter`s then `DropReason`s, in declaration order)
+//   workers[w]       queue id, core (-1: none), then `WorkerCounters.slotCount` words
+//                    (`WorkerCounter`s, `DropReason`s, then `FrameGauge`s, in declaration order)
 //   control          `HandshakeCounter`s then `HandshakeFailure`s
 //   xdp              one word per `XDPVerdict`, then redirects per RX queue (up to 256 queues)
 //   tenants[slot]    `StatsLayout.TenantWord` words
@@ -83,7 +83,8 @@ enum StatsLayout {
     /// "XDPWGSEG" in memory order.
     static let magic: UInt64 = 0x4745_5347_5750_4458
     /// Bump on any change of the layout below or of the counter enums' cases.
-    static let version: UInt64 = 1
+    /// 2: frame gauges and the kernel's XDP_STATISTICS in the worker blocks.
+    static let version: UInt64 = 2
     static let headerBytes = 256
     static let maxRedirectQueues = 256
     static let maxWorkers = 4096
@@ -640,14 +641,16 @@ extension StatsSnapshot {
         for w in 0..<g.workerCount {
             let block = g.workersOffset + w * g.workerStride
             let slots = block + StatsLayout.WorkerWord.counters.rawValue * 8
-            var counters: [String: UInt64] = [:], drops: [String: UInt64] = [:]
+            var counters: [String: UInt64] = [:], drops: [String: UInt64] = [:], frames: [String: UInt64] = [:]
             for c in WorkerCounter.allCases { counters[c.name] = memory.load(slots + 8 * c.rawValue) }
             for r in DropReason.allCases {
                 drops[r.name] = memory.load(slots + 8 * (WorkerCounter.allCases.count + r.rawValue))
             }
+            let gauges = slots + 8 * (WorkerCounter.allCases.count + DropReason.allCases.count)
+            for f in FrameGauge.allCases { frames[f.name] = memory.load(gauges + 8 * f.rawValue) }
             let core = Int64(bitPattern: memory.load(block + 8))
             workers.append(Worker(index: w, queue: UInt32(truncatingIfNeeded: memory.load(block)),
-                                  core: core < 0 ? nil : Int(core), counters: counters, drops: drops))
+                                  core: core < 0 ? nil : Int(core), counters: counters, drops: drops, frames: frames))
         }
 
         var handshakeCounts: [String: UInt64] = [:], failures: [String: UInt64] = [:]

@@ -34,12 +34,16 @@ public struct StatsSnapshot: Codable, Sendable, Equatable {
         public var counters: [String: UInt64]
         /// `DropReason` names → values.
         public var drops: [String: UInt64]
+        /// `FrameGauge` names → current values: where the worker's UMEM frames are.
+        public var frames: [String: UInt64]
 
-        public init(index: Int, queue: UInt32, core: Int?, counters: [String: UInt64], drops: [String: UInt64]) {
+        public init(index: Int, queue: UInt32, core: Int?, counters: [String: UInt64], drops: [String: UInt64],
+                    frames: [String: UInt64] = [:]) {
             self.index = index; self.queue = queue; self.core = core; self.counters = counters; self.drops = drops
+            self.frames = frames
         }
 
-        enum CodingKeys: String, CodingKey { case index, queue, core, counters, drops }
+        enum CodingKeys: String, CodingKey { case index, queue, core, counters, drops, frames }
 
         public func encode(to encoder: any Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
@@ -48,6 +52,7 @@ public struct StatsSnapshot: Codable, Sendable, Equatable {
             try c.encode(core, forKey: .core)          // null, not absent
             try c.encode(counters, forKey: .counters)
             try c.encode(drops, forKey: .drops)
+            try c.encode(frames, forKey: .frames)
         }
     }
 
