@@ -165,8 +165,9 @@ public final class Gateway {
         let mode: XDPAttachMode = config.gateway.xdpMode == .generic ? .generic : .native
         let uplinkProgram: UplinkProgram
         do throws(BPFError) {
+            // Frames longer than a UMEM frame holds are dropped, and counted, by the program.
             uplinkProgram = try UplinkProgram(interfaceIndex: uplink.index, interfaceName: uplink.name, mode: mode,
-                                              ports: [])
+                                              ports: [], maxFrameLength: sizing.frameSize - UplinkProgram.receiveHeadroom)
         } catch { throw GatewayError("\(error)") }
         self.uplinkProgram = uplinkProgram
         onTeardown("uplink XDP program") { uplinkProgram.detach() }

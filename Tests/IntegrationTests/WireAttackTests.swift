@@ -107,8 +107,9 @@ struct WireAttackTests {
         #expect(lab.gateway.isRunning)
     }
 
-    /// Datagrams no WireGuard implementation sends: zero-length, truncated, oversized, unknown
-    /// types (dropped by the XDP program, by verdict); handshake messages with a bad mac1,
+    /// Datagrams no WireGuard implementation sends: zero-length, truncated, oversized (beyond
+    /// the MTU: fragments; beyond an AF_XDP frame on a jumbo link: too big), unknown types
+    /// (dropped by the XDP program, by verdict); handshake messages with a bad mac1,
     /// with garbage behind a valid mac1, from a stranger's key, replayed, or answering nothing
     /// (dropped by the control plane, by handshake failure). None is answered.
     @Test func malformedDatagramsAndStrayHandshakes() throws {
@@ -139,6 +140,16 @@ struct WireAttackTests {
         // Beyond the uplink's MTU: the kernel sends it as IP fragments; the first carries the port.
         let oversized = message(type: 4, size: 4000)
         for m in badSize + badType + [oversized] { try attacker.send(m, to: gatewayAddress, port: lab.a.port) }
+        // Beyond a frame: on a jumbo-MTU link a datagram arrives whole, in an Ethernet frame
+        // longer than the 1792 bytes a 2048-byte AF_XDP frame receives. One that just fits goes
+        // on to the worker (and is dropped there: its receiver index is nobody's).
+        try lab.topology.internet.exec(["ip", "link", "set", lab.topology.internetLinkName, "mtu", "3000"])
+        try lab.topology.gateway.exec(["ip", "link", "set", lab.topology.uplinkName, "mtu", "3000"])
+        let frameOverhead = Int(GatewayTopology.frameOverhead), receivable = 2048 - 256
+        let tooBig = [message(type: 4, size: receivable - frameOverhead + 1), message(type: 4, size: 2900)]
+        for m in tooBig + [message(type: 4, size: receivable - frameOverhead)] {
+            try attacker.send(m, to: gatewayAddress, port: lab.a.port)
+        }
 
         // For the control plane. An initiation made for tenant B's key (mac1 is B's) sent to A:
         let stranger = StaticIdentity(privateKey: .generate())
@@ -170,6 +181,7 @@ struct WireAttackTests {
 
         let expectedVerdicts: [String: UInt64] = [
             "dropped_bad_size": UInt64(badSize.count), "dropped_bad_type": UInt64(badType.count), "dropped_fragment": 1,
+            "dropped_too_big": UInt64(tooBig.count),
         ]
         let expectedFailures: [String: UInt64] = [
             "invalid_mac1": 1, "unknown_peer": 1, "decryption_failed": 1, "low_order_point": 1,
@@ -178,8 +190,9 @@ struct WireAttackTests {
         let after = try lab.waitForCounts("every malformed datagram and stray handshake counted") {
             $0.failuresSince(before) == expectedFailures
                 && $0.verdictsSince(before).filter { $0.key.hasPrefix("dropped") } == expectedVerdicts
+                && $0.dropsSince(before) == ["unknown_receiver": 1]
         }
-        #expect(after.dropsSince(before).isEmpty, "worker drops: \(after.dropsSince(before))")
+        #expect(after.dropsSince(before) == ["unknown_receiver": 1], "worker drops: \(after.dropsSince(before))")
         #expect(after.handshake("initiations_received") - before.handshake("initiations_received") == 5)
         #expect(after.handshake("responses_received") - before.handshake("responses_received") == 1)
         #expect(after.handshake("cookie_replies_received") - before.handshake("cookie_replies_received") == 1)
