@@ -39,7 +39,7 @@ final class InitiationFlood: @unchecked Sendable {
     }
 
     private struct Source {
-        let socket: UDPEndpoint
+        let socket: OwnedSocket
         var macs: CookieGenerator
         var message: [UInt8]
         var hasCookie = false
@@ -56,7 +56,7 @@ final class InitiationFlood: @unchecked Sendable {
         let now = CorePeer.now()
         for a in addresses {
             for _ in 0..<portsPerAddress {
-                var source = Source(socket: UDPEndpoint(fd: try namespace.udpSocket(port: 0, address: a)),
+                var source = Source(socket: OwnedSocket(fd: try namespace.udpSocket(port: 0, address: a)),
                                     macs: CookieGenerator(peer: tenantKey), message: [])
                 source.message = InitiationFlood.garbage(macs: &source.macs, now: now)
                 sources.append(source)

@@ -212,8 +212,8 @@ final class WireAttackLab: @unchecked Sendable {
     // MARK: The attacker
 
     /// A UDP socket of the attacker's, bound to `address` (one of `attackerAddresses`).
-    func attackerSocket(address: String, port: UInt16 = 0) throws -> UDPEndpoint {
-        UDPEndpoint(fd: try topology.internet.udpSocket(port: port, address: address))
+    func attackerSocket(address: String, port: UInt16 = 0) throws -> OwnedSocket {
+        OwnedSocket(fd: try topology.internet.udpSocket(port: port, address: address))
     }
 
     // MARK: Counters
@@ -241,9 +241,10 @@ final class WireAttackLab: @unchecked Sendable {
 
     /// A packet socket in `namespace` that sees every frame of every interface there, sent
     /// or received, before the kernel's IP layer decides anything (rp_filter, sockets).
-    func frameTap(in namespace: NetworkNamespace) throws -> UDPEndpoint {
+    func frameTap(in namespace: NetworkNamespace) throws -> OwnedSocket {
         let all = UInt16(0x0003).bigEndian   // ETH_P_ALL
-        return UDPEndpoint(fd: try namespace.socket(domain: AF_PACKET, type: Int32(SOCK_RAW.rawValue),
+        return OwnedSocket(fd: try namespace.socket(domain: AF_PACKET,
+                                                    type: Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
                                                     protocol: Int32(all)))
     }
 }
@@ -289,9 +290,9 @@ struct Counts: CustomStringConvertible {
     }
 }
 
-/// A datagram or packet socket the test owns: send, and collect what arrives. Closed by
+/// A socket the test owns (UDP, or a packet tap): send, and collect what arrives. Closed by
 /// `close()` (idempotent, also from deinit).
-final class UDPEndpoint: @unchecked Sendable {
+final class OwnedSocket: @unchecked Sendable {
     let fd: Int32
     private var closed = false
 
