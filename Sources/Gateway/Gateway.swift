@@ -165,7 +165,8 @@ public final class Gateway {
         let mode: XDPAttachMode = config.gateway.xdpMode == .generic ? .generic : .native
         let uplinkProgram: UplinkProgram
         do throws(BPFError) {
-            // Frames longer than a UMEM frame holds are dropped, and counted, by the program.
+            // A frame longer than a UMEM frame holds is dropped and counted by the program: after
+            // its redirect the kernel would drop it uncounted (a jumbo-MTU uplink, an attacker).
             uplinkProgram = try UplinkProgram(interfaceIndex: uplink.index, interfaceName: uplink.name, mode: mode,
                                               ports: [], maxFrameLength: sizing.frameSize - UplinkProgram.receiveHeadroom)
         } catch { throw GatewayError("\(error)") }
