@@ -77,7 +77,7 @@ let package = Package(
             name: "GatewayTests",
             dependencies: ["Gateway", "Engine", "WireGuard", "TestSupport", .product(name: "Logging", package: "swift-log")]
         ),
-        .testTarget(name: "IntegrationTests", dependencies: ["WireGuard", "CXDPWG", "TestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["WireGuard", "Gateway", "CXDPWG", "TestSupport"]),
         .testTarget(name: "BenchTests", dependencies: ["Bench", "Lab", "Engine", "Gateway", "WireGuard", "TestSupport"]),
     ]
 )

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /*
  * xdpwg_uplink: runs on the uplink NIC. WireGuard-shaped UDP to one of our ports goes to the
- * AF_XDP socket of the rx queue it arrived on; malformed UDP to our ports is dropped (each
- * reason counted); everything else goes to the kernel untouched.
+ * AF_XDP socket of the rx queue it arrived on; malformed UDP to our ports, and frames longer
+ * than the socket's frames hold, are dropped (each reason counted); everything else goes to
+ * the kernel untouched.
  *
  * Parsed: Ethernet, at most one 802.1Q/802.1ad tag, IPv4 (options allowed) or IPv6 with UDP
  * directly after the fixed header. Not parsed, so passed: IPv6 extension headers (including
@@ -30,6 +31,14 @@ struct {
 	__type(key, __u32);
 	__type(value, xdpwg_port_word_t);
 } xdpwg_ports SEC(".maps");
+
+/* The longest frame an AF_XDP frame holds (one entry; see xdpwg_frame_limit_t). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, xdpwg_frame_limit_t);
+} xdpwg_limits SEC(".maps");
 
 struct vlan_tag {
 	__be16 tci;
@@ -96,6 +105,11 @@ static __always_inline int check_wireguard(struct xdp_md *ctx, struct udphdr *ud
 	}
 	if (!ok)
 		return xdpwg_drop(XDPWG_VERDICT_DROPPED_BAD_SIZE);
+	/* Checked last: a malformed message is counted as malformed whatever its length. */
+	__u32 key = 0;
+	xdpwg_frame_limit_t *limit = bpf_map_lookup_elem(&xdpwg_limits, &key);
+	if (limit && *limit && (__u32)((long)ctx->data_end - (long)ctx->data) > *limit)
+		return xdpwg_drop(XDPWG_VERDICT_DROPPED_TOO_BIG);
 	return xdpwg_redirect(ctx);
 }
 

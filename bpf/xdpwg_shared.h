@@ -23,6 +23,7 @@
 #define XDPWG_PORTS_MAP_NAME "xdpwg_ports"           /* ARRAY: bitmap of our UDP ports */
 #define XDPWG_VERDICTS_MAP_NAME "xdpwg_verdicts"     /* PERCPU_ARRAY: packets per verdict */
 #define XDPWG_QUEUE_REDIRECTS_MAP_NAME "xdpwg_qredirect" /* PERCPU_ARRAY: redirects per rx queue */
+#define XDPWG_LIMITS_MAP_NAME "xdpwg_limits"         /* ARRAY, uplink only: xdpwg_frame_limit_t */
 
 /* Receive queues an interface may use with us: the size of xsks_map and of the per-queue
  * redirect counters. A packet arriving on a higher queue finds no socket (counted). */
@@ -61,7 +62,12 @@ enum xdpwg_verdict {
 	/* To our port, but the message size is not the one its type requires (148, 92, 64, or
 	 * at least 32 for transport data), or is shorter than the 4-byte header. */
 	XDPWG_VERDICT_DROPPED_BAD_SIZE = 6,
-	XDPWG_VERDICT_COUNT = 7
+	/* To our port and well formed, but the frame is longer than an AF_XDP frame holds
+	 * (xdpwg_limits): the kernel would drop it after the redirect, counting it only in the
+	 * socket's rx_dropped, so it is dropped and counted here. A jumbo-MTU uplink, or an
+	 * attacker's oversized datagram, is then visible in the stats. */
+	XDPWG_VERDICT_DROPPED_TOO_BIG = 7,
+	XDPWG_VERDICT_COUNT = 8
 };
 
 /* WireGuard message sizes (UDP payload bytes) the uplink program accepts. */
@@ -70,8 +76,17 @@ enum xdpwg_verdict {
 #define XDPWG_MSG_COOKIE_REPLY_SIZE 64
 #define XDPWG_MSG_TRANSPORT_MIN_SIZE 32 /* 16-byte header + 16-byte tag: a keepalive */
 
+/*
+ * The kernel's headroom before received data in an AF_XDP frame (XDP_PACKET_HEADROOM in
+ * <linux/bpf.h>): a frame of N bytes receives at most N - 256 bytes of Ethernet frame.
+ */
+#define XDPWG_XSK_RX_HEADROOM 256
+
 /* Value layouts of the maps, pinned on both sides. */
 typedef __u64 xdpwg_counter_t;   /* one CPU's slot in a PERCPU_ARRAY entry */
+/* xdpwg_limits' single entry (key 0): the longest Ethernet frame the uplink program
+ * redirects (AF_XDP frame size - XDPWG_XSK_RX_HEADROOM); 0 means no limit. */
+typedef __u32 xdpwg_frame_limit_t;
 typedef __u64 xdpwg_port_word_t; /* one entry of xdpwg_ports */
 typedef __u32 xdpwg_xsk_fd_t;    /* the value userspace writes into xsks_map: a socket fd */
 
@@ -79,7 +94,8 @@ _Static_assert(sizeof(xdpwg_counter_t) == 8, "counters are 64-bit");
 _Static_assert(sizeof(xdpwg_port_word_t) * 8 == XDPWG_PORT_WORD_BITS, "a port word holds 64 ports");
 _Static_assert(XDPWG_PORT_WORDS * XDPWG_PORT_WORD_BITS == 65536, "the bitmap covers every port");
 _Static_assert(sizeof(xdpwg_xsk_fd_t) == 4, "XSKMAP values are 32-bit file descriptors");
-_Static_assert(XDPWG_VERDICT_COUNT == 7, "update the Swift XDPVerdict enum with this list");
+_Static_assert(XDPWG_VERDICT_COUNT == 8, "update the Swift XDPVerdict enum with this list");
+_Static_assert(sizeof(XDPWG_LIMITS_MAP_NAME) <= 16, "kernel object names are 15 chars");
 _Static_assert(sizeof(XDPWG_QUEUE_REDIRECTS_MAP_NAME) <= 16, "kernel object names are 15 chars");
 _Static_assert(sizeof(XDPWG_VERDICTS_MAP_NAME) <= 16, "kernel object names are 15 chars");
 _Static_assert(sizeof(XDPWG_UPLINK_PROG_NAME) <= 16, "kernel object names are 15 chars");

@@ -165,8 +165,10 @@ public final class Gateway {
         let mode: XDPAttachMode = config.gateway.xdpMode == .generic ? .generic : .native
         let uplinkProgram: UplinkProgram
         do throws(BPFError) {
+            // A frame longer than a UMEM frame holds is dropped and counted by the program: after
+            // its redirect the kernel would drop it uncounted (a jumbo-MTU uplink, an attacker).
             uplinkProgram = try UplinkProgram(interfaceIndex: uplink.index, interfaceName: uplink.name, mode: mode,
-                                              ports: [])
+                                              ports: [], maxFrameLength: sizing.frameSize - UplinkProgram.receiveHeadroom)
         } catch { throw GatewayError("\(error)") }
         self.uplinkProgram = uplinkProgram
         onTeardown("uplink XDP program") { uplinkProgram.detach() }

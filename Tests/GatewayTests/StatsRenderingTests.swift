@@ -125,6 +125,7 @@ struct StatsRenderingTests {
           dropped_bad_length        0
           dropped_bad_type          0
           dropped_bad_size          1
+          dropped_too_big           0
           redirected to queue 0  1000
           redirected to queue 1  3000
 
@@ -208,6 +209,7 @@ struct StatsRenderingTests {
           dropped_bad_length     0.0
           dropped_bad_type       0.0
           dropped_bad_size       0.0
+          dropped_too_big        0.0
           redirected to queue 0  0.0
           redirected to queue 1  0.0
 
@@ -432,6 +434,7 @@ struct StatsRenderingTests {
         xdpwg_xdp_verdicts_total{verdict="dropped_bad_length"} 0
         xdpwg_xdp_verdicts_total{verdict="dropped_bad_type"} 0
         xdpwg_xdp_verdicts_total{verdict="dropped_bad_size"} 1
+        xdpwg_xdp_verdicts_total{verdict="dropped_too_big"} 0
         # HELP xdpwg_xdp_redirects_total Packets the uplink XDP program redirected, per RX queue
         # TYPE xdpwg_xdp_redirects_total counter
         xdpwg_xdp_redirects_total{queue="0"} 1000

@@ -111,7 +111,8 @@ struct StatsSegmentTests {
                     failures: Dictionary(uniqueKeysWithValues: HandshakeFailure.allCases.enumerated().map { ($1.name, UInt64($0 + 1)) })),
                 xdp: StatsSnapshot.XDP(
                     verdicts: ["redirected": 500, "passed": 7, "dropped_no_socket": 0, "dropped_fragment": 0,
-                               "dropped_bad_length": 0, "dropped_bad_type": 0, "dropped_bad_size": 3],
+                               "dropped_bad_length": 0, "dropped_bad_type": 0, "dropped_bad_size": 3,
+                               "dropped_too_big": 0],
                     redirectsPerQueue: [200, 0, 0, 300]),
                 tenants: [
                     .init(slot: 0, name: "acme", listenPort: 51820, peers: 2, rxPackets: 1, rxBytes: 2, txPackets: 3, txBytes: 4, drops: 5),

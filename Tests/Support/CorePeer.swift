@@ -21,6 +21,9 @@ public final class CorePeer: @unchecked Sendable {
     private var dropReasons: [Tunnel.DropReason] = []
     private var sent: [[UInt8]] = []
     private var rawOutbox: [[UInt8]] = []
+    /// Inner packets to seal without sending (`seal`), and what sealing them gave.
+    private var sealRequests: [[UInt8]] = []
+    private var sealResults: [[UInt8]] = []
     private var running = true
     private var thread: Thread?
     private let stopped = DispatchSemaphore(value: 0)
@@ -69,6 +72,37 @@ public final class CorePeer: @unchecked Sendable {
         lock.lock(); rawOutbox.append(datagram); lock.unlock()
     }
 
+    /// Seals `packets` with the current session, in order, and returns the transport
+    /// datagrams without sending them: a peer's own messages to send later in any order, as
+    /// often as wanted (reordering, replays) or never (to make later counters jump ahead).
+    /// Needs an established session (send a packet and wait for its answer first); throws if
+    /// there is none, or if the tunnel does not answer within `timeout` seconds.
+    public func seal(_ packets: [[UInt8]], timeout: Double = 10) throws -> [[UInt8]] {
+        lock.lock(); sealRequests += packets; lock.unlock()
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            lock.lock()
+            let done = sealResults.count >= packets.count
+            let results = done ? Array(sealResults.prefix(packets.count)) : []
+            if done { sealResults.removeFirst(packets.count) }
+            lock.unlock()
+            if done {
+                guard results.allSatisfy({ $0.first == 4 }) else {
+                    throw SealFailed(description: "core peer \(innerAddress): no session to seal with (establish one first)")
+                }
+                return results
+            }
+            guard Date() < deadline else {
+                throw SealFailed(description: "core peer \(innerAddress): sealing \(packets.count) packets took over \(timeout) s")
+            }
+            usleep(1_000)
+        }
+    }
+
+    public struct SealFailed: Error, CustomStringConvertible {
+        public var description: String
+    }
+
     /// Inner packets delivered so far (echo requests it answered are included).
     public var received: [[UInt8]] { lock.lock(); defer { lock.unlock() }; return inbox }
 
@@ -96,10 +130,28 @@ public final class CorePeer: @unchecked Sendable {
             outbox.removeAll()
             let raw = rawOutbox
             rawOutbox.removeAll()
+            let toSeal = sealRequests
+            sealRequests.removeAll()
             lock.unlock()
             guard keepRunning else { break }
 
             for datagram in raw { transmit(datagram, count: datagram.count) }
+
+            // Sealed, not sent. Without a session the tunnel would stage the packet and start a
+            // handshake: that datagram is sent as usual and the caller gets an empty result.
+            var sealed: [[UInt8]] = []
+            for packet in toSeal {
+                let o = buffer.withUnsafeMutableBytes { out in
+                    packet.withUnsafeBytes { tunnel.encapsulate($0, into: out, now: CorePeer.now(), wallClock: CorePeer.wall()) }
+                }
+                if case .writeToNetwork(let n) = o, buffer[0] == 4 {
+                    sealed.append(Array(buffer[0..<n]))
+                } else {
+                    handle(o, buffer)
+                    sealed.append([])
+                }
+            }
+            if !sealed.isEmpty { lock.lock(); sealResults += sealed; lock.unlock() }
 
             for packet in toSend {
                 let o = buffer.withUnsafeMutableBytes { out in
@@ -167,13 +219,15 @@ public final class CorePeer: @unchecked Sendable {
 
     // MARK: Clocks and addresses
 
-    static func now() -> Instant {
+    /// The monotonic clock, as the tunnel sees it.
+    public static func now() -> Instant {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Instant(nanoseconds: UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec))
     }
 
-    static func wall() -> TAI64N {
+    /// The wall clock as a TAI64N timestamp.
+    public static func wall() -> TAI64N {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         return TAI64N(secondsSinceEpoch: UInt64(ts.tv_sec), nanoseconds: UInt32(ts.tv_nsec))

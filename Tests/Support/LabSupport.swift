@@ -25,10 +25,11 @@ extension Command {
     }}
 
 extension NetworkNamespace {
-    /// An IPv4 UDP socket inside this namespace, bound to `port` on every address.
-    public func udpSocket(port: UInt16) throws -> Int32 {
+    /// An IPv4 UDP socket inside this namespace, bound to `port` on `address` (default: every
+    /// address; port 0: any free port).
+    public func udpSocket(port: UInt16, address: String = "0.0.0.0") throws -> Int32 {
         let fd = try socket(domain: AF_INET, type: Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
-        var local = CorePeer.address("0.0.0.0", port)
+        var local = CorePeer.address(address, port)
         let rc = withUnsafePointer(to: &local) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }

@@ -45,6 +45,7 @@ final class XDPProgramCore: @unchecked Sendable {
     private let verdictsMap: Int32
     private let queueRedirectsMap: Int32
     private let portsMap: Int32?
+    private let limitsMap: Int32?
     private let state = Mutex(State())
 
     static let maxQueues = UInt32(XDPWG_MAX_QUEUES)
@@ -57,6 +58,7 @@ final class XDPProgramCore: @unchecked Sendable {
         verdictsMap = try object.mapFD(XDPWG_VERDICTS_MAP_NAME)
         queueRedirectsMap = try object.mapFD(XDPWG_QUEUE_REDIRECTS_MAP_NAME)
         portsMap = kind == .uplink ? try object.mapFD(XDPWG_PORTS_MAP_NAME) : nil
+        limitsMap = kind == .uplink ? try object.mapFD(XDPWG_LIMITS_MAP_NAME) : nil
     }
 
     deinit { detach() }
@@ -135,6 +137,24 @@ final class XDPProgramCore: @unchecked Sendable {
                 }
                 state.portWords[index] = value
             }
+        }
+    }
+
+    /// The longest Ethernet frame the uplink program redirects (0: no limit); longer frames to
+    /// our ports are dropped as `droppedTooBig`.
+    func setMaxFrameLength(_ length: Int) throws(BPFError) {
+        guard let limitsMap else {
+            throw BPFError("set the frame limit", reason: .invalidArgument("\(programName) has no limits map"))
+        }
+        guard (0...Int(UInt32.max)).contains(length) else {
+            throw BPFError("set the frame limit", reason: .invalidArgument("frame length \(length) is out of range"))
+        }
+        var key: UInt32 = 0
+        var value = xdpwg_frame_limit_t(length)
+        let rc = bpf_map_update_elem(limitsMap, &key, &value, UInt64(BPF_ANY))
+        guard rc == 0 else {
+            throw .system("write \(programName)'s \(XDPWG_LIMITS_MAP_NAME)",
+                          interface: state.withLock { $0.attachment?.interfaceName }, errno: -rc)
         }
     }
 

@@ -17,12 +17,15 @@ public enum XDPVerdict: Int, CaseIterable, Sendable, CustomStringConvertible {
     case droppedBadType = 5
     /// To our port; message size wrong for its type.
     case droppedBadSize = 6
+    /// To our port and well formed, but longer than the AF_XDP socket's frames hold (the
+    /// kernel would drop it after the redirect without our counting it).
+    case droppedTooBig = 7
 
     /// Dropped because the packet to our port was not a well-formed WireGuard message.
     public var isMalformed: Bool {
         switch self {
         case .droppedFragment, .droppedBadLength, .droppedBadType, .droppedBadSize: true
-        case .redirected, .passed, .droppedNoSocket: false
+        case .redirected, .passed, .droppedNoSocket, .droppedTooBig: false
         }
     }
 
@@ -36,6 +39,7 @@ public enum XDPVerdict: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .droppedBadLength: "dropped_bad_length"
         case .droppedBadType: "dropped_bad_type"
         case .droppedBadSize: "dropped_bad_size"
+        case .droppedTooBig: "dropped_too_big"
         }
     }
 }
@@ -64,12 +68,19 @@ public final class UplinkProgram: @unchecked Sendable {
     /// The kernel's id for the program (as `bpftool prog`, `ip link` report it).
     public let programID: UInt32
 
+    /// The kernel's headroom before received data in an AF_XDP frame: a frame of N bytes
+    /// receives Ethernet frames of at most N - `receiveHeadroom` bytes.
+    public static let receiveHeadroom = Int(XDPWG_XSK_RX_HEADROOM)
+
     /// Loads the program, claims `ports` and attaches to the interface in `mode`. The ports
     /// are written before attaching, so the program steers correctly from its first packet.
+    /// `maxFrameLength`: the longest Ethernet frame the sockets' frames hold (frame size -
+    /// `receiveHeadroom`); longer ones are dropped as `droppedTooBig`. nil: no limit.
     public init(interfaceIndex: Int32, interfaceName: String, mode: XDPAttachMode = .native,
-                ports: [UInt16]) throws(BPFError) {
+                ports: [UInt16], maxFrameLength: Int? = nil) throws(BPFError) {
         core = try XDPProgramCore(.uplink)
         try core.setPorts(ports)
+        if let maxFrameLength { try core.setMaxFrameLength(maxFrameLength) }
         let result = try core.attach(interfaceIndex: interfaceIndex, interfaceName: interfaceName, mode: mode)
         self.interfaceIndex = interfaceIndex
         self.interfaceName = interfaceName

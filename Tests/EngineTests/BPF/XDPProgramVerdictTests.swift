@@ -179,6 +179,36 @@ struct XDPProgramVerdictTests {
         #expect(counters[.passed] == 9)
     }
 
+    /// With a frame limit (what a 2048-byte AF_XDP frame receives), a well-formed message in
+    /// a longer frame is dropped as too big instead of being redirected to a socket that
+    /// cannot hold it; a malformed one is still counted as malformed; limit 0 lifts the limit.
+    @Test func uplinkFrameLimit() throws {
+        try Privileged.require()
+        let core = try XDPProgramCore(.uplink)
+        try core.setPorts(Self.ports)
+        let limit = 2048 - UplinkProgram.receiveHeadroom   // 1792 bytes of Ethernet frame
+        try core.setMaxFrameLength(limit)
+        let v4Overhead = 14 + 20 + 8, v6Overhead = 14 + 40 + 8
+        #expect(Self.v4(Self.wg(4, limit - v4Overhead)).count == limit)
+        try check(core, [
+            Case(name: "v4 transport filling the frame", frame: Self.v4(Self.wg(4, limit - v4Overhead)), verdict: .droppedNoSocket),
+            Case(name: "v4 transport one byte over", frame: Self.v4(Self.wg(4, limit - v4Overhead + 1)), verdict: .droppedTooBig),
+            // (BPF_PROG_TEST_RUN keeps about 3.5 KB linear; a longer packet would be multi-buffer.)
+            Case(name: "v4 transport of 3000", frame: Self.v4(Self.wg(4, 3000)), verdict: .droppedTooBig),
+            Case(name: "v6 transport filling the frame", frame: Self.v6(Self.wg(4, limit - v6Overhead)), verdict: .droppedNoSocket),
+            Case(name: "v6 transport one byte over", frame: Self.v6(Self.wg(4, limit - v6Overhead + 1)), verdict: .droppedTooBig),
+            Case(name: "oversized initiation (malformed first)", frame: Self.v4(Self.wg(1, 2000)), verdict: .droppedBadSize),
+            Case(name: "oversized unknown type", frame: Self.v4(Self.wg(9, 2000)), verdict: .droppedBadType),
+            Case(name: "oversized to another port", frame: Self.v4(Self.wg(4, 2000, port: 51_822)), verdict: .passed),
+            Case(name: "v4 initiation", frame: Self.v4(Self.wg(1, 148)), verdict: .droppedNoSocket),
+        ])
+        try core.setMaxFrameLength(0)
+        #expect(try core.object.testRun(packet: Self.v4(Self.wg(4, 3000))).action == .drop)
+        #expect(core.verdictCounters()[.droppedTooBig] == 3, "limit 0: no limit")
+        #expect(core.verdictCounters()[.droppedNoSocket] == 4)
+        #expect(throws: BPFError.self) { try XDPProgramCore(.tenant).setMaxFrameLength(limit) }
+    }
+
     static let tenantCases: [Case] = [
         Case(name: "IPv4", frame: F.icmpEcho(), verdict: .droppedNoSocket),
         Case(name: "IPv4 UDP", frame: v4(F.udp(destination: 53, [1, 2, 3])), verdict: .droppedNoSocket),
@@ -204,6 +234,7 @@ struct XDPProgramVerdictTests {
         #expect(XDPVerdict.droppedBadLength.rawValue == Int(XDPWG_VERDICT_DROPPED_BAD_LENGTH.rawValue))
         #expect(XDPVerdict.droppedBadType.rawValue == Int(XDPWG_VERDICT_DROPPED_BAD_TYPE.rawValue))
         #expect(XDPVerdict.droppedBadSize.rawValue == Int(XDPWG_VERDICT_DROPPED_BAD_SIZE.rawValue))
+        #expect(XDPVerdict.droppedTooBig.rawValue == Int(XDPWG_VERDICT_DROPPED_TOO_BIG.rawValue))
         #expect(XDPVerdict.allCases.filter(\.isMalformed) == [.droppedFragment, .droppedBadLength, .droppedBadType, .droppedBadSize])
     }
 
