@@ -117,9 +117,7 @@ public final class TenantLink: Sendable {
         var createdPair = false
         var reclaimed: [String] = []
         do throws(SystemError) {
-            if try removeStaleLink(named: spec.hostName, netlink: RouteNetlink(), ip: ip, namespace: nil) != nil {
-                reclaimed.append("removed the stale veth '\(spec.hostName)' in the gateway's network namespace")
-            }
+            // The inner end first: deleting a stale host end would take it, and our mark, along.
             if !createdNamespace,
                let stale = try removeStaleLink(named: spec.innerName, netlink: RouteNetlink(namespace: spec.namespace),
                                                ip: ip, namespace: spec.namespace) {
@@ -129,6 +127,9 @@ public final class TenantLink: Sendable {
                     reclaimed.append("adopted network namespace '\(spec.namespace)', which an earlier run of xdpwg "
                                      + "made (it is removed at exit)")
                 }
+            }
+            if try removeStaleLink(named: spec.hostName, netlink: RouteNetlink(), ip: ip, namespace: nil) != nil {
+                reclaimed.append("removed the stale veth '\(spec.hostName)' in the gateway's network namespace")
             }
             let queues = String(spec.queues)
             try ip.run(["link", "add", "name", spec.hostName, "numrxqueues", queues, "numtxqueues", queues,
