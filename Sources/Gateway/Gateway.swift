@@ -35,12 +35,16 @@ public final class Gateway {
     final class TenantRuntime {
         let slot: Int
         var configuration: TenantConfiguration
-        let link: TenantLink
-        let program: TenantProgram
-        /// One per worker, in worker order.
+        /// The inner side (namespace, veth pair, XDP program, lanes): replaced when a tenant
+        /// that went down is reattached.
+        var link: TenantLink
+        var program: TenantProgram
+        /// One per worker, in worker order; empty while the tenant is down.
         var lanes: [TenantLane] = []
         /// Peer handles by public key.
         var handles: [PublicKey: UInt32] = [:]
+        /// Why the tenant is down (its namespace was deleted while running); nil while up.
+        var down: String?
 
         init(slot: Int, configuration: TenantConfiguration, link: TenantLink, program: TenantProgram) {
             self.slot = slot
@@ -72,6 +76,11 @@ public final class Gateway {
     private var nextStatsPublish = Instant.zero
     /// Stats records published last time, to empty the slots of what went away.
     private var publishedPeers = Set<UInt32>(), publishedTenants = Set<Int>()
+    /// The links the gateway depends on, polled by the control thread (`watchLinks`).
+    private var linkWatch: RouteNetlink?
+    private var nextLinkCheck = Instant.zero
+    private var uplinkRunning = true
+    private var uplinkDownEvents: UInt64 = 0
     /// Where each tenant's `wg` socket goes (tests use their own).
     public var uapiDirectory = "/var/run/wireguard"
     /// Where the control and stats files go (tests use their own).
@@ -175,6 +184,13 @@ public final class Gateway {
         if uplinkProgram.fellBackToGeneric {
             Log.warning("uplink \(uplink.name): native XDP failed; running in generic mode (slower)")
         }
+        if let stale = uplinkProgram.replacedStaleProgramID {
+            Log.warning("uplink \(uplink.name): found a stale xdpwg XDP program (id \(stale)) left attached by an "
+                        + "earlier run; replaced it with this run's")
+        }
+        do throws(SystemError) { linkWatch = try RouteNetlink() } catch {
+            Log.warning("rtnetlink unavailable (\(error)); uplink and tenant link faults will not be noticed")
+        }
 
         // Per queue: a UMEM, an AF_XDP socket and a worker (its tenant lanes come with the tenants).
         for (w, queue) in queues.enumerated() {
@@ -241,42 +257,18 @@ public final class Gateway {
 
     /// Builds and starts serving one tenant. On failure nothing of it remains.
     func addTenant(_ tenant: TenantConfiguration) throws(GatewayError) {
-        guard let state, let control else { throw GatewayError("the gateway is not running") }
+        guard let control else { throw GatewayError("the gateway is not running") }
         guard let slot = freeSlots.popLast() else {
-            throw GatewayError("tenant \(tenant.name): no room for another tenant (MaxTenants \(state.tenantCapacity))")
+            throw GatewayError("tenant \(tenant.name): no room for another tenant (MaxTenants \(state?.tenantCapacity ?? 0))")
         }
-        let spec = TenantLinkSpec(namespace: tenant.namespace, hostName: Gateway.hostLinkName(tenant.name),
-                                  innerName: tenant.interfaceName, queues: workers.count,
-                                  addresses: tenant.addresses.map { ($0.address, $0.length) },
-                                  routes: tenant.peers.flatMap { $0.allowedIPs }, mtu: sizing.tunnelMTU)
-        let link: TenantLink
-        do throws(SystemError) { link = try TenantLink.create(spec) } catch {
+        let inner: InnerSide
+        do throws(GatewayError) { inner = try buildInnerSide(tenant, slot: slot) } catch {
             freeSlots.append(slot)
-            throw GatewayError("tenant \(tenant.name): \(error)")
+            throw error
         }
-        var runtime: TenantRuntime?
+        let r = TenantRuntime(slot: slot, configuration: tenant, link: inner.link, program: inner.program)
+        r.lanes = inner.lanes
         do throws(GatewayError) {
-            let program: TenantProgram
-            do throws(BPFError) {
-                program = try TenantProgram(interfaceIndex: link.hostIndex, interfaceName: spec.hostName, mode: .native)
-            } catch { throw GatewayError("\(error)") }
-            let r = TenantRuntime(slot: slot, configuration: tenant, link: link, program: program)
-            runtime = r
-            for w in workers.indices {
-                do throws(XDPError) {
-                    // veth cannot do zero-copy: copy mode, and a UMEM per lane (DESIGN §3).
-                    let umem = try Umem(frameCount: sizing.tenantFramesPerLane, frameSize: sizing.frameSize,
-                                        fillRingSize: sizing.tenantRing, completionRingSize: sizing.tenantRing,
-                                        numaNode: uplink?.numaNode)
-                    let socket = try XskSocket(interface: spec.hostName, queue: UInt32(w), umem: umem,
-                                               configuration: XskConfiguration(rxSize: sizing.tenantRing,
-                                                                               txSize: sizing.tenantRing, copyMode: true))
-                    do throws(BPFError) { try program.register(socketFD: socket.fd, queue: UInt32(w)) } catch {
-                        throw XDPError("registering AF_XDP sockets in xsks_map", code: EINVAL, detail: "\(error)")
-                    }
-                    r.lanes.append(TenantLane(tenant: slot, socket: socket))
-                } catch { throw GatewayError("queue \(w): \(error)") }
-            }
             let socket = try HandshakeSocket(port: tenant.listenPort)
             try uapi?.listen(interface: tenant.name)
             // Lanes first, so that frames find their lane as soon as the port is mapped.
@@ -288,16 +280,151 @@ public final class Gateway {
             publishRoute(r)
             try updateUplinkPorts()
         } catch {
-            if let r = runtime, tenants[tenant.name] === r {
+            if tenants[tenant.name] === r {
                 removeTenant(tenant.name)
             } else {
                 uapi?.stopListening(interface: tenant.name)
-                if let r = runtime { r.program.detach() }
-                do throws(SystemError) { try link.destroy() } catch { Log.error("tenant \(tenant.name): \(error)") }
+                r.lanes.removeAll()
+                r.program.detach()
+                do throws(SystemError) { try r.link.destroy() } catch { Log.error("tenant \(tenant.name): \(error)") }
                 freeSlots.append(slot)
             }
             throw GatewayError("tenant \(tenant.name): \(error.description)")
         }
+    }
+
+    /// What a tenant has in its namespace's direction.
+    private struct InnerSide {
+        let link: TenantLink
+        let program: TenantProgram
+        let lanes: [TenantLane]
+    }
+
+    /// The namespace (created if absent) and veth pair, the tenant XDP program on the host end
+    /// and one lane (UMEM + AF_XDP socket) per worker, not yet handed to the workers. What an
+    /// earlier run left behind is reclaimed and logged. On failure nothing of it remains.
+    private func buildInnerSide(_ tenant: TenantConfiguration, slot: Int) throws(GatewayError) -> InnerSide {
+        let spec = TenantLinkSpec(namespace: tenant.namespace, hostName: Gateway.hostLinkName(tenant.name),
+                                  innerName: tenant.interfaceName, queues: workers.count,
+                                  addresses: tenant.addresses.map { ($0.address, $0.length) },
+                                  routes: tenant.peers.flatMap { $0.allowedIPs }, mtu: sizing.tunnelMTU)
+        let link: TenantLink
+        do throws(SystemError) { link = try TenantLink.create(spec) } catch {
+            throw GatewayError("tenant \(tenant.name): \(error)")
+        }
+        for note in link.reclaimed { Log.info("tenant \(tenant.name): \(note)") }
+        var program: TenantProgram?
+        var lanes: [TenantLane] = []
+        do throws(GatewayError) {
+            let p: TenantProgram
+            do throws(BPFError) {
+                p = try TenantProgram(interfaceIndex: link.hostIndex, interfaceName: spec.hostName, mode: .native)
+            } catch { throw GatewayError("\(error)") }
+            program = p
+            if let stale = p.replacedStaleProgramID {
+                Log.warning("tenant \(tenant.name): found a stale xdpwg XDP program (id \(stale)) on \(spec.hostName); "
+                            + "replaced it with this run's")
+            }
+            for w in workers.indices {
+                do throws(XDPError) {
+                    // veth cannot do zero-copy: copy mode, and a UMEM per lane (DESIGN §3).
+                    let umem = try Umem(frameCount: sizing.tenantFramesPerLane, frameSize: sizing.frameSize,
+                                        fillRingSize: sizing.tenantRing, completionRingSize: sizing.tenantRing,
+                                        numaNode: uplink?.numaNode)
+                    let socket = try XskSocket(interface: spec.hostName, queue: UInt32(w), umem: umem,
+                                               configuration: XskConfiguration(rxSize: sizing.tenantRing,
+                                                                               txSize: sizing.tenantRing, copyMode: true))
+                    do throws(BPFError) { try p.register(socketFD: socket.fd, queue: UInt32(w)) } catch {
+                        throw XDPError("registering AF_XDP sockets in xsks_map", code: EINVAL, detail: "\(error)")
+                    }
+                    lanes.append(TenantLane(tenant: slot, socket: socket))
+                } catch { throw GatewayError("queue \(w): \(error)") }
+            }
+            return InnerSide(link: link, program: p, lanes: lanes)
+        } catch {
+            lanes.removeAll()
+            program?.detach()
+            do throws(SystemError) { try link.destroy() } catch { Log.error("tenant \(tenant.name): \(error)") }
+            throw GatewayError("tenant \(tenant.name): \(error.description)")
+        }
+    }
+
+    // MARK: Faults
+
+    /// Faults the gateway rides out, noticed by polling twice a second on the control thread
+    /// (the data path never waits for it); each is logged once when it starts and once when
+    /// it ends, and shown in the stats segment.
+    ///
+    /// - The uplink set down, or losing its carrier: nothing is rebuilt, because nothing
+    ///   breaks. Our XDP program hangs on a bpf_link, which survives down and up; the AF_XDP
+    ///   sockets stay bound (the kernel unbinds them only when the device goes away); the
+    ///   kernel refuses to transmit meanwhile (ENETDOWN: descriptors wait in the TX ring, or
+    ///   are dropped as `uplink_tx_ring_full` once it fills) and receives nothing. When the
+    ///   link is up again, traffic resumes where it was, sessions included.
+    /// - A tenant's namespace deleted (its name gone, or the veth pair gone with it): the
+    ///   tenant goes down (`markDown`). Peers, sessions, the port and the `wg` socket stay, so
+    ///   that `wg show` still shows the tenant and a reattached tenant resumes at once.
+    private func watchLinks(now: Instant) {
+        guard let linkWatch, let uplink, now >= nextLinkCheck else { return }
+        nextLinkCheck = now + .milliseconds(500)
+        let state: LinkState?
+        do throws(SystemError) { state = try linkWatch.linkState(named: uplink.name) } catch {
+            return     // an rtnetlink hiccup is no evidence either way: ask again next time
+        }
+        let running = state.map { $0.index == uplink.index && $0.isRunning } ?? false
+        if running != uplinkRunning {
+            uplinkRunning = running
+            if running {
+                Log.notice("uplink \(uplink.name) is up again: traffic resumes (XDP program and AF_XDP sockets were kept)")
+            } else {
+                uplinkDownEvents += 1
+                let why = state == nil || state?.index != uplink.index ? "it is gone"
+                    : state?.isUp == false ? "set down" : "no carrier"
+                Log.error("uplink \(uplink.name) is down (\(why)): nothing is received or sent until it is up again")
+            }
+        }
+        for r in tenants.values where r.down == nil {
+            if !r.link.namespaceExists {
+                markDown(r, reason: "its network namespace '\(r.configuration.namespace)' was deleted")
+                continue
+            }
+            // An rtnetlink error is no evidence either way: ask again next time.
+            do throws(SystemError) {
+                if try linkWatch.linkState(named: r.link.spec.hostName)?.index != r.link.hostIndex {
+                    markDown(r, reason: "its veth '\(r.link.spec.hostName)' is gone")
+                }
+            } catch {}
+        }
+    }
+
+    /// Takes a tenant whose namespace is gone off the data path: its lanes go (the workers
+    /// then drop its peers' packets as `tenant_down`), its XDP program is detached and the
+    /// host end of its veth removed if still there. The tenant stays configured: a reload
+    /// (`xdpwg reload`, SIGHUP) reattaches it to a namespace of that name, made anew if
+    /// absent, as at start. It is not reattached on its own: a namespace that vanished was
+    /// most likely removed on purpose, and one that reappears may not be meant for us.
+    private func markDown(_ r: TenantRuntime, reason: String) {
+        let name = r.configuration.name
+        r.down = reason
+        Log.error("tenant \(name) is down: \(reason); its peers' packets are dropped (tenant_down) until "
+                  + "`xdpwg reload` (or SIGHUP) reattaches it")
+        for worker in workers { worker.setLanes(worker.lanes.filter { $0.tenant != r.slot }) }
+        r.lanes.removeAll()        // the sockets close; the workers no longer hold them
+        r.program.detach()
+        do throws(SystemError) { try r.link.abandon() } catch { Log.error("tenant \(name): \(error)") }
+    }
+
+    /// Gives a down tenant a new inner side (its namespace made anew if absent), keeping its
+    /// peers and their sessions. On failure it stays down.
+    private func reattach(_ r: TenantRuntime) throws(GatewayError) {
+        let inner = try buildInnerSide(r.configuration, slot: r.slot)
+        r.link = inner.link
+        r.program = inner.program
+        r.lanes = inner.lanes
+        r.down = nil
+        for (w, worker) in workers.enumerated() { worker.setLanes(worker.lanes + [r.lanes[w]]) }
+        publishRoute(r)            // the new veth pair has new MAC addresses
+        Log.notice("tenant \(r.configuration.name) is up again: reattached to network namespace '\(r.configuration.namespace)'")
     }
 
     /// Stops serving a tenant and removes everything of it: its port, peers (keys wiped),
@@ -378,9 +505,12 @@ public final class Gateway {
         if d.routesChanged || failure != nil { publishRoute(r) }
         for handle in removed { control.removePeer(handle) }
         if d.listenPortChanged { try updateUplinkPorts() }
-        do throws(SystemError) {
-            try r.link.updateRoutes(from: oldPrefixes, to: r.configuration.peers.flatMap(\.allowedIPs))
-        } catch { failure = failure ?? GatewayError("tenant \(d.name): routes in namespace \(d.new.namespace): \(error)") }
+        // A down tenant has no namespace to route in: reattaching builds its routes afresh.
+        if r.down == nil {
+            do throws(SystemError) {
+                try r.link.updateRoutes(from: oldPrefixes, to: r.configuration.peers.flatMap(\.allowedIPs))
+            } catch { failure = failure ?? GatewayError("tenant \(d.name): routes in namespace \(d.new.namespace): \(error)") }
+        }
         if let failure { throw failure }
     }
 
@@ -405,13 +535,22 @@ public final class Gateway {
         for t in diff.addedTenants {
             do throws(GatewayError) { try addTenant(t) } catch { failures.append(error.description) }
         }
+        // Tenants that went down (their namespace deleted) get a new inner side, with their
+        // configuration as it now is.
+        var summary = diff.summary
+        for r in tenants.values.sorted(by: { $0.configuration.name < $1.configuration.name }) where r.down != nil {
+            do throws(GatewayError) {
+                try reattach(r)
+                summary.append("tenant \(r.configuration.name): reattached to network namespace '\(r.configuration.namespace)' (it was down)")
+            } catch { failures.append("tenant \(r.configuration.name) stays down: \(error.description)") }
+        }
         // What runs now, in the new file's order.
         var running = new
         running.tenants = new.tenants.compactMap { tenants[$0.name]?.configuration }
         configuration = running
         for line in diff.summary { Log.info("\(source): \(line)") }
         if !failures.isEmpty { throw GatewayError(failures.joined(separator: "\n")) }
-        return diff.summary
+        return summary
     }
 
     /// Reads the configuration file again and applies what changed. A file with problems
@@ -489,6 +628,7 @@ public final class Gateway {
             let now = Clock.now()
             control.drain(controlQueues, now: now)
             control.tick(now: now)
+            watchLinks(now: now)
             publishStats(now: now)
             uapi?.service(Array(fds[fixed.count...]))
             for w in workers where w.pinningError != nil && !reportedPinning.contains(w.index) {
@@ -561,6 +701,7 @@ public final class Gateway {
         guard let stats, let control, let state else { return }
         stats.heartbeat()
         stats.publish(handshakes: control.counters)
+        stats.publish(uplinkUp: uplinkRunning, uplinkDownEvents: uplinkDownEvents)
         guard now >= nextStatsPublish else { return }
         nextStatsPublish = now + .milliseconds(250)
         if let program = uplinkProgram {
@@ -591,6 +732,7 @@ public final class Gateway {
             var record = sums[r.slot] ?? TenantStatsRecord(name: "", listenPort: 0, peerCount: 0)
             record.name = r.configuration.name
             record.listenPort = r.configuration.listenPort
+            record.up = r.down == nil
             stats.publishTenant(slot: r.slot, record)
             slots.insert(r.slot)
         }

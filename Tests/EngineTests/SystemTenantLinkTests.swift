@@ -133,6 +133,39 @@ import WireGuard
         #expect(try !Self.linkExists(gateway.name, "xt0"))
     }
 
+    /// After a crash (a link never destroyed), the next `create` adopts the namespace the
+    /// crashed run made (its inner end carries our mark), so that `destroy` removes it; the
+    /// notes say what was reclaimed. `abandon` removes the host end and never the namespace.
+    @Test func namespaceMadeByACrashedRunIsAdoptedAndAbandonKeepsNamespaces() throws {
+        try Privileged.require()
+        let gateway = try NetworkNamespace(tag: "gw")
+        defer { gateway.close() }
+        let tenant = TenantNamespaceName()
+        let spec = Self.spec(namespace: tenant.name)
+        let crashed = try gateway.onThread { try TenantLink.create(spec) }
+        #expect(crashed.createdNamespace && crashed.reclaimed.isEmpty)
+        let inner = try IPJSON.object(["ip", "-n", tenant.name, "-j", "link", "show", "dev", "wg0"])
+        #expect(inner["ifalias"] as? String == TenantLink.ownershipMark, "\(inner)")
+
+        let again = try gateway.onThread { try TenantLink.create(spec) }
+        #expect(again.createdNamespace, "the namespace a crashed run made was not adopted")
+        #expect(again.reclaimed == [
+            "removed the stale veth 'wg0' in network namespace '\(tenant.name)'",
+            "adopted network namespace '\(tenant.name)', which an earlier run of xdpwg made (it is removed at exit)",
+        ], "deleting the inner end takes the host end along: \(again.reclaimed)")
+        try gateway.onThread { try again.destroy() }
+        #expect(!tenant.exists, "the adopted namespace was kept")
+
+        // abandon: the host end goes (and the inner end with it), the namespace stays.
+        let link = try gateway.onThread { try TenantLink.create(spec) }
+        #expect(link.namespaceExists)
+        try gateway.onThread { try link.abandon() }
+        #expect(try !Self.linkExists(gateway.name, "xt0"))
+        #expect(tenant.exists && link.namespaceExists, "abandon removed the namespace")
+        try gateway.onThread { try link.destroy() }
+        #expect(tenant.exists, "destroy after abandon removed the namespace")
+    }
+
     /// A name clash with an interface that is not a veth is refused, and nothing is left behind.
     @Test func refusesToDeleteAnInterfaceThatIsNotAVeth() throws {
         try Privileged.require()

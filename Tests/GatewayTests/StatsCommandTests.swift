@@ -74,7 +74,7 @@ struct StatsCommandTests {
             #expect(lines.contains("batches                             7        0      7"))
             #expect(lines.contains("mean_batch_fill                   3.0        -    3.0"))
             #expect(lines.contains("  replayed                          0        2      2"))
-            #expect(lines.contains("acme          51820      2           5       500           6       600      0"))
+            #expect(lines.contains("acme    up           51820      2           5       500           6       600      0"))
             #expect(lines.contains { $0.hasPrefix(StatsSegmentTests.keyA.base64 + "  acme    198.51.100.7:51820  ") })
             #expect(lines.contains { $0.hasPrefix(StatsSegmentTests.keyB.base64 + "  acme    (none)              never") })
         }

@@ -32,7 +32,7 @@ enum StatsFixture {
                 .init(slot: 0, name: "acme", listenPort: 51820, peers: 2, rxPackets: 3995, rxBytes: 334_000,
                       txPackets: 10, txBytes: 1280, drops: 5),
                 .init(slot: 1, name: "we\"ird\\x", listenPort: 51821, peers: 0, rxPackets: 0, rxBytes: 0, txPackets: 0,
-                      txBytes: 0, drops: 0),
+                      txBytes: 0, drops: 0, state: "down"),
             ],
             peers: [
                 .init(slot: 0, tenant: "acme", publicKey: keyA, endpoint: "192.0.2.7:51820", latestHandshake: 1_700_003_658,
@@ -129,9 +129,9 @@ struct StatsRenderingTests {
           redirected to queue 0  1000
           redirected to queue 1  3000
 
-        tenant    listen_port  peers  rx_packets  rx_bytes  tx_packets  tx_bytes  drops
-        acme            51820      2        3995    334000          10      1280      5
-        we"ird\x        51821      0           0         0           0         0      0
+        tenant    state  listen_port  peers  rx_packets  rx_bytes  tx_packets  tx_bytes  drops
+        acme      up           51820      2        3995    334000          10      1280      5
+        we"ird\x  down         51821      0           0         0           0         0      0
 
         peer                                          tenant  endpoint         latest_handshake  keypair_age  rx_packets  rx_bytes  tx_packets  tx_bytes  drops  handshakes
         xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=  acme    192.0.2.7:51820  1m 05s ago        1m 05s             3995    334000          10      1280      5           1
@@ -213,9 +213,9 @@ struct StatsRenderingTests {
           redirected to queue 0  0.0
           redirected to queue 1  0.0
 
-        tenant    listen_port  peers  rx_packets  rx_bytes  tx_packets  tx_bytes  drops
-        acme            51820      2         0.0       0.0         0.0       0.0    0.0
-        we"ird\x        51821      0         0.0       0.0         0.0       0.0    0.0
+        tenant    state  listen_port  peers  rx_packets  rx_bytes  tx_packets  tx_bytes  drops
+        acme      up           51820      2         0.0       0.0         0.0       0.0    0.0
+        we"ird\x  down         51821      0         0.0       0.0         0.0       0.0    0.0
 
         peer                                          tenant  endpoint         latest_handshake  keypair_age  rx_packets  rx_bytes  tx_packets  tx_bytes  drops  handshakes
         xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=  acme    192.0.2.7:51820  1m 07s ago        1m 05s              0.0     500.0         0.0       0.0    0.0         0.0
@@ -246,6 +246,16 @@ struct StatsRenderingTests {
         #expect(lines[1] == "warning: the control thread has not updated the statistics for 1m 15s")
         s.heartbeat = s.time - 4.9
         #expect(!StatsRendering.renderTable(s).contains("warning"))
+    }
+
+    @Test("an uplink that is down is called out, in the table and in Prometheus")
+    func uplinkDownWarning() {
+        var s = StatsFixture.snapshot
+        s.uplink = .init(state: "down", downEvents: 3)
+        let lines = StatsRendering.renderTable(s).split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines[1] == "warning: the uplink is down: nothing is received or sent until it is up again")
+        let prometheus = StatsRendering.renderPrometheus(s)
+        #expect(prometheus.contains("\nxdpwg_uplink_up 0\n") && prometheus.contains("\nxdpwg_uplink_down_events_total 3\n"))
     }
 
     @Test("empty tables say so")
@@ -315,6 +325,7 @@ struct StatsRenderingTests {
               "rx_bytes" : 334000,
               "rx_packets" : 3995,
               "slot" : 0,
+              "state" : "up",
               "tx_bytes" : 1280,
               "tx_packets" : 10
             },
@@ -326,11 +337,16 @@ struct StatsRenderingTests {
               "rx_bytes" : 0,
               "rx_packets" : 0,
               "slot" : 1,
+              "state" : "down",
               "tx_bytes" : 0,
               "tx_packets" : 0
             }
           ],
           "time" : 1700003723.5,
+          "uplink" : {
+            "down_events" : 0,
+            "state" : "up"
+          },
           "workers" : [
             {
               "core" : 2,
@@ -422,6 +438,12 @@ struct StatsRenderingTests {
         # HELP xdpwg_heartbeat_timestamp_seconds Unix time the gateway's control thread last updated the statistics
         # TYPE xdpwg_heartbeat_timestamp_seconds gauge
         xdpwg_heartbeat_timestamp_seconds 1700003723.25
+        # HELP xdpwg_uplink_up 1 while the uplink is up with a carrier, 0 while it is down
+        # TYPE xdpwg_uplink_up gauge
+        xdpwg_uplink_up 1
+        # HELP xdpwg_uplink_down_events_total Times the uplink went down
+        # TYPE xdpwg_uplink_down_events_total counter
+        xdpwg_uplink_down_events_total 0
 
         """#
         let xdpAndTenants = #"""
@@ -443,6 +465,10 @@ struct StatsRenderingTests {
         # TYPE xdpwg_tenant_peers gauge
         xdpwg_tenant_peers{interface="acme"} 2
         xdpwg_tenant_peers{interface="we\"ird\\x"} 0
+        # HELP xdpwg_tenant_up 1 while the tenant is up, 0 while its network namespace is gone
+        # TYPE xdpwg_tenant_up gauge
+        xdpwg_tenant_up{interface="acme"} 1
+        xdpwg_tenant_up{interface="we\"ird\\x"} 0
         # HELP xdpwg_tenant_rx_packets_total Packets received from the tenant's peers
         # TYPE xdpwg_tenant_rx_packets_total counter
         xdpwg_tenant_rx_packets_total{interface="acme"} 3995
@@ -477,10 +503,10 @@ struct StatsRenderingTests {
     func prometheusGrammar() throws {
         let text = StatsRendering.renderPrometheus(StatsFixture.snapshot)
         let exposition = try PrometheusText(parsing: text)
-        // Every family of the snapshot: 3 WireGuard + 2 gateway + workers + drops + handshakes
-        // + failures + 2 XDP + 6 tenant + 5 peer.
-        #expect(exposition.types.count == 3 + 2 + WorkerCounter.allCases.count + FrameGauge.allCases.count + 1
-                + HandshakeCounter.allCases.count + 1 + 2 + 6 + 5)
+        // Every family of the snapshot: 3 WireGuard + 2 gateway + 2 uplink + workers + frame
+        // gauges + drops + handshakes + failures + 2 XDP + 7 tenant + 5 peer.
+        #expect(exposition.types.count == 3 + 2 + 2 + WorkerCounter.allCases.count + FrameGauge.allCases.count + 1
+                + HandshakeCounter.allCases.count + 1 + 2 + 7 + 5)
         #expect(exposition.samples.count == text.split(separator: "\n").filter { !$0.hasPrefix("#") }.count)
         let weird = exposition.samples.first { $0.name == "xdpwg_tenant_peers" && $0.labels["interface"] != "acme" }
         #expect(weird?.labels == ["interface": "we\"ird\\x"])

@@ -80,7 +80,9 @@ struct StatsSegmentTests {
 
             segment.publishTenant(slot: 0, TenantStatsRecord(name: "acme", listenPort: 51820, peerCount: 2, rxPackets: 1,
                                                              rxBytes: 2, txPackets: 3, txBytes: 4, drops: 5))
-            segment.publishTenant(slot: 2, TenantStatsRecord(name: "quote\"back\\slash", listenPort: 51821, peerCount: 1))
+            segment.publishTenant(slot: 2, TenantStatsRecord(name: "quote\"back\\slash", listenPort: 51821, peerCount: 1,
+                                                             up: false))
+            segment.publish(uplinkUp: false, uplinkDownEvents: 2)
             segment.publishTenant(slot: 3, TenantStatsRecord(name: "gone", listenPort: 1, peerCount: 0))
             segment.publishTenant(slot: 3, nil)
             let now = StatsSegment.wallNanoseconds()
@@ -114,11 +116,12 @@ struct StatsSegmentTests {
                                "dropped_bad_length": 0, "dropped_bad_type": 0, "dropped_bad_size": 3,
                                "dropped_too_big": 0],
                     redirectsPerQueue: [200, 0, 0, 300]),
+                uplink: .init(state: "down", downEvents: 2),
                 tenants: [
                     .init(slot: 0, name: "acme", listenPort: 51820, peers: 2, rxPackets: 1, rxBytes: 2, txPackets: 3, txBytes: 4, drops: 5),
                     // Names are kept to 15 bytes, as interface names are.
                     .init(slot: 2, name: "quote\"back\\slas", listenPort: 51821, peers: 1, rxPackets: 0, rxBytes: 0, txPackets: 0,
-                          txBytes: 0, drops: 0),
+                          txBytes: 0, drops: 0, state: "down"),
                 ],
                 peers: [
                     .init(slot: 0, tenant: "acme", publicKey: Self.keyA.base64, endpoint: "192.0.2.7:51820",

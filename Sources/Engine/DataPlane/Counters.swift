@@ -81,7 +81,8 @@ public enum DropReason: Int, CaseIterable, Sendable {
     case tenantTxRingFull
     /// The control plane's queue was full (handshake message or staged packet).
     case controlQueueFull
-    /// The packet's tenant is being removed (its port or its lane outlived it for a moment).
+    /// The packet's tenant has no lane: it is down (its namespace was deleted while running),
+    /// or being removed (its port outlived it for a moment).
     case tenantDown
 
     // Tenant → uplink (encrypt direction).

@@ -51,6 +51,7 @@ enum NL {
     // Link attributes (IFLA_*) and link-info nest (IFLA_INFO_*).
     static let iflaAddress: UInt16 = 1
     static let iflaName: UInt16 = 3
+    static let iflaAlias: UInt16 = 20
     static let iflaMTU: UInt16 = 4
     static let iflaLinkInfo: UInt16 = 18
     static let iflaExtMask: UInt16 = 29
@@ -74,6 +75,7 @@ enum NL {
     // Interface flags (IFF_*).
     static let iffUp: UInt32 = 0x1
     static let iffNoARP: UInt32 = 0x80
+    static let iffLowerUp: UInt32 = 0x1_0000
 
     // Address families as netlink carries them in one byte.
     static let afInet: UInt8 = 2

@@ -74,6 +74,25 @@ struct LinkAttributes: Equatable {
     var txQueues: Int?
     /// IFLA_INFO_KIND: "veth", "bridge", ...; nil for physical devices.
     var kind: String?
+    /// IFLA_IFALIAS (`ip link set dev X alias TEXT`); nil when none is set.
+    var alias: String? = nil
+}
+
+/// A link's state as the gateway's control thread polls it.
+public struct LinkState: Equatable, Sendable {
+    /// The ifindex: a link deleted and made again under the same name has another one.
+    public var index: Int32
+    /// IFF_UP: administratively up (`ip link set dev X up`).
+    public var isUp: Bool
+    /// IFF_LOWER_UP: the driver reports a carrier (a veth has one while its peer is up).
+    public var hasCarrier: Bool
+
+    public init(index: Int32, isUp: Bool, hasCarrier: Bool) {
+        self.index = index; self.isUp = isUp; self.hasCarrier = hasCarrier
+    }
+
+    /// Up and with a carrier: frames can pass.
+    public var isRunning: Bool { isUp && hasCarrier }
 }
 
 /// A NETLINK_ROUTE socket for the control thread's lookups: routes, neighbours, links.
@@ -163,6 +182,18 @@ public final class RouteNetlink: Sendable {
         }
         guard let reply = replies.first(where: { $0.type == NL.newNeighbour }) else { return nil }
         return try RouteNetlink.parseNeighbour(reply)
+    }
+
+    /// What the control thread watches of a link (the uplink, a tenant's host end), or nil
+    /// when no link of that name exists in this socket's namespace. One RTM_GETLINK.
+    public func linkState(named name: String) throws(SystemError) -> LinkState? {
+        do {
+            let link = try link(named: name)
+            return LinkState(index: link.index, isUp: link.flags & NL.iffUp != 0,
+                             hasCarrier: link.flags & NL.iffLowerUp != 0)
+        } catch .noSuchInterface {
+            return nil
+        }
     }
 
     /// RTM_GETLINK by name. Throws `.noSuchInterface` (role "interface") when it is absent.
@@ -260,7 +291,8 @@ public final class RouteNetlink: Sendable {
             index: p.integer(at: 4)!, name: name, hardwareType: p.integer(at: 2)!, flags: p.integer(at: 8)!,
             mtu: Int(mtu), address: attributes[NL.iflaAddress].map(Array.init),
             rxQueues: attributes.uint32(NL.iflaNumRXQueues).map(Int.init),
-            txQueues: attributes.uint32(NL.iflaNumTXQueues).map(Int.init), kind: kind)
+            txQueues: attributes.uint32(NL.iflaNumTXQueues).map(Int.init), kind: kind,
+            alias: attributes.string(NL.iflaAlias))
     }
 
     private static func family(of address: IPAddress) -> UInt8 {

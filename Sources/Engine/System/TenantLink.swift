@@ -73,17 +73,27 @@ public final class TenantLink: Sendable {
     /// The destination MAC of frames sent into the namespace (the inner end drops frames
     /// addressed to another unicast MAC as "not for this host").
     public let innerMAC: EthernetAddress
-    /// Whether `create` made the namespace (and so `destroy` removes it).
+    /// Whether `create` made the namespace, or adopted one an earlier run of xdpwg made (and
+    /// so `destroy` removes it).
     public let createdNamespace: Bool
+    /// What `create` found left behind by an earlier run (one that crashed or was killed) and
+    /// removed or adopted, one sentence each, for the log.
+    public let reclaimed: [String]
     private let destroyed = Mutex(false)
 
+    /// The alias of the inner end when xdpwg made the namespace. A namespace outlives a
+    /// killed gateway; the next `create` finds the mark on the stale inner end and adopts the
+    /// namespace as its own (removed at exit), where one the operator made stays theirs.
+    public static let ownershipMark = "xdpwg: namespace made by xdpwg"
+
     private init(spec: TenantLinkSpec, hostIndex: Int32, hostMAC: EthernetAddress, innerMAC: EthernetAddress,
-                 createdNamespace: Bool) {
+                 createdNamespace: Bool, reclaimed: [String]) {
         self.spec = spec
         self.hostIndex = hostIndex
         self.hostMAC = hostMAC
         self.innerMAC = innerMAC
         self.createdNamespace = createdNamespace
+        self.reclaimed = reclaimed
     }
 
     /// Creates the namespace (if absent) and the veth pair, and configures the inner end.
@@ -105,11 +115,21 @@ public final class TenantLink: Sendable {
             }
         }
         var createdPair = false
+        var reclaimed: [String] = []
         do throws(SystemError) {
-            try removeStaleLink(named: spec.hostName, netlink: RouteNetlink(), ip: ip, namespace: nil)
-            if !createdNamespace {
-                try removeStaleLink(named: spec.innerName, netlink: RouteNetlink(namespace: spec.namespace),
-                                    ip: ip, namespace: spec.namespace)
+            // The inner end first: deleting a stale host end would take it, and our mark, along.
+            if !createdNamespace,
+               let stale = try removeStaleLink(named: spec.innerName, netlink: RouteNetlink(namespace: spec.namespace),
+                                               ip: ip, namespace: spec.namespace) {
+                reclaimed.append("removed the stale veth '\(spec.innerName)' in network namespace '\(spec.namespace)'")
+                if stale.alias == ownershipMark {
+                    createdNamespace = true
+                    reclaimed.append("adopted network namespace '\(spec.namespace)', which an earlier run of xdpwg "
+                                     + "made (it is removed at exit)")
+                }
+            }
+            if try removeStaleLink(named: spec.hostName, netlink: RouteNetlink(), ip: ip, namespace: nil) != nil {
+                reclaimed.append("removed the stale veth '\(spec.hostName)' in the gateway's network namespace")
             }
             let queues = String(spec.queues)
             try ip.run(["link", "add", "name", spec.hostName, "numrxqueues", queues, "numtxqueues", queues,
@@ -125,8 +145,11 @@ public final class TenantLink: Sendable {
                   let innerMAC = inner.address.flatMap({ EthernetAddress(bytes: $0) }) else {
                 throw SystemError.malformed("veth '\(spec.hostName)' or '\(spec.innerName)' reports no Ethernet address")
             }
+            if createdNamespace {
+                try ip.run(["-n", spec.namespace, "link", "set", "dev", spec.innerName, "alias", ownershipMark])
+            }
             return TenantLink(spec: spec, hostIndex: host.index, hostMAC: hostMAC, innerMAC: innerMAC,
-                              createdNamespace: createdNamespace)
+                              createdNamespace: createdNamespace, reclaimed: reclaimed)
         } catch {
             if createdPair { _ = try? ip.run(["link", "del", "dev", spec.hostName]) }
             if createdNamespace { _ = try? ip.run(["netns", "del", spec.namespace]) }
@@ -143,6 +166,33 @@ public final class TenantLink: Sendable {
             return done
         }
         guard !alreadyDestroyed else { return }
+        try removeHostEnd()
+        let ip = try IPCommand()
+        if createdNamespace && SystemFiles.exists("\(NamespaceSwitch.directory)/\(spec.namespace)") {
+            try ip.run(["netns", "del", spec.namespace])
+        }
+    }
+
+    /// Whether the tenant's namespace still has its name (`ip netns delete` removes it at
+    /// once, even while processes keep the namespace itself alive).
+    public var namespaceExists: Bool { SystemFiles.exists("\(NamespaceSwitch.directory)/\(spec.namespace)") }
+
+    /// The tenant's namespace is gone (deleted while the gateway runs): removes the host end
+    /// if it is still there (a namespace deleted by name lives on while processes hold it,
+    /// and so does the pair), and forgets the namespace, so that nothing of that name is ever
+    /// removed by this link again: a namespace made later under the name is someone else's.
+    /// Afterwards `destroy()` does nothing.
+    public func abandon() throws(SystemError) {
+        let alreadyDestroyed = destroyed.withLock { (done: inout Bool) -> Bool in
+            defer { done = true }
+            return done
+        }
+        guard !alreadyDestroyed else { return }
+        try removeHostEnd()
+    }
+
+    /// Deletes the host end (which takes the inner end with it), if it is still ours.
+    private func removeHostEnd() throws(SystemError) {
         let ip = try IPCommand()
         do {
             let host = try RouteNetlink().link(named: spec.hostName)
@@ -151,9 +201,6 @@ public final class TenantLink: Sendable {
             }
         } catch .noSuchInterface {
             // Already gone (deleted by hand, or with the namespace of its peer).
-        }
-        if createdNamespace && SystemFiles.exists("\(NamespaceSwitch.directory)/\(spec.namespace)") {
-            try ip.run(["netns", "del", spec.namespace])
         }
     }
 
@@ -176,14 +223,16 @@ public final class TenantLink: Sendable {
     // MARK: Steps
 
     /// A link left by a crashed run is deleted, but only if it is a veth: a name clash with
-    /// any other kind of interface is the operator's to resolve, not ours to delete.
+    /// any other kind of interface is the operator's to resolve, not ours to delete. Returns
+    /// what was deleted (nil: nothing was there).
+    @discardableResult
     private static func removeStaleLink(named name: String, netlink: RouteNetlink, ip: IPCommand,
-                                        namespace: String?) throws(SystemError) {
+                                        namespace: String?) throws(SystemError) -> LinkAttributes? {
         let link: LinkAttributes
         do {
             link = try netlink.link(named: name)
         } catch .noSuchInterface {
-            return
+            return nil
         }
         let place = namespace.map { "network namespace '\($0)'" } ?? "the gateway's network namespace"
         guard link.kind == "veth" else {
@@ -191,6 +240,7 @@ public final class TenantLink: Sendable {
                 + "\(link.kind.map { "a \($0)" } ?? "a physical device")); choose another name for the tenant link")
         }
         try ip.run((namespace.map { ["-n", $0] } ?? []) + ["link", "del", "dev", name])
+        return link
     }
 
     private static func configureInner(_ spec: TenantLinkSpec, ip: IPCommand) throws(SystemError) {

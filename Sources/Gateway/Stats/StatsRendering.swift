@@ -52,6 +52,9 @@ public enum StatsRendering {
         if silent >= heartbeatWarningSeconds {
             out.append("warning: the control thread has not updated the statistics for \(duration(silent))")
         }
+        if s.uplink.state != "up" {
+            out.append("warning: the uplink is \(s.uplink.state): nothing is received or sent until it is up again")
+        }
 
         // Workers: one column per queue, and a total.
         out.append("")
@@ -128,16 +131,16 @@ public enum StatsRendering {
         if s.tenants.isEmpty {
             out.append("tenants: none")
         } else {
-            rows = [["tenant", "listen_port", "peers", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "drops"]]
+            rows = [["tenant", "state", "listen_port", "peers", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "drops"]]
             for t in s.tenants {
                 let b = p?.tenants.first { $0.slot == t.slot && $0.name == t.name }
                 let miss = p != nil && b == nil
                 func v(_ cur: UInt64, _ prev: UInt64?) -> String { cells.value(cur, miss ? nil : prev) }
-                rows.append([t.name, String(t.listenPort), String(t.peers), v(t.rxPackets, b?.rxPackets),
+                rows.append([t.name, t.state, String(t.listenPort), String(t.peers), v(t.rxPackets, b?.rxPackets),
                              v(t.rxBytes, b?.rxBytes), v(t.txPackets, b?.txPackets), v(t.txBytes, b?.txBytes),
                              v(t.drops, b?.drops)])
             }
-            out += columns(rows, leftAligned: 1)
+            out += columns(rows, leftAligned: 2)
         }
 
         out.append("")
@@ -244,6 +247,10 @@ public enum StatsRendering {
         e.family("xdpwg_start_time_seconds", .gauge, "Unix time the gateway started", [([], number(s.started))])
         e.family("xdpwg_heartbeat_timestamp_seconds", .gauge,
                  "Unix time the gateway's control thread last updated the statistics", [([], number(s.heartbeat))])
+        e.family("xdpwg_uplink_up", .gauge, "1 while the uplink is up with a carrier, 0 while it is down",
+                 [([], s.uplink.state == "up" ? "1" : "0")])
+        e.family("xdpwg_uplink_down_events_total", .counter, "Times the uplink went down",
+                 [([], String(s.uplink.downEvents))])
 
         for c in WorkerCounter.allCases {
             e.family("xdpwg_worker_\(c.name)_total", .counter, "Worker counter \(c.name), per uplink RX queue",
@@ -272,6 +279,8 @@ public enum StatsRendering {
 
         let tenantLabels = { (t: StatsSnapshot.Tenant) in [("interface", t.name)] }
         e.family("xdpwg_tenant_peers", .gauge, "Peers of the tenant", s.tenants.map { (tenantLabels($0), String($0.peers)) })
+        e.family("xdpwg_tenant_up", .gauge, "1 while the tenant is up, 0 while its network namespace is gone",
+                 s.tenants.map { (tenantLabels($0), $0.state == "up" ? "1" : "0") })
         let tenantCounters: [(String, String, (StatsSnapshot.Tenant) -> UInt64)] = [
             ("rx_packets", "Packets received from the tenant's peers", \.rxPackets),
             ("rx_bytes", "Bytes received from the tenant's peers", \.rxBytes),

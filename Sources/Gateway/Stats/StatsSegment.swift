@@ -42,12 +42,14 @@ public struct TenantStatsRecord: Sendable, Equatable {
     public var rxPackets: UInt64, rxBytes: UInt64, txPackets: UInt64, txBytes: UInt64
     /// Packets dropped that could be attributed to this tenant.
     public var drops: UInt64
+    /// False while the tenant is down (its network namespace was deleted while running).
+    public var up: Bool
 
     public init(name: String, listenPort: UInt16, peerCount: Int, rxPackets: UInt64 = 0, rxBytes: UInt64 = 0,
-                txPackets: UInt64 = 0, txBytes: UInt64 = 0, drops: UInt64 = 0) {
+                txPackets: UInt64 = 0, txBytes: UInt64 = 0, drops: UInt64 = 0, up: Bool = true) {
         self.name = name; self.listenPort = listenPort; self.peerCount = peerCount
         self.rxPackets = rxPackets; self.rxBytes = rxBytes; self.txPackets = txPackets; self.txBytes = txBytes
-        self.drops = drops
+        self.drops = drops; self.up = up
     }
 }
 
@@ -83,7 +85,8 @@ enum StatsLayout {
     /// "XDPWGSEG" in memory order.
     static let magic: UInt64 = 0x4745_5347_5750_4458
     /// Bump on any change of the layout below or of the counter enums' cases.
-    /// 2: frame gauges and the kernel's XDP_STATISTICS in the worker blocks.
+    /// 2: frame gauges and the kernel's XDP_STATISTICS in the worker blocks; the uplink's
+    /// state in the header, a tenant's state in its record; the dropped_too_big verdict.
     static let version: UInt64 = 2
     static let headerBytes = 256
     static let maxRedirectQueues = 256
@@ -98,6 +101,8 @@ enum StatsLayout {
         case workersOffset, workerStride, controlOffset, xdpOffset, tenantsOffset, tenantStride, peersOffset, peerStride
         /// `gatewayNameWords` words: the gateway's name, NUL-padded.
         case name
+        /// 1 while the uplink is up with a carrier, 0 while down; and how often it went down.
+        case uplinkUp = 28, uplinkDownEvents
         var offset: Int { rawValue * 8 }
     }
 
@@ -109,6 +114,8 @@ enum StatsLayout {
         /// Two words: up to 15 bytes of name, NUL-padded.
         case name
         case listenPort = 4, peerCount, rxPackets, rxBytes, txPackets, txBytes, drops
+        /// 1: up; 0: down (its namespace was deleted while running).
+        case up
         case count
     }
 
@@ -325,7 +332,13 @@ public final class StatsSegment: @unchecked Sendable {
                 continue
             }
             if st.st_size != 0 {
-                unlink(path)        // stale: left by a gateway that died
+                // Stale: left by a gateway that died (nobody holds the lock).
+                var header = [UInt64](repeating: 0, count: StatsLayout.Header.pid.rawValue + 1)
+                let n = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+                let owner = n == header.count * 8 && header[0] == StatsLayout.magic
+                    ? "by pid \(header[StatsLayout.Header.pid.rawValue]), which is gone" : "by a gateway that is gone"
+                Log.info("replaced the stale stats segment \(path) (left \(owner))")
+                unlink(path)
                 Glibc.close(fd)
                 continue
             }
@@ -364,6 +377,7 @@ public final class StatsSegment: @unchecked Sendable {
         for (field, value) in values { memory.store(field.offset, UInt64(value)) }
         memory.store(H.startedNanoseconds.offset, now)
         memory.store(H.heartbeatNanoseconds.offset, now)
+        memory.store(H.uplinkUp.offset, 1)
         let nameWords = StatsSegment.pack(name, words: StatsLayout.gatewayNameWords)
         for (i, w) in nameWords.enumerated() { memory.store(H.name.offset + 8 * i, w) }
         for (w, worker) in workers.enumerated() {
@@ -402,6 +416,12 @@ public final class StatsSegment: @unchecked Sendable {
         }
     }
 
+    /// The uplink's state (control thread).
+    public func publish(uplinkUp: Bool, uplinkDownEvents: UInt64) {
+        memory.store(StatsLayout.Header.uplinkUp.offset, uplinkUp ? 1 : 0)
+        memory.store(StatsLayout.Header.uplinkDownEvents.offset, uplinkDownEvents)
+    }
+
     /// Publishes tenant `slot` (0..<tenantCapacity), or marks it unused (nil). Control thread.
     public func publishTenant(slot: Int, _ record: TenantStatsRecord?) {
         precondition((0..<geometry.tenantCapacity).contains(slot), "tenant slot \(slot) beyond the stats segment's capacity")
@@ -417,6 +437,7 @@ public final class StatsSegment: @unchecked Sendable {
                 w[T.rxPackets.rawValue] = r.rxPackets; w[T.rxBytes.rawValue] = r.rxBytes
                 w[T.txPackets.rawValue] = r.txPackets; w[T.txBytes.rawValue] = r.txBytes
                 w[T.drops.rawValue] = r.drops
+                w[T.up.rawValue] = r.up ? 1 : 0
             }
             memory.writeRecord(at: geometry.tenantsOffset + slot * geometry.tenantStride, UnsafeBufferPointer(w))
         }
@@ -677,7 +698,7 @@ extension StatsSnapshot {
                                       peers: Int(truncatingIfNeeded: w[T.peerCount.rawValue]),
                                       rxPackets: w[T.rxPackets.rawValue], rxBytes: w[T.rxBytes.rawValue],
                                       txPackets: w[T.txPackets.rawValue], txBytes: w[T.txBytes.rawValue],
-                                      drops: w[T.drops.rawValue]))
+                                      drops: w[T.drops.rawValue], state: w[T.up.rawValue] != 0 ? "up" : "down"))
             }
         }
 
@@ -719,6 +740,9 @@ extension StatsSnapshot {
                   started: seconds(memory.header(.startedNanoseconds)),
                   heartbeat: seconds(memory.header(.heartbeatNanoseconds)), generation: memory.header(.generation),
                   workers: workers, handshakes: Handshakes(counters: handshakeCounts, failures: failures),
-                  xdp: XDP(verdicts: verdicts, redirectsPerQueue: redirects), tenants: tenants, peers: peers)
+                  xdp: XDP(verdicts: verdicts, redirectsPerQueue: redirects),
+                  uplink: Uplink(state: memory.header(.uplinkUp) != 0 ? "up" : "down",
+                                 downEvents: memory.header(.uplinkDownEvents)),
+                  tenants: tenants, peers: peers)
     }
 }

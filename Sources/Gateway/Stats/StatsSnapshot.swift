@@ -21,6 +21,7 @@ public struct StatsSnapshot: Codable, Sendable, Equatable {
     public var workers: [Worker]
     public var handshakes: Handshakes
     public var xdp: XDP
+    public var uplink: Uplink
     public var tenants: [Tenant]
     public var peers: [Peer]
 
@@ -84,23 +85,43 @@ public struct StatsSnapshot: Codable, Sendable, Equatable {
         }
     }
 
+    /// The uplink NIC's state as the control thread last saw it.
+    public struct Uplink: Codable, Sendable, Equatable {
+        /// "up" (up, with a carrier) or "down".
+        public var state: String
+        /// How many times it went down since the gateway started.
+        public var downEvents: UInt64
+
+        public init(state: String = "up", downEvents: UInt64 = 0) {
+            self.state = state; self.downEvents = downEvents
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case state
+            case downEvents = "down_events"
+        }
+    }
+
     public struct Tenant: Codable, Sendable, Equatable {
         public var slot: Int
         public var name: String
+        /// "up", or "down" while its network namespace is gone (its packets are dropped as
+        /// `tenant_down` until a reload reattaches it).
+        public var state: String
         public var listenPort: UInt16
         public var peers: Int
         public var rxPackets: UInt64, rxBytes: UInt64, txPackets: UInt64, txBytes: UInt64
         public var drops: UInt64
 
         public init(slot: Int, name: String, listenPort: UInt16, peers: Int, rxPackets: UInt64, rxBytes: UInt64,
-                    txPackets: UInt64, txBytes: UInt64, drops: UInt64) {
+                    txPackets: UInt64, txBytes: UInt64, drops: UInt64, state: String = "up") {
             self.slot = slot; self.name = name; self.listenPort = listenPort; self.peers = peers
             self.rxPackets = rxPackets; self.rxBytes = rxBytes; self.txPackets = txPackets; self.txBytes = txBytes
-            self.drops = drops
+            self.drops = drops; self.state = state
         }
 
         enum CodingKeys: String, CodingKey {
-            case slot, name, peers, drops
+            case slot, name, state, peers, drops
             case listenPort = "listen_port"
             case rxPackets = "rx_packets", rxBytes = "rx_bytes", txPackets = "tx_packets", txBytes = "tx_bytes"
         }
@@ -158,14 +179,14 @@ public struct StatsSnapshot: Codable, Sendable, Equatable {
 
     public init(schemaVersion: Int = StatsSnapshot.currentSchemaVersion, gateway: String, pid: Int, time: Double,
                 started: Double, heartbeat: Double, generation: UInt64, workers: [Worker], handshakes: Handshakes,
-                xdp: XDP, tenants: [Tenant], peers: [Peer]) {
+                xdp: XDP, uplink: Uplink = Uplink(), tenants: [Tenant], peers: [Peer]) {
         self.schemaVersion = schemaVersion; self.gateway = gateway; self.pid = pid; self.time = time
         self.started = started; self.heartbeat = heartbeat; self.generation = generation; self.workers = workers
-        self.handshakes = handshakes; self.xdp = xdp; self.tenants = tenants; self.peers = peers
+        self.handshakes = handshakes; self.xdp = xdp; self.uplink = uplink; self.tenants = tenants; self.peers = peers
     }
 
     enum CodingKeys: String, CodingKey {
         case schemaVersion = "schema_version"
-        case gateway, pid, time, started, heartbeat, generation, workers, handshakes, xdp, tenants, peers
+        case gateway, pid, time, started, heartbeat, generation, workers, handshakes, xdp, uplink, tenants, peers
     }
 }
