@@ -355,6 +355,15 @@ public struct PeerTableView: @unchecked Sendable {
         return true
     }
 
+    /// Clears what `shouldReportKeypair` and `shouldReportEndpoint` remember, when the report
+    /// could not be queued (the control queue was full), so the next packet reports again.
+    @inline(__always)
+    func forgetReports(_ peer: UInt32) {
+        let s = slots + Int(peer)
+        s.pointee.reportedKeypair.store(0, ordering: .relaxed)
+        s.pointee.reportedEndpoint.store(0, ordering: .relaxed)
+    }
+
     /// True the first time a worker sees keypair `localIndex` in use while it is not the
     /// peer's sending keypair.
     @inline(__always)
