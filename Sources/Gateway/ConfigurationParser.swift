@@ -66,8 +66,10 @@ extension GatewayConfiguration {
             throw failure("mode \(String(repeating: "0", count: max(0, 4 - octal.count)) + octal) lets group or "
                 + "others read or write this file, which holds private keys: run `chmod 600 \(path)`")
         }
-        let limit = 1 << 20
-        guard st.st_size <= limit else { throw failure("larger than 1 MiB: not a configuration file") }
+        // A [Peer] section takes about 110 bytes: 64 MiB holds half a million peers (100,000
+        // take 11 MB), and anything larger is not a configuration file.
+        let limit = 64 << 20
+        guard st.st_size <= limit else { throw failure("larger than 64 MiB: not a configuration file") }
 
         // One more byte than the file's size, to notice a file that grew meanwhile.
         let capacity = Int(st.st_size) + 1

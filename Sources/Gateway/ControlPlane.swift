@@ -19,6 +19,8 @@ final class PeerSession {
     /// The local index of our handshake in progress (an initiation we sent).
     var handshakeIndex: UInt32?
     var staged: [[UInt8]] = []
+    /// Bytes in `staged` (counted against the control plane's global budget).
+    var stagedBytes = 0
     var endpoint: (address: IPAddress, port: UInt16)?
     var pending: TimerActions = []
     var flushStaged = false
@@ -28,6 +30,10 @@ final class PeerSession {
     var handshakesCompleted = 0
     /// When to ask the kernel's tables again for a route to an endpoint without one.
     var nextRouteLookup = Instant.zero
+    /// The time this session is queued at in the control plane's `WakeupHeap` (nil: not queued).
+    var scheduled: Instant?
+    /// Whether it is in the control plane's list of sessions to `perform` this turn.
+    var due = false
 
     init(handle: UInt32, tenant: Int, publicKey: PublicKey, handshake: PeerHandshake, persistentKeepalive: Duration) {
         self.handle = handle
@@ -173,6 +179,18 @@ public final class ControlPlane {
     /// Called on every session established (`first`: the peer's first); the caller rate-limits logging.
     public var onSessionEstablished: ((_ tenant: String, _ peer: PublicKey, _ first: Bool) -> Void)?
     private var underLoadUntil = Instant.zero
+    /// Sessions that something touched since the last `tick` (a message, a configuration
+    /// change, new activity, a due timer): `tick` performs exactly these.
+    private var dueSessions: [PeerSession] = []
+    /// Every session's next deadline (timers, route lookups).
+    private var wakeups = WakeupHeap()
+    /// Bytes staged across all peers, bounded by `stagedByteBudget`.
+    public private(set) var stagedBytes = 0
+    /// The global bound on staged packets (the per-peer bound is `Tunnel.maxStagedPackets`):
+    /// 100,000 peers × 128 packets × 1,500 bytes would be 19 GB. A packet that does not fit
+    /// is dropped and counted as `staged_dropped`.
+    public var stagedByteBudget = ControlPlane.defaultStagedByteBudget
+    public static let defaultStagedByteBudget = 32 << 20
     /// Where outgoing handshake and transport messages are built (one at a time).
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
 
@@ -227,6 +245,7 @@ public final class ControlPlane {
             session.handshake = PeerHandshake(identity: tenant.identity, remoteStatic: session.publicKey,
                                               presharedKey: session.presharedKey ?? .none)
             old.reset()
+            markDue(session)
         }
     }
 
@@ -239,7 +258,9 @@ public final class ControlPlane {
         state.mapPort(socket.port, to: slot)
         for handle in tenant.peersByKey.values {
             if let old = state.peers.setRoute(handle, nil) { reclaimer.retire(.memory(old)) }
-            peers[handle]?.nextRouteLookup = .zero
+            guard let session = peers[handle] else { continue }
+            session.nextRouteLookup = .zero
+            markDue(session)
         }
     }
 
@@ -267,6 +288,7 @@ public final class ControlPlane {
             session.pending.formUnion(session.timers.setPersistentKeepalive(
                 interval: .seconds(Int64(setup.persistentKeepalive)), now: now))
         }
+        markDue(session)
         return handle
     }
 
@@ -278,6 +300,7 @@ public final class ControlPlane {
         tenants[session.tenant]?.peersByKey.removeValue(forKey: session.publicKey)
         endSession(session)
         session.handshake.reset()
+        session.scheduled = nil
         if let old = state.peers.setRoute(handle, nil) { reclaimer.retire(.memory(old)) }
         reclaimer.retire(.peerHandle(handle, state.peers, reuse: { [weak self] in self?.coolingHandles.append($0) }))
     }
@@ -287,14 +310,14 @@ public final class ControlPlane {
         retire(session.slots.clear(), of: session)
         publishSending(session)
         abandonHandshake(session)
-        counters.add(.stagedDropped, session.staged.count)
-        session.staged.removeAll()
+        dropStaged(session, counted: true)
     }
 
     public func setPresharedKey(_ handle: UInt32, _ key: PresharedKey?) {
         guard let session = peers[handle] else { return }
         session.presharedKey = key
         session.handshake.setPresharedKey(key ?? .none)
+        markDue(session)
     }
 
     /// A configured endpoint: used until the peer is heard from elsewhere.
@@ -303,11 +326,13 @@ public final class ControlPlane {
         session.endpoint = endpoint
         if let old = state.peers.setRoute(handle, nil) { reclaimer.retire(.memory(old)) }
         session.nextRouteLookup = .zero
+        markDue(session)
     }
 
     public func setPersistentKeepalive(_ handle: UInt32, seconds: Int, now: Instant) {
         guard let session = peers[handle] else { return }
         session.pending.formUnion(session.timers.setPersistentKeepalive(interval: .seconds(Int64(seconds)), now: now))
+        markDue(session)
     }
 
     public func handle(tenant slot: Int, publicKey: PublicKey) -> UInt32? {
@@ -338,7 +363,10 @@ public final class ControlPlane {
                     confirm(peer: header.pointee.peer, localIndex: header.pointee.localIndex, now: now)
                 case .endpointChanged:
                     // The peer may have been removed since the worker queued this.
-                    if let session = peers[header.pointee.peer] { learnEndpoint(session, from: header) }
+                    if let session = peers[header.pointee.peer] {
+                        learnEndpoint(session, from: header)
+                        markDue(session)
+                    }
                 }
             }
         }
@@ -393,6 +421,7 @@ public final class ControlPlane {
             learnEndpoint(session, from: header)
             send(ResponseMessage.size, for: session)
             counters.add(.responsesSent)
+            markDue(session)
         case 2:
             counters.add(.responsesReceived)
             let message: ResponseMessage
@@ -430,6 +459,7 @@ public final class ControlPlane {
             do throws(HandshakeError) { try session.handshake.consumeCookieReply(payload, now: now) } catch {
                 counters.fail(HandshakeFailure(error))
             }
+            markDue(session)
         default:
             counters.fail(.unknownMessageType)
         }
@@ -557,10 +587,19 @@ public final class ControlPlane {
     private func stage(peer handle: UInt32, _ packet: UnsafeRawBufferPointer, now: Instant) {
         guard let session = peers[handle] else { return }
         if session.staged.count >= Tunnel.maxStagedPackets {
-            session.staged.removeFirst()   // the kernel drops the oldest
+            let oldest = session.staged.removeFirst()   // the kernel drops the oldest
+            session.stagedBytes -= oldest.count
+            stagedBytes -= oldest.count
             counters.add(.stagedDropped)
         }
-        session.staged.append(Array(packet))
+        if stagedBytes + packet.count > stagedByteBudget {
+            // Over the global budget: this packet is dropped (what others staged stays theirs).
+            counters.add(.stagedDropped)
+        } else {
+            session.staged.append(Array(packet))
+            session.stagedBytes += packet.count
+            stagedBytes += packet.count
+        }
         if session.slots.sendingKeypair(at: now) != nil {
             session.flushStaged = true       // a session appeared after the worker looked
         } else {
@@ -569,31 +608,82 @@ public final class ControlPlane {
         perform(session, now: now)
     }
 
+    /// Empties a session's staged packets; `counted`: as `staged_dropped`.
+    private func dropStaged(_ session: PeerSession, counted: Bool) {
+        if counted { counters.add(.stagedDropped, session.staged.count) }
+        stagedBytes -= session.stagedBytes
+        session.stagedBytes = 0
+        session.staged.removeAll()
+    }
+
+    /// Packets staged across all peers (tests and stats).
+    public var stagedPackets: Int { peers.values.reduce(0) { $0 + $1.staged.count } }
+
     // MARK: Timers
 
-    /// Turns the workers' activity into timer events, fires due timers and carries out what
-    /// they ask, for every peer; frees what no worker can hold any more.
+    /// Puts a session on this turn's list for `tick`.
+    private func markDue(_ session: PeerSession) {
+        guard !session.due else { return }
+        session.due = true
+        dueSessions.append(session)
+    }
+
+    /// Queues the session at its next deadline: the earliest of its timers and, while its
+    /// endpoint has no route, the next route lookup. Called after every `perform`.
+    private func schedule(_ session: PeerSession) {
+        var next = session.timers.nextDeadline
+        if session.endpoint != nil, resolveRoute != nil, state.peers.currentRoute(session.handle) == nil {
+            next = min(next ?? session.nextRouteLookup, session.nextRouteLookup)
+        }
+        guard let next else { return }
+        if let queued = session.scheduled, queued <= next { return }   // that entry wakes it early enough
+        session.scheduled = next
+        wakeups.push(next, session)
+        if wakeups.count > 2 * peers.count + 1024 { wakeups.compact(peers.values) }
+    }
+
+    /// Turns the workers' new activity into timer events, fires due timers and carries out
+    /// what they ask, for the peers that have something to do (never a walk over all of
+    /// them); frees what no worker can hold any more.
     public func tick(now: Instant) {
-        for session in peers.values {
-            let a = state.peers.activity(session.handle)
-            if let t = a.lastDataSent, t > session.seen.sent {
-                session.seen.sent = t
-                session.pending.formUnion(session.timers.transportSent(now: t, isKeepalive: false, jitter: jitter(),
-                                                                       keypair: session.slots.current))
-            }
-            if let t = a.lastKeepaliveReceived, t > session.seen.keepalive {
-                session.seen.keepalive = t
-                session.pending.formUnion(session.timers.transportReceived(now: t, isKeepalive: true,
-                                                                           current: session.slots.current))
-            }
-            if let t = a.lastDataReceived, t > session.seen.received {
-                session.seen.received = t
-                session.pending.formUnion(session.timers.transportReceived(now: t, isKeepalive: false,
-                                                                           current: session.slots.current))
-            }
-            perform(session, now: now)
+        state.peers.takeActive { handle in
+            guard let session = peers[handle] else { return }
+            noteActivity(session)
+            markDue(session)
+        }
+        while let entry = wakeups.popDue(now) {
+            let session = entry.session
+            guard session.scheduled == entry.time, peers[session.handle] === session else { continue }   // stale
+            session.scheduled = nil
+            markDue(session)
+        }
+        let due = dueSessions
+        dueSessions.removeAll(keepingCapacity: true)
+        for session in due {
+            session.due = false
+            if peers[session.handle] === session { perform(session, now: now) }
         }
         reclaimer.collect()
+    }
+
+    /// The workers' activity stamps that are newer than what the timers saw.
+    private func noteActivity(_ session: PeerSession) {
+        let a = state.peers.activity(session.handle)
+        if let t = a.lastDataSent, t > session.seen.sent {
+            session.seen.sent = t
+            session.pending.formUnion(session.timers.transportSent(now: t, isKeepalive: false, jitter: jitter(),
+                                                                   keypair: session.slots.current))
+        }
+        if let t = a.lastKeepaliveReceived, t > session.seen.keepalive {
+            session.seen.keepalive = t
+            session.pending.formUnion(session.timers.transportReceived(now: t, isKeepalive: true,
+                                                                       current: session.slots.current))
+        }
+        if let t = a.lastDataReceived, t > session.seen.received {
+            session.seen.received = t
+            session.pending.formUnion(session.timers.transportReceived(now: t, isKeepalive: false,
+                                                                       current: session.slots.current))
+        }
     }
 
     /// Carries out the session's pending actions (Tunnel.poll's order).
@@ -612,19 +702,18 @@ public final class ControlPlane {
             publishSending(session)
             abandonHandshake(session)
             session.handshake.reset()
-            session.staged.removeAll()
+            dropStaged(session, counted: false)
         }
         if session.pending.contains(.clearStagedPackets) {
             session.pending.remove(.clearStagedPackets)
-            counters.add(.stagedDropped, session.staged.count)
-            session.staged.removeAll()
+            dropStaged(session, counted: true)
         }
         if session.flushStaged || session.pending.contains(.sendKeepalive),
            let keypair = session.slots.sendingKeypair(at: now), session.endpoint != nil {
             if !session.staged.isEmpty {
                 session.pending.remove(.sendKeepalive)
                 let packets = session.staged
-                session.staged.removeAll()
+                dropStaged(session, counted: false)
                 for packet in packets {
                     packet.withUnsafeBytes { sendTransport($0, keypair: keypair, session: session, now: now) }
                 }
@@ -638,6 +727,7 @@ public final class ControlPlane {
             session.pending.remove(.sendHandshakeInitiation)
             sendInitiation(session, now: now)
         }
+        schedule(session)
     }
 
     private func sendTransport(_ packet: UnsafeRawBufferPointer, keypair: Keypair, session: PeerSession, now: Instant) {

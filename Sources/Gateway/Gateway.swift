@@ -74,8 +74,12 @@ public final class Gateway {
     private var stats: StatsSegment?
     private var uapi: UAPIServer?
     private var nextStatsPublish = Instant.zero
-    /// Stats records published last time, to empty the slots of what went away.
-    private var publishedPeers = Set<UInt32>(), publishedTenants = Set<Int>()
+    /// The peer stats walk: the next handle, which handles hold a published record (to empty
+    /// the slots of peers that went away), and the tenants' sums of the pass under way.
+    private var statsCursor = 0, lastPeerStats = Instant.zero
+    private var publishedPeers: [Bool] = []
+    private var tenantSums: [Int: TenantStatsRecord] = [:]
+    private var publishedTenants = Set<Int>()
     /// The links the gateway depends on, polled by the control thread (`watchLinks`).
     private var linkWatch: RouteNetlink?
     private var nextLinkCheck = Instant.zero
@@ -431,6 +435,7 @@ public final class Gateway {
     /// route, lanes, XDP program, veth pair and (if we made it) namespace.
     func removeTenant(_ name: String) {
         guard let r = tenants.removeValue(forKey: name) else { return }
+        tenantSums[r.slot] = nil   // the stats pass under way counted its peers
         uapi?.stopListening(interface: name)
         do throws(GatewayError) { try updateUplinkPorts() } catch { Log.error("tenant \(name): \(error)") }
         control?.removeTenant(slot: r.slot)
@@ -696,20 +701,31 @@ public final class Gateway {
     // MARK: Counters
 
     /// Keeps the stats segment current: the heartbeat and handshakes every turn; XDP
-    /// verdicts (BPF map reads), tenants and peers four times a second.
+    /// verdicts (BPF map reads) four times a second; peers a slice of handles at a time, sized
+    /// by the time since the last slice so that a pass over the whole table takes about
+    /// 250 ms however many peers there are and however fast the loop turns, and no turn
+    /// stalls the loop; tenants (sums of their peers) after each pass.
     private func publishStats(now: Instant) {
         guard let stats, let control, let state else { return }
         stats.heartbeat()
         stats.publish(handshakes: control.counters)
         stats.publish(uplinkUp: uplinkRunning, uplinkDownEvents: uplinkDownEvents)
-        guard now >= nextStatsPublish else { return }
-        nextStatsPublish = now + .milliseconds(250)
-        if let program = uplinkProgram {
+        if now >= nextStatsPublish, let program = uplinkProgram {
+            nextStatsPublish = now + .milliseconds(250)
             stats.publish(xdpVerdicts: program.verdictCounters(), redirectsPerQueue: program.redirectsPerQueue())
         }
-        var sums: [Int: TenantStatsRecord] = [:]
-        var peers = Set<UInt32>()
-        for (handle, s) in control.peers {
+        let capacity = state.peers.capacity
+        if publishedPeers.count != capacity { publishedPeers = Array(repeating: false, count: capacity) }
+        let budget = Int64(capacity) * now.since(lastPeerStats).nanoseconds / 250_000_000
+        guard budget >= Int64(min(256, capacity)) else { return }
+        lastPeerStats = now
+        let end = min(capacity, statsCursor + Int(min(budget, Int64(capacity))))
+        for handle in UInt32(statsCursor)..<UInt32(end) {
+            guard let s = control.peers[handle] else {
+                if publishedPeers[Int(handle)] { stats.publishPeer(slot: Int(handle), nil) }
+                publishedPeers[Int(handle)] = false
+                continue
+            }
             let a = state.peers.activity(handle)
             stats.publishPeer(slot: Int(handle), PeerStatsRecord(
                 tenantSlot: s.tenant, publicKey: s.publicKey,
@@ -718,18 +734,19 @@ public final class Gateway {
                 keypairCreatedNanoseconds: s.slots.current.map { StatsSegment.wallNanoseconds(of: $0.createdAt) } ?? 0,
                 rxPackets: a.rxPackets, rxBytes: a.rxBytes, txPackets: a.txPackets, txBytes: a.txBytes, drops: a.drops,
                 handshakes: UInt64(s.handshakesCompleted)))
-            peers.insert(handle)
-            var t = sums[s.tenant] ?? TenantStatsRecord(name: "", listenPort: 0, peerCount: 0)
+            publishedPeers[Int(handle)] = true
+            var t = tenantSums[s.tenant] ?? TenantStatsRecord(name: "", listenPort: 0, peerCount: 0)
             t.peerCount += 1
             t.rxPackets &+= a.rxPackets; t.rxBytes &+= a.rxBytes
             t.txPackets &+= a.txPackets; t.txBytes &+= a.txBytes; t.drops &+= a.drops
-            sums[s.tenant] = t
+            tenantSums[s.tenant] = t
         }
-        for handle in publishedPeers.subtracting(peers) { stats.publishPeer(slot: Int(handle), nil) }
-        publishedPeers = peers
+        statsCursor = end
+        guard statsCursor >= capacity else { return }
+        statsCursor = 0
         var slots = Set<Int>()
         for r in tenants.values {
-            var record = sums[r.slot] ?? TenantStatsRecord(name: "", listenPort: 0, peerCount: 0)
+            var record = tenantSums[r.slot] ?? TenantStatsRecord(name: "", listenPort: 0, peerCount: 0)
             record.name = r.configuration.name
             record.listenPort = r.configuration.listenPort
             record.up = r.down == nil
@@ -738,6 +755,7 @@ public final class Gateway {
         }
         for slot in publishedTenants.subtracting(slots) { stats.publishTenant(slot: slot, nil) }
         publishedTenants = slots
+        tenantSums.removeAll(keepingCapacity: true)
     }
 
     /// Every counter as `key=value` lines on standard error, one subject per line, so that

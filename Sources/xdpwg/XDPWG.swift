@@ -11,7 +11,8 @@ struct XDPWG: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "xdpwg",
         abstract: "An AF_XDP WireGuard gateway.",
-        subcommands: [Up.self, Reload.self, Stats.self, LabCommand.self, BenchCommand.self, CheckConfig.self, GenKey.self,
+        subcommands: [Up.self, Reload.self, Stats.self, LabCommand.self, BenchCommand.self, ScaleCommand.self, SoakCommand.self,
+                      CheckConfig.self, GenKey.self,
                       PubKey.self, GenPSK.self, Version.self, BenchProbe.self]
     )
 }

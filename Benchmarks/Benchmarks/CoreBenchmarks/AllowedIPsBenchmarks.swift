@@ -5,18 +5,6 @@ import BenchSupport
 import Benchmark
 import WireGuard
 
-/// A small deterministic generator (SplitMix64) so every run builds the same tables.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// A table of `routes` random host routes (/32 or /128, peer handles 0..<routes) and
 /// `windows` × 1000 addresses in network byte order, each one of the stored routes picked
 /// at random, packed like the address fields of consecutive packets. Each sample reads the

@@ -41,6 +41,7 @@ let benchmarks: @Sendable () -> Void = {
 
     registerPipelineBaselines()
     registerPipelineBenchmarks()
+    registerLookupBenchmarks()
 }
 
 /// Inner packet sizes: a TCP ACK class packet and a full 1420-byte MTU packet.

@@ -368,7 +368,12 @@ public struct PacketProcessor {
     private mutating func reportKeypairConfirmed(_ entry: UnsafePointer<KeypairEntry>) {
         // Once per keypair (shouldReportKeypair); the control plane ignores keypairs that are
         // not its "next" one (e.g. the previous keypair still in flight after a rotation).
-        guard let slot = control.reserve() else { return }
+        // A full queue must not lose the report for good (the responder would never send on
+        // the session): the peer's next packet reports again.
+        guard let slot = control.reserve() else {
+            peers.forgetReports(entry.pointee.peer)
+            return
+        }
         slot.header.pointee = ControlMessage()
         slot.header.pointee.kind = .keypairConfirmed
         slot.header.pointee.worker = workerIndex
@@ -381,7 +386,10 @@ public struct PacketProcessor {
 
     @inline(__always)
     private mutating func reportEndpoint(_ outer: OuterFrame, frame: UnsafeRawPointer, tenant: Int, peer: UInt32, key: UInt64) {
-        guard let slot = control.reserve() else { return }
+        guard let slot = control.reserve() else {
+            peers.forgetReports(peer)   // as for keypairs: the next packet reports again
+            return
+        }
         slot.header.pointee = ControlMessage()
         slot.header.pointee.kind = .endpointChanged
         slot.header.pointee.worker = workerIndex

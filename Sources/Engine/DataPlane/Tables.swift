@@ -160,6 +160,11 @@ public final class PeerTable: @unchecked Sendable {
     let slots: UnsafeMutablePointer<PeerSlot>
     /// `workerCount` blocks of `capacity` rows.
     let rows: UnsafeMutablePointer<PeerCounterRow>
+    /// One bit per handle: a worker sets it after stamping new activity in the peer's slot,
+    /// the control plane takes the set bits (`takeActive`), so its timers visit only peers
+    /// with something new instead of walking every peer every turn.
+    let activeBits: UnsafeMutablePointer<Atomic<UInt64>>
+    let activeWords: Int
 
     public init(capacity: Int, workerCount: Int = 1) {
         self.capacity = max(capacity, 1)
@@ -168,6 +173,9 @@ public final class PeerTable: @unchecked Sendable {
         for i in 0..<self.capacity { (slots + i).initialize(to: PeerSlot()) }
         rows = .allocate(capacity: self.capacity * self.workerCount)
         for i in 0..<(self.capacity * self.workerCount) { (rows + i).initialize(to: PeerCounterRow()) }
+        activeWords = (self.capacity + 63) / 64
+        activeBits = .allocate(capacity: activeWords)
+        for i in 0..<activeWords { (activeBits + i).initialize(to: Atomic(0)) }
     }
 
     deinit {
@@ -180,13 +188,30 @@ public final class PeerTable: @unchecked Sendable {
         slots.deallocate()
         rows.deinitialize(count: capacity * workerCount)
         rows.deallocate()
+        activeBits.deinitialize(count: activeWords)
+        activeBits.deallocate()
     }
 
     /// What worker `worker`'s data path holds: plain pointers (no reference counting per
     /// packet). Valid while the table lives.
     public func view(worker: Int) -> PeerTableView {
         precondition(worker < workerCount, "worker \(worker) has no counter rows")
-        return PeerTableView(slots: slots, rows: rows + worker * capacity)
+        return PeerTableView(slots: slots, rows: rows + worker * capacity, activeBits: activeBits)
+    }
+
+    /// Calls `body` with every handle whose activity stamps changed since the last call, and
+    /// clears their bits. Acquire on the exchange: the stamps the worker stored before setting
+    /// a bit are visible to `activity` afterwards. A bit set again while `body` runs is seen
+    /// next time. Control thread only.
+    public func takeActive(_ body: (UInt32) -> Void) {
+        for w in 0..<activeWords where activeBits[w].load(ordering: .relaxed) != 0 {
+            var bits = activeBits[w].exchange(0, ordering: .acquiring)
+            while bits != 0 {
+                let b = bits.trailingZeroBitCount
+                bits &= bits &- 1
+                body(UInt32(w * 64 + b))
+            }
+        }
     }
 
     // MARK: Control plane
@@ -265,6 +290,7 @@ public final class PeerTable: @unchecked Sendable {
 public struct PeerTableView: @unchecked Sendable {
     let slots: UnsafeMutablePointer<PeerSlot>
     let rows: UnsafeMutablePointer<PeerCounterRow>
+    let activeBits: UnsafeMutablePointer<Atomic<UInt64>>
 
     @inline(__always)
     func sendingEntry(_ peer: UInt32) -> UnsafePointer<KeypairEntry>? {
@@ -276,9 +302,24 @@ public struct PeerTableView: @unchecked Sendable {
         UnsafePointer(bitPattern: slots[Int(peer)].route.load(ordering: .acquiring))
     }
 
+    /// Stamps `now`, at most once per millisecond; true when it stored.
     @inline(__always)
-    static func touch(_ a: borrowing Atomic<UInt64>, _ now: Instant) {
-        if now.nanoseconds &- a.load(ordering: .relaxed) > 1_000_000 { a.store(now.nanoseconds, ordering: .relaxed) }
+    static func touch(_ a: borrowing Atomic<UInt64>, _ now: Instant) -> Bool {
+        guard now.nanoseconds &- a.load(ordering: .relaxed) > 1_000_000 else { return false }
+        a.store(now.nanoseconds, ordering: .relaxed)
+        return true
+    }
+
+    /// Tells the control plane the peer has new activity stamps (`PeerTable.takeActive`). At
+    /// most once per millisecond per stamp, and the locked OR only when the bit is clear:
+    /// the packet path pays a load. Release: the stamp stored before is visible with the bit.
+    @inline(__always)
+    func markActive(_ peer: UInt32) {
+        let word = activeBits + Int(peer >> 6)
+        let bit = UInt64(1) << UInt64(peer & 63)
+        if word.pointee.load(ordering: .relaxed) & bit == 0 {
+            _ = word.pointee.bitwiseOr(bit, ordering: .releasing)
+        }
     }
 
     @inline(__always)
@@ -287,7 +328,9 @@ public struct PeerTableView: @unchecked Sendable {
         PeerCounterRow.bump(r.pointee.rxPackets, 1)
         PeerCounterRow.bump(r.pointee.rxBytes, UInt64(bytes))
         let s = slots + Int(peer)
-        if keepalive { PeerTableView.touch(s.pointee.lastKeepaliveReceived, now) } else { PeerTableView.touch(s.pointee.lastDataReceived, now) }
+        let stamped = keepalive ? PeerTableView.touch(s.pointee.lastKeepaliveReceived, now)
+                                : PeerTableView.touch(s.pointee.lastDataReceived, now)
+        if stamped { markActive(peer) }
     }
 
     @inline(__always)
@@ -295,7 +338,7 @@ public struct PeerTableView: @unchecked Sendable {
         let r = rows + Int(peer)
         PeerCounterRow.bump(r.pointee.txPackets, 1)
         PeerCounterRow.bump(r.pointee.txBytes, UInt64(bytes))
-        PeerTableView.touch(slots[Int(peer)].lastDataSent, now)
+        if PeerTableView.touch(slots[Int(peer)].lastDataSent, now) { markActive(peer) }
     }
 
     @inline(__always)
@@ -310,6 +353,15 @@ public struct PeerTableView: @unchecked Sendable {
         guard s.pointee.reportedEndpoint.load(ordering: .relaxed) != key else { return false }
         s.pointee.reportedEndpoint.store(key, ordering: .relaxed)
         return true
+    }
+
+    /// Clears what `shouldReportKeypair` and `shouldReportEndpoint` remember, when the report
+    /// could not be queued (the control queue was full), so the next packet reports again.
+    @inline(__always)
+    func forgetReports(_ peer: UInt32) {
+        let s = slots + Int(peer)
+        s.pointee.reportedKeypair.store(0, ordering: .relaxed)
+        s.pointee.reportedEndpoint.store(0, ordering: .relaxed)
     }
 
     /// True the first time a worker sees keypair `localIndex` in use while it is not the

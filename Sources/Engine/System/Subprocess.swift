@@ -24,9 +24,10 @@ enum Subprocess {
         return nil
     }
 
-    /// Runs `arguments[0]` (an absolute path) with the rest as its arguments, standard input
-    /// from /dev/null, and waits for it. Throws only if it cannot be started or waited for.
-    static func run(_ arguments: [String]) throws(SystemError) -> Result {
+    /// Runs `arguments[0]` (an absolute path) with the rest as its arguments, `input` on its
+    /// standard input (none: /dev/null), and waits for it. Throws only if it cannot be
+    /// started or waited for.
+    static func run(_ arguments: [String], input: [UInt8] = []) throws(SystemError) -> Result {
         // Socket pairs rather than pipes: they can be created close-on-exec atomically
         // (pipe2 is not imported), so a program another thread spawns at the same moment
         // cannot inherit our ends and hold them open.
@@ -36,11 +37,22 @@ enum Subprocess {
             close(out.0); close(out.1)
             throw error
         }
+        var inp: (Int32, Int32) = (-1, -1)
+        if !input.isEmpty {
+            do { inp = try socketPair(for: arguments[0]) } catch {
+                close(out.0); close(out.1); close(err.0); close(err.1)
+                throw error
+            }
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        // dup2 onto 1 and 2 clears close-on-exec on the copies; the originals close at exec.
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        // dup2 onto 0, 1 and 2 clears close-on-exec on the copies; the originals close at exec.
+        if input.isEmpty {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        } else {
+            posix_spawn_file_actions_adddup2(&actions, inp.1, 0)
+        }
         posix_spawn_file_actions_adddup2(&actions, out.1, 1)
         posix_spawn_file_actions_adddup2(&actions, err.1, 2)
 
@@ -50,12 +62,15 @@ enum Subprocess {
         let spawned = posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ)
         close(out.1)
         close(err.1)
+        if !input.isEmpty { close(inp.1) }
         guard spawned == 0 else {
             close(out.0); close(err.0)
+            if !input.isEmpty { close(inp.0) }
             throw .syscall(operation: "posix_spawn(\(arguments[0]))", errno: spawned)
         }
-        // Read both streams until both close, so a chatty program never blocks on a full buffer.
-        let (stdout, stderr) = drain(out.0, err.0)
+        // Write the input while reading both streams until both close, so neither side ever
+        // blocks on a full buffer.
+        let (stdout, stderr) = drain(out.0, err.0, input: input, to: inp.0)
         close(out.0)
         close(err.0)
 
@@ -81,17 +96,31 @@ enum Subprocess {
         return (fds[0], fds[1])
     }
 
-    private static func drain(_ a: Int32, _ b: Int32) -> ([UInt8], [UInt8]) {
+    /// Reads `a` and `b` until both close; meanwhile writes `input` to `inputFD` (if any)
+    /// and closes it when all is written, or when the program stops reading.
+    private static func drain(_ a: Int32, _ b: Int32, input: [UInt8], to inputFD: Int32) -> ([UInt8], [UInt8]) {
         var outputs: [[UInt8]] = [[], []]
         var open = [true, true]
         var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        var written = 0
+        var writing = inputFD >= 0
         while open[0] || open[1] {
             var fds = [pollfd(fd: open[0] ? a : -1, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: open[1] ? b : -1, events: Int16(POLLIN), revents: 0)]
-            let ready = poll(&fds, 2, -1)
+                       pollfd(fd: open[1] ? b : -1, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: writing ? inputFD : -1, events: Int16(POLLOUT), revents: 0)]
+            let ready = poll(&fds, 3, -1)
             if ready < 0 {
                 if errno == EINTR { continue }
                 break
+            }
+            if writing && fds[2].revents != 0 {
+                let n = input.withUnsafeBytes { send(inputFD, $0.baseAddress! + written, $0.count - written,
+                                                               Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
+                if n > 0 { written += n }
+                if written == input.count || (n < 0 && errno != EINTR && errno != EAGAIN) {
+                    close(inputFD)
+                    writing = false
+                }
             }
             for i in 0..<2 where open[i] && fds[i].revents != 0 {
                 let n = chunk.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
@@ -102,6 +131,7 @@ enum Subprocess {
                 }
             }
         }
+        if writing { close(inputFD) }
         return (outputs[0], outputs[1])
     }
 }
@@ -127,5 +157,19 @@ struct IPCommand {
                                  standardError: result.standardError)
         }
         return result.standardOutput
+    }
+
+    /// Runs many `ip` commands (one argument list each) in one process (`ip -batch -`,
+    /// stopping at the first failure, whose line `ip` names): thousands of routes cost one
+    /// program start instead of thousands. `options` go before `-batch` (e.g. `-n NS`).
+    func batch(_ commands: [[String]], options: [String] = []) throws(SystemError) {
+        guard !commands.isEmpty else { return }
+        let script = commands.map { $0.joined(separator: " ") + "\n" }.joined()
+        let arguments = options + ["-batch", "-"]
+        let result = try Subprocess.run([path] + arguments, input: Array(script.utf8))
+        guard result.status == 0 else {
+            throw .commandFailed(command: ["ip"] + arguments + ["(\(commands.count) commands, the first: \(commands[0].joined(separator: " "))"],
+                                 status: result.status, standardError: result.standardError)
+        }
     }
 }

@@ -211,9 +211,9 @@ public final class TenantLink: Sendable {
         let ip = try IPCommand()
         let inNamespace = ["-n", spec.namespace]
         let oldSet = Set(old.map(\.masked)), newSet = Set(new.map(\.masked))
-        for prefix in new.map(\.masked) where !oldSet.contains(prefix) {
-            try ip.run(inNamespace + ["route", "replace", prefix.description, "dev", spec.innerName])
-        }
+        try ip.batch(new.map(\.masked).filter { !oldSet.contains($0) }.map {
+            ["route", "replace", $0.description, "dev", spec.innerName]
+        }, options: inNamespace)
         for prefix in old.map(\.masked) where !newSet.contains(prefix) {
             // Gone already (the operator removed it, or the address's own route) is fine.
             _ = try? ip.run(inNamespace + ["route", "del", prefix.description, "dev", spec.innerName])
@@ -265,11 +265,10 @@ public final class TenantLink: Sendable {
         }
         try ip.run(inNamespace + ["link", "set", "dev", spec.innerName, "up"])
         try ip.run(inNamespace + ["link", "set", "dev", "lo", "up"])
-        for prefix in spec.routes {
-            // `ip route` refuses a prefix with host bits set; "replace" tolerates the route
-            // an address already implies.
-            try ip.run(inNamespace + ["route", "replace", prefix.masked.description, "dev", spec.innerName])
-        }
+        // `ip route` refuses a prefix with host bits set; "replace" tolerates the route an
+        // address already implies. One `ip` for all of them: a tenant may have thousands.
+        try ip.batch(spec.routes.map { ["route", "replace", $0.masked.description, "dev", spec.innerName] },
+                     options: inNamespace)
     }
 
     private static func configureHost(_ spec: TenantLinkSpec, ip: IPCommand) throws(SystemError) {
