@@ -169,6 +169,26 @@ import WireGuard
         #expect(seen == 1)
     }
 
+    /// A flood of initiations fills the control queue (8 slots) to three quarters only: the
+    /// rest stays for responses and cookie replies, which still fill it to the last slot.
+    @Test func initiationsLeaveRoomInTheControlQueueForResponses() {
+        var f = Fixture()
+        var frame = Self.uplinkFrame(f.peer, inner: Self.innerPacket(source: "10.10.1.2", destination: "10.10.0.1"))
+        frame[42] = 1
+        let initiations = (0..<10).map { _ in Self.run(&f, frame).0 }
+        #expect(initiations.filter { $0 == .consumed }.count == 6)
+        #expect(initiations.filter { $0 == .dropped(.controlQueueFull) }.count == 4)
+        var replies: [PacketProcessor.DecryptResult] = []
+        for type: UInt8 in [2, 3, 2] {
+            frame[42] = type
+            replies.append(Self.run(&f, frame).0)
+        }
+        #expect(replies == [.consumed, .consumed, .dropped(.controlQueueFull)])
+        var types: [UInt8] = []
+        f.control.drain { _, payload in types.append(payload.first ?? 0) }
+        #expect(types == [1, 1, 1, 1, 1, 1, 2, 3])
+    }
+
     @Test func aNewEndpointIsReportedOnceAndTheConfirmedKeypairOnce() {
         var f = Fixture(publishSending: false)
         for _ in 0..<3 {

@@ -210,15 +210,19 @@ struct WireAttackTests {
     /// iperf3 runs through wireguard-go peer A's established tunnel to tenant A: the gateway
     /// goes under load and answers with cookie replies (each source gets one it can open), the
     /// per-source rate limit refuses the sources' mac2 floods (rate_limited), a new peer (core
-    /// peer B, in the other tenant) still completes its handshake during the flood, and the
-    /// established tunnel keeps carrying data in every second of it without a new handshake.
+    /// peer B, in the other tenant) still completes its handshake during the flood, a handshake
+    /// the gateway starts on the flooded port (to core peer A) completes during the flood (its
+    /// response and the cookie exchange get past the queued initiations), and the established
+    /// tunnel keeps carrying data in every second of it without a new handshake.
     /// The throughput before and during the flood is printed, never asserted. The flood's rate
     /// (30,000 initiations/s) can be changed with XDPWG_FLOOD_RATE.
     @Test func initiationFloodSparesEstablishedTunnels() throws {
         try Privileged.require()
         let lab = try WireAttackLab()
         defer { lab.close() }
-        let floodSeconds = 6.0
+        // Long enough for the gateway's own handshake under load: its first response is
+        // answered with a cookie reply, the retry 5 s later carries the cookie.
+        let floodSeconds = 9.0
         let floodRate = Int(ProcessInfo.processInfo.environment["XDPWG_FLOOD_RATE"] ?? "") ?? 30_000
         let flood = try InitiationFlood(in: lab.topology.internet, addresses: lab.attackerAddresses, portsPerAddress: 2,
                                         address: GatewayTopology.gatewayAddress, port: lab.a.port,
@@ -230,7 +234,7 @@ struct WireAttackTests {
         let wireGuardHandshake = try lab.peerA.wireGuard.peers().first?.latestHandshake
 
         // iperf3 through the established tunnel, the flood starting 3 s into it.
-        let iperfSeconds = 11
+        let iperfSeconds = 14
         let server = try Iperf.Server(in: lab.tenantA, address: lab.a.address)
         defer { server.stop() }
         let iperf = Background {
@@ -245,6 +249,21 @@ struct WireAttackTests {
         Thread.sleep(forTimeInterval: 1)
         let joinStart = Date()
         let newcomer = try lab.corePeer(lab.b, listenPort: 40101, wait: false)
+        // The gateway starts a handshake on the flooded port: tenant A learns core peer A's
+        // endpoint and has a packet for it.
+        let outbound = try CorePeer(in: lab.topology.internet, privateKey: lab.a.corePeerKey, peer: lab.a.key.publicKey,
+                                    listenPort: 40102, peerAddress: GatewayTopology.gatewayAddress, peerPort: lab.a.port,
+                                    innerAddress: lab.a.corePeerAddress)
+        defer { outbound.close() }
+        try Command.run(["wg", "set", lab.a.name, "peer", lab.a.corePeerKey.publicKey.description,
+                         "endpoint", "\(GatewayTopology.internetAddress):40102"])
+        let gatewayInitiated = Background { () -> Date? in
+            let deadline = Date().addingTimeInterval(floodSeconds + 8)
+            while Date() < deadline {
+                if try GatewayTopology.ping(in: lab.tenantA, to: lab.a.corePeerAddress, count: 1).allReceived { return Date() }
+            }
+            return nil
+        }
         let report = try #require(try flooding.wait(seconds: floodSeconds + 10), "the flood did not end")
         let floodEnd = Date()
         let during = lab.counts()
@@ -253,6 +272,7 @@ struct WireAttackTests {
                                                  "a peer that began its handshake during the flood") }
         let joinSeconds = Date().timeIntervalSince(joinStart)
         let throughput = try #require(try iperf.wait(seconds: Double(iperfSeconds) + 25), "iperf3 did not end")
+        let outboundAnswered = try gatewayInitiated.wait(seconds: floodSeconds + 15) ?? nil
 
         // Seconds of the iperf3 run wholly before and wholly inside the flood.
         let offset = floodStart.timeIntervalSince(iperfStart), end = floodEnd.timeIntervalSince(iperfStart)
@@ -277,6 +297,7 @@ struct WireAttackTests {
             during it \(String(format: "%.1f", mbps(inFlood))) Mbit/s
               new peer: handshake begun during the flood, \((try? joined.get()) != nil ? "" : "not ")completed \
             \(String(format: "%.1f", joinSeconds)) s later (the flood ended after \(String(format: "%.1f", floodEnd.timeIntervalSince(joinStart))) s)
+              gateway-initiated handshake on the flooded port: \(outboundAnswered.map { String(format: "first ping answered %.1f s after it began", $0.timeIntervalSince(joinStart)) } ?? "no ping answered")
             """)
 
         #expect(report.sent > 0 && report.otherReplies == 0, "the attacker got answers other than cookie replies: \(report)")
@@ -294,6 +315,9 @@ struct WireAttackTests {
         // Shedding at the workers' queues to the control thread is the only drop a flood may cause.
         #expect(drops.keys.allSatisfy { $0 == "control_queue_full" }, "drops: \(drops)")
         if case .failure(let error) = joined { Issue.record("a new peer could not handshake after the flood: \(error)") }
+        let answeredAfterFlood = outboundAnswered.map { String(format: "%.1f s after it", $0.timeIntervalSince(floodEnd)) }
+        #expect(outboundAnswered.map { $0 < floodEnd } == true,
+                "the handshake the gateway started during the flood did not complete before it ended (answered: \(answeredAfterFlood ?? "never"))\n\(lab.gateway.log)")
 
         // The established tunnel carried data in every second and kept its session.
         #expect(intervals.count >= iperfSeconds - 1 && intervals.allSatisfy { $0 > 0 },

@@ -151,12 +151,13 @@ extension ControlQueue {
         let capacity: Int
         let eventFD: Int32
 
-    /// Reserves the next slot: its header and payload area, or nil when the queue is full.
-    /// Fill them, then `commit()`.
+    /// Reserves the next slot: its header and payload area, or nil when the queue is full, or
+    /// when fewer than `spare` slots would stay free after it (room kept for messages that
+    /// matter more). Fill them, then `commit()`.
     @inline(__always)
-    public func reserve() -> (header: UnsafeMutablePointer<ControlMessage>, payload: UnsafeMutableRawPointer)? {
+    public func reserve(leaving spare: Int = 0) -> (header: UnsafeMutablePointer<ControlMessage>, payload: UnsafeMutableRawPointer)? {
         let t = tail.pointee.load(ordering: .relaxed)
-        guard t - head.pointee.load(ordering: .acquiring) < capacity else { return nil }
+        guard t - head.pointee.load(ordering: .acquiring) < capacity - spare else { return nil }
         let slot = memory + (t & (capacity - 1)) * ControlMessage.slotSize
         let header = slot.bindMemory(to: ControlMessage.self, capacity: 1)
         return (header, slot + ControlMessage.headerSize)

@@ -175,7 +175,7 @@ public struct PacketProcessor {
         case TransportHeader.typeWord:
             return .transport(outer, tenant: tenant)
         case 1, 2, 3:
-            return .done(forwardHandshake(outer, frame: frame, tenant: tenant))
+            return .done(forwardHandshake(outer, frame: frame, tenant: tenant, isInitiation: typeWord == 1))
         default:
             return .done(.dropped(.messageMalformed))
         }
@@ -329,8 +329,14 @@ public struct PacketProcessor {
     // MARK: Hand-overs to the control plane
 
     @inline(__always)
-    private mutating func forwardHandshake(_ outer: OuterFrame, frame: UnsafeRawPointer, tenant: Int) -> DecryptResult {
-        guard outer.payloadLength <= ControlMessage.payloadCapacity, let slot = control.reserve() else {
+    private mutating func forwardHandshake(_ outer: OuterFrame, frame: UnsafeRawPointer, tenant: Int,
+                                           isInitiation: Bool) -> DecryptResult {
+        // An initiation flood is the one the control thread cannot keep up with: initiations
+        // may fill the queue to three quarters only, so that responses and cookie replies (to
+        // the handshakes the gateway started, its rekeys included) and staged packets still
+        // get through while it lasts.
+        let spare = isInitiation ? control.capacity / 4 : 0
+        guard outer.payloadLength <= ControlMessage.payloadCapacity, let slot = control.reserve(leaving: spare) else {
             return .dropped(.controlQueueFull)
         }
         slot.header.pointee = ControlMessage()
