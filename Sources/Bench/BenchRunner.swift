@@ -80,6 +80,7 @@ public final class BenchRunner: @unchecked Sendable {
         for workers in options.workers {
             for peers in options.peers {
                 for device in options.devices {
+                    if LabRun.Interrupt.pending() { throw LabRun.Interrupted() }
                     let scenarios = options.directions.flatMap { d in
                         options.sizes.map { Scenario(direction: d, innerSize: $0, workers: workers, peers: peers) }
                     }
@@ -224,6 +225,7 @@ public final class BenchRunner: @unchecked Sendable {
 
         var results: [ScenarioResult] = []
         for scenario in scenarios {
+            if LabRun.Interrupt.pending() { throw LabRun.Interrupted() }
             let layout = TransportFrameLayout(sourceMAC: internetMAC, destinationMAC: uplinkMAC, innerSize: scenario.innerSize,
                                               innerSources: innerSources,
                                               innerDestination: Endpoint(address: BenchRunner.tenantAddress, port: BenchRunner.sinkPort),

@@ -73,6 +73,7 @@ public final class LabRun: @unchecked Sendable {
     }
 
     public struct Interrupted: Error, CustomStringConvertible {
+        public init() {}
         public var description: String { "interrupted: tearing down" }
     }
 

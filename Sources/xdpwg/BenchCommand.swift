@@ -59,6 +59,9 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        // Before any thread exists: Ctrl-C is then taken between steps, which tears down
+        // instead of dying half-way.
+        LabRun.Interrupt.block()
         var options = BenchRunner.Options(executable: try currentExecutable())
         options.directions = directions.compactMap(Direction.init(rawValue:))
         options.devices = devices.compactMap(DeviceUnderTest.init(rawValue:))
@@ -87,6 +90,9 @@ struct BenchCommand: ParsableCommand {
                 print("xdpwg bench: no chart: \(error)", to: &err)
             }
             print("written: \(output)/report.md, report.json, chart.png", to: &out)
+        } catch let error as LabRun.Interrupted {
+            print("xdpwg bench: \(error)")
+            throw ExitCode(130)
         } catch let error as Prerequisites.Missing {
             var err = StandardError()
             print("xdpwg bench cannot run here:", to: &err)

@@ -36,6 +36,9 @@ struct ScaleCommand: ParsableCommand {
     }
 
     func run() throws {
+        // Before any thread exists: Ctrl-C is then taken between steps, which tears down
+        // instead of dying half-way.
+        LabRun.Interrupt.block()
         var options = ScaleRunner.Options(executable: try gateway ?? currentExecutable())
         options.tenants = tenants
         options.peers = peers
@@ -96,6 +99,9 @@ struct SoakCommand: ParsableCommand {
     }
 
     func run() throws {
+        // Before any thread exists: Ctrl-C is then taken between steps, which tears down
+        // instead of dying half-way.
+        LabRun.Interrupt.block()
         var options = SoakRunner.Options(executable: try currentExecutable())
         options.seconds = seconds
         options.sampleSeconds = sample
@@ -123,6 +129,9 @@ struct SoakCommand: ParsableCommand {
 private func runReporting(_ name: String, _ body: () throws -> Void) throws {
     do {
         try body()
+    } catch let error as LabRun.Interrupted {
+        print("xdpwg \(name): \(error)")
+        throw ExitCode(130)
     } catch let error as Prerequisites.Missing {
         var err = StandardError()
         print("xdpwg \(name) cannot run here:", to: &err)

@@ -52,6 +52,40 @@ struct ScaleCommandTests {
         try expectNothingLeft()
     }
 
+    /// Ctrl-C in the middle of a soak: exit 130, the gateway stopped, nothing left behind.
+    @Test func ctrlCDuringASoakTearsDown() throws {
+        try Privileged.require()
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("xdpwg-soak-int-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: output) }
+        let log = output.appendingPathExtension("log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: log) }
+        let soak = Process()
+        soak.executableURL = URL(fileURLWithPath: try Command.xdpwg)
+        soak.arguments = ["soak", "--seconds", "120", "--peers", "10", "--rate", "500", "--output", output.path]
+        let handle = try FileHandle(forWritingTo: log)
+        soak.standardOutput = handle
+        soak.standardError = handle
+        try soak.run()
+        defer { if soak.isRunning { kill(soak.processIdentifier, SIGKILL); soak.waitUntilExit() } }
+        func text() -> String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+        let deadline = Date().addingTimeInterval(60)
+        while !text().contains("resident memory every") && soak.isRunning && Date() < deadline { usleep(100_000) }
+        #expect(text().contains("resident memory every"), "the soak did not start: \(text())")
+        let gatewayPid = Int32(text().split(separator: " ").drop { $0 != "pid" }.dropFirst().first?
+            .prefix { $0.isNumber } ?? "") ?? 0
+        #expect(gatewayPid > 0 && kill(gatewayPid, 0) == 0, "no running gateway named: \(text())")
+        usleep(1_000_000)
+        kill(soak.processIdentifier, SIGINT)
+        let stopBy = Date().addingTimeInterval(30)
+        while soak.isRunning && Date() < stopBy { usleep(100_000) }
+        #expect(!soak.isRunning && soak.terminationStatus == 130, "\(text())")
+        #expect(text().contains("interrupted"), "\(text())")
+        #expect(kill(gatewayPid, 0) != 0, "the gateway (pid \(gatewayPid)) still runs")
+        #expect(!FileManager.default.fileExists(atPath: output.appendingPathComponent("soak.json").path))
+        try expectNothingLeft()
+    }
+
     /// Every lab namespace still there belongs to a live process (another test's), none to
     /// the command that exited.
     func expectNothingLeft() throws {

@@ -139,6 +139,7 @@ public final class ScaleRunner: @unchecked Sendable {
         var retries = 0, cookies = 0
         started = Date()
         for (t, emulator) in emulators.enumerated() {
+            if LabRun.Interrupt.pending() { throw LabRun.Interrupted() }
             let report = try emulator.handshake(over: socket, gateway: endpoint(tenant: t),
                                                 gatewayPublicKey: tenantKeys[t].publicKey, timeout: .seconds(300))
             retries += report.retries
@@ -151,6 +152,7 @@ public final class ScaleRunner: @unchecked Sendable {
         // 4. One packet from every peer.
         var sent = 0
         for (t, emulator) in emulators.enumerated() {
+            if LabRun.Interrupt.pending() { throw LabRun.Interrupted() }
             let layout = TransportFrameLayout(sourceMAC: .zero, destinationMAC: .zero, innerSize: 64,
                                               innerSources: try innerAddresses(emulator),
                                               innerDestination: Endpoint(address: IPAddress("10.20.0.1")!,
@@ -174,7 +176,7 @@ public final class ScaleRunner: @unchecked Sendable {
         var snapshot = reader.snapshot()
         let deadline = Date().addingTimeInterval(30)
         while decrypted(snapshot) < UInt64(sent) && Date() < deadline {
-            usleep(100_000)
+            if LabRun.Interrupt.wait(seconds: 0.1) { throw LabRun.Interrupted() }
             snapshot = reader.snapshot()
         }
         say("  packets: \(decrypted(snapshot)) of \(sent) decrypted")

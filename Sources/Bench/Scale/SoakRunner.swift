@@ -161,6 +161,7 @@ public final class SoakRunner: @unchecked Sendable {
         var nextSample = 0.0, nextHandshake = 0.0
         var elapsed = 0.0
         while elapsed < Double(options.seconds) {
+            if LabRun.Interrupt.pending() { throw LabRun.Interrupted() }
             if elapsed >= nextHandshake {
                 try emulator.handshake(over: socket, gateway: gatewayEndpoint, gatewayPublicKey: key.publicKey,
                                        timeout: .seconds(60))
