@@ -13,6 +13,8 @@ let package = Package(
         // (Bench: the pipeline fixture it shares with `xdpwg bench-probe`).
         .library(name: "Engine", targets: ["Engine"]),
         .library(name: "Bench", targets: ["Bench"]),
+        // For the fuzzing package (Fuzz/): one libFuzzer executable per target.
+        .library(name: "Fuzzing", targets: ["Fuzzing"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -59,6 +61,12 @@ let package = Package(
             name: "Bench",
             dependencies: ["Lab", "WireGuard", "Engine", "Gateway", "CSodium", "CLibBPF", "CXDPWG"]
         ),
+        // The fuzz targets as plain Swift (deterministic, no I/O): the Fuzz/ package wraps each
+        // in a libFuzzer executable; FuzzingTests replays the corpora through them.
+        .target(
+            name: "Fuzzing",
+            dependencies: ["WireGuard", "Engine", "Gateway", "Bench"]
+        ),
         .executableTarget(
             name: "xdpwg",
             dependencies: [
@@ -78,6 +86,7 @@ let package = Package(
             dependencies: ["Gateway", "Engine", "WireGuard", "TestSupport", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "IntegrationTests", dependencies: ["WireGuard", "Gateway", "CXDPWG", "TestSupport"]),
+        .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing", "WireGuard"]),
         .testTarget(name: "BenchTests", dependencies: ["Bench", "Lab", "Engine", "Gateway", "WireGuard", "TestSupport"]),
     ]
 )

@@ -44,8 +44,14 @@ extension GatewayConfiguration {
     public static func parse(_ text: String, fileName: String) throws(ConfigurationError) -> GatewayConfiguration {
         var bytes = Array(text.utf8)
         defer { bytes.withUnsafeMutableBytes { wipe($0) } }
-        let result = bytes.withUnsafeBytes { ConfigurationParser.parse($0, fileName: fileName) }
-        return try result.get()
+        return try bytes.withUnsafeBytes { ConfigurationParser.parse($0, fileName: fileName) }.get()
+    }
+
+    /// Parses and validates a file's bytes as read. Any bytes, invalid UTF-8 included, give a
+    /// configuration or problems with their lines, never a crash. The caller wipes `bytes`,
+    /// which may hold keys.
+    public static func parse(bytes: UnsafeRawBufferPointer, fileName: String) throws(ConfigurationError) -> GatewayConfiguration {
+        try ConfigurationParser.parse(bytes, fileName: fileName).get()
     }
 
     /// Reads, parses and validates the file at `path`. The file holds private keys, so it is
@@ -83,7 +89,7 @@ extension GatewayConfiguration {
             }
         }
         guard length < capacity else { throw failure("the file changed while it was read") }
-        return try ConfigurationParser.parse(UnsafeRawBufferPointer(rebasing: buffer[..<length]), fileName: path).get()
+        return try parse(bytes: UnsafeRawBufferPointer(rebasing: buffer[..<length]), fileName: path)
     }
 }
 

@@ -213,8 +213,9 @@ public struct CookieGenerator: Sendable {
 
     /// Fills in mac1 (always) and mac2 (fresh cookie, else zeros) of a complete initiation or
     /// response laid out in `message` (exactly 148 or 92 bytes), and remembers mac1 for the
-    /// cookie reply that may answer it.
-    mutating func addMACs(to message: UnsafeMutableRawBufferPointer, now: Instant) {
+    /// cookie reply that may answer it. Public for harnesses that lay out messages themselves
+    /// (the fuzzers give mutated bodies a valid mac1 so that they reach the handshake).
+    public mutating func addMACs(to message: UnsafeMutableRawBufferPointer, now: Instant) {
         let mac1Offset = MessageMACs.mac1Offset(size: message.count)
         let mac2Offset = MessageMACs.mac2Offset(size: message.count)
         let mac1 = MAC16.compute(key: mac1Key, data: UnsafeRawBufferPointer(rebasing: message[0..<mac1Offset]))
@@ -230,7 +231,7 @@ public struct CookieGenerator: Sendable {
 
     /// Decrypts a cookie reply to the last message we sent (its mac1 is the additional data)
     /// and stores the cookie. A reply is accepted once: a later one needs a new message.
-    mutating func consumeCookieReply(_ reply: CookieReplyMessage, now: Instant) throws(HandshakeError) {
+    public mutating func consumeCookieReply(_ reply: CookieReplyMessage, now: Instant) throws(HandshakeError) {
         guard hasSentMAC1 else { throw .unexpectedCookieReply }
         var candidate = MAC16()
         defer { candidate.wipe() }

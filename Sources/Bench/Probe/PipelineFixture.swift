@@ -74,11 +74,16 @@ public final class PipelineFixture {
     public let output: UnsafeMutableRawPointer        // frameCapacity: tenant frame (decrypt) or uplink frame (encrypt)
     public let uplinkInner: [UInt8]                   // the inner packet the peer sent (decrypt)
     public let tenantInner: [UInt8]                   // the inner packet the tenant sends (encrypt)
+    /// The outer header of the peer's frames (peer → gateway): wraps other messages the same way.
+    public let fromPeer: OuterHeaderTemplate
 
     /// Builds the state and `count` frames of `length`-byte inner packets. `length` must be
     /// 28...1420 and either 1420 or a multiple of 16, so that nothing is padded and the
-    /// pipeline and a plain `Keypair` encrypt the same bytes.
-    public init(length: Int, count: Int, outerIPv6: Bool = false) throws(PipelineCheckFailed) {
+    /// pipeline and a plain `Keypair` encrypt the same bytes. `random` supplies the session
+    /// keys and the inner packets' payload: the CSPRNG unless a caller (the fuzzers) needs the
+    /// same fixture in every run.
+    public init(length: Int, count: Int, outerIPv6: Bool = false,
+                random: (UnsafeMutableRawBufferPointer) -> Void = PipelineFixture.systemRandom) throws(PipelineCheckFailed) {
         guard (Self.minimumLength...Self.mtu).contains(length) else {
             throw PipelineCheckFailed("inner packet size \(length) B: must be \(Self.minimumLength)...\(Self.mtu) B")
         }
@@ -98,18 +103,18 @@ public final class PipelineFixture {
         let toPeer = OuterHeaderTemplate(sourceMAC: Self.uplinkMAC, destinationMAC: Self.nextHopMAC, vlanTCI: 0,
                                          source: gatewayAddress, sourcePort: Self.listenPort,
                                          destination: peerAddress, destinationPort: Self.peerPort)
-        let fromPeer = OuterHeaderTemplate(sourceMAC: Self.nextHopMAC, destinationMAC: Self.uplinkMAC, vlanTCI: 0,
-                                           source: peerAddress, sourcePort: Self.peerPort,
-                                           destination: gatewayAddress, destinationPort: Self.listenPort)
+        fromPeer = OuterHeaderTemplate(sourceMAC: Self.nextHopMAC, destinationMAC: Self.uplinkMAC, vlanTCI: 0,
+                                       source: peerAddress, sourcePort: Self.peerPort,
+                                       destination: gatewayAddress, destinationPort: Self.listenPort)
         let outerLength = toPeer.length, messageLength = messageLength
         // 64-byte aligned slots, like frames in a UMEM.
         let stride = (outerLength + messageLength + 63) & ~63
         self.outerLength = outerLength
         frameLength = outerLength + messageLength
         self.stride = stride
-        let uplinkInner = Self.innerPacket(length: length, source: "10.10.1.2", destination: "10.10.0.1")
+        let uplinkInner = Self.innerPacket(length: length, source: "10.10.1.2", destination: "10.10.0.1", random: random)
         self.uplinkInner = uplinkInner
-        tenantInner = Self.innerPacket(length: length, source: "10.10.0.1", destination: "10.10.1.2")
+        tenantInner = Self.innerPacket(length: length, source: "10.10.0.1", destination: "10.10.1.2", random: random)
 
         // The tenant and its routes.
         var table = AllowedIPs()
@@ -124,7 +129,9 @@ public final class PipelineFixture {
             throw PipelineCheckFailed("keypair table has no free index")
         }
         localIndex = index
-        var k1 = randomKey32(), k2 = randomKey32()
+        var k1 = Key32(), k2 = Key32()
+        k1.withUnsafeMutableBytes(random)
+        k2.withUnsafeMutableBytes(random)
         defer { k1.wipe(); k2.wipe() }
         gatewayKeys = SessionKeys(sendKey: k2, receiveKey: k1, localIndex: index, remoteIndex: 0x7777_0001,
                                   isInitiator: false, createdAt: .zero)
@@ -226,7 +233,8 @@ public final class PipelineFixture {
     }
 
     /// An IPv4/UDP packet of `length` bytes (28...65535) with a pseudo-random payload.
-    static func innerPacket(length: Int, source: String, destination: String) -> [UInt8] {
+    static func innerPacket(length: Int, source: String, destination: String,
+                            random: (UnsafeMutableRawBufferPointer) -> Void) -> [UInt8] {
         var p = [UInt8](repeating: 0, count: length)
         p[0] = 0x45
         p[2] = UInt8(length >> 8); p[3] = UInt8(length & 0xff)
@@ -236,15 +244,15 @@ public final class PipelineFixture {
         p.replaceSubrange(16..<20, with: IPAddress(destination)!.bytes)
         p[20] = 0x9c; p[21] = 0x40; p[22] = 0x13; p[23] = 0x89      // ports 40000 → 5001
         p[24] = UInt8((length - 20) >> 8); p[25] = UInt8((length - 20) & 0xff)
-        p.withUnsafeMutableBytes { randombytes_buf($0.baseAddress! + 28, length - 28) }
+        p.withUnsafeMutableBytes { random(UnsafeMutableRawBufferPointer(rebasing: $0[28...])) }
         return p
     }
-}
 
-private func randomKey32() -> Key32 {
-    var k = Key32()
-    k.withUnsafeMutableBytes { randombytes_buf($0.baseAddress!, 32) }
-    return k
+    /// libsodium's CSPRNG: the default source of keys and payloads.
+    public static func systemRandom(_ buffer: UnsafeMutableRawBufferPointer) {
+        guard let base = buffer.baseAddress else { return }
+        randombytes_buf(base, buffer.count)
+    }
 }
 
 /// A 16-bit field in network byte order (Engine's `Wire.store16` is internal).

@@ -1,0 +1,8 @@
+// libFuzzer entry point of fuzz target `handshakeInitiation` (see Sources/Fuzzing/FuzzTarget.swift).
+import Fuzzing
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    FuzzTarget.handshakeInitiation.run(UnsafeRawBufferPointer(start: data, count: size))
+    return 0
+}
