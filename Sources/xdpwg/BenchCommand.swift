@@ -22,7 +22,8 @@ struct BenchCommand: ParsableCommand {
             delivers; its process's CPU time is what it cost. Also measures the generator's own \
             ceiling, libsodium's single-core rate and, under callgrind, instructions and mallocs \
             per packet of the worker's per-packet path (run a release build for those). Writes \
-            report.md, report.json and chart.png into --output.
+            report.md, report.json and chart.png into --output. Ctrl-C stops it between scenarios and \
+            removes everything (exit 130).
             """)
 
     @Option(name: .long, help: "Where to write report.md, report.json and chart.png.")

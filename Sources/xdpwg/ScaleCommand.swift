@@ -14,7 +14,8 @@ struct ScaleCommand: ParsableCommand {
             then with --peers peers spread over them: start-up time and resident memory (memory per peer \
             is the difference to the baseline); then every peer completes a real handshake (a peer emulator \
             per tenant) and sends one packet, which must be decrypted; then resident memory again and the \
-            time to stop. Writes scale.md and scale.json into --output.
+            time to stop. Writes scale.md and scale.json into --output. Ctrl-C stops it between steps and \
+            removes everything (exit 130).
             """)
 
     @Option(name: .long, help: "Where to write scale.md and scale.json.")
@@ -69,7 +70,7 @@ struct SoakCommand: ParsableCommand {
             second to the tenant and a quarter of that back, every peer handshaking again every \
             --rehandshake seconds, for --seconds; the gateway's VmRSS every --sample seconds. Reports the \
             samples, the slope after warm-up and whether memory stayed flat. Writes soak.md and soak.json \
-            into --output.
+            into --output. Ctrl-C stops it and removes everything (exit 130).
             """)
 
     @Option(name: .long, help: "Where to write soak.md and soak.json.")
