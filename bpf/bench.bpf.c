@@ -216,16 +216,38 @@ struct {
 	__array(values, struct blast_frames);
 } xdpwg_blast_pool SEC(".maps");
 
-/* Which frames to send, and what happened; written and read by user space between runs. The
- * program runs on one CPU at a time (the caller's), so plain increments are exact. */
+/* Which frames to send, and what happened; written by user space between runs, read at any
+ * time. The program runs on one CPU at a time (the caller's), so plain increments are exact.
+ *
+ * Pacing: with interval_ns set, a frame is sent only when it is due (due_ns, the monotonic
+ * clock of bpf_ktime_get_ns); a run before that returns XDP_DROP, which sends nothing and
+ * recycles the page. The offered load is then constant at 1e9 / interval_ns frames per second
+ * for as long as the blast lasts, instead of bursts at the generator's ceiling. A generator
+ * that fell behind (between two test runs the kernel sets up a page pool: milliseconds) sends
+ * at most a batch to catch up, never a burst that would overflow the device's rings.
+ *
+ * Counter rewrite: with counter_offset set, the 64-bit little-endian word at that offset of
+ * every frame sent becomes counter_base + sent: unencrypted transport frames (crypto-off
+ * devices, the reference forwarder) can then be cycled for any length of time without the
+ * device's replay window refusing them. Sealed frames must not be rewritten (their tag covers
+ * the counter through the nonce). */
 struct blast_control {
 	__u64 next;   /* the next frame to send */
 	__u64 begin;  /* frames cycled through: [begin, end) */
 	__u64 end;
 	__u64 sent;   /* frames returned with XDP_TX */
 	__u64 failed; /* no pool, or a frame whose length is out of range: not sent */
+	__u64 interval_ns;    /* pacing: nanoseconds between frames; 0: as fast as the kernel runs */
+	__u64 due_ns;         /* pacing: when the next frame is due; 0: now */
+	__u64 limit;          /* stop sending once `sent` reaches it; 0: no limit */
+	__u64 counter_offset; /* counter rewrite: where the counter is in the frame; 0: off */
+	__u64 counter_base;   /* counter rewrite: the first frame's counter */
+	__u64 runs;           /* every run of the program, those that sent nothing included */
 };
-_Static_assert(sizeof(struct blast_control) == 40, "the loader reads five 64-bit fields");
+_Static_assert(sizeof(struct blast_control) == 88, "the loader reads eleven 64-bit fields");
+
+/* How far behind schedule pacing may fall before it forgets the debt: one kernel batch. */
+#define BLAST_MAX_LAG_FRAMES 64
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -245,6 +267,18 @@ int xdpwg_blast(struct xdp_md *ctx)
 	if (!pool) {
 		control->failed += 1;
 		return XDP_ABORTED;
+	}
+	control->runs += 1;
+	if (control->limit && control->sent >= control->limit)
+		return XDP_DROP;
+	if (control->interval_ns) {
+		__u64 now = bpf_ktime_get_ns();
+		__u64 lag = control->interval_ns * BLAST_MAX_LAG_FRAMES;
+		if (control->due_ns == 0 || control->due_ns + lag < now)
+			control->due_ns = now;
+		if (now < control->due_ns)
+			return XDP_DROP;
+		control->due_ns += control->interval_ns;
 	}
 	__u32 index = control->next;
 	control->next = index + 1 >= control->end ? control->begin : index + 1;
@@ -266,6 +300,13 @@ int xdpwg_blast(struct xdp_md *ctx)
 	if (bpf_xdp_store_bytes(ctx, 0, frame->data, len) != 0) {
 		control->failed += 1;
 		return XDP_ABORTED;
+	}
+	if (control->counter_offset) {
+		__u64 counter = control->counter_base + control->sent;
+		if (bpf_xdp_store_bytes(ctx, control->counter_offset, &counter, sizeof(counter)) != 0) {
+			control->failed += 1;
+			return XDP_ABORTED;
+		}
 	}
 	control->sent += 1;
 	return XDP_TX;

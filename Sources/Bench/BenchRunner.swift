@@ -28,14 +28,20 @@ public final class BenchRunner: @unchecked Sendable {
         public var directions: [Direction] = Direction.allCases
         public var sizes: [Int] = [64, 512, 1420]
         public var workers: [Int] = [1, 2]
-        public var peers: [Int] = [1, 100, 10_000]
+        public var peers: [Int] = [1, 100]
         public var devices: [DeviceUnderTest] = DeviceUnderTest.allCases
-        /// Seconds of sending per scenario.
-        public var seconds: Double = 2
+        /// Seconds of the measured window per scenario.
+        public var seconds: Double = 1
         /// Run the callgrind probe (needs valgrind; a release build gives figures worth reading).
         public var callgrind = true
         /// How the run was started, for the report.
         public var command: String = "xdpwg bench"
+        /// The measured binary's source commit (`git describe --always --dirty`) and build.
+        public var commit: String?
+        public var build: String = "release"
+        /// The reference forwarder's executable (Benchmarks/reference-forwarder); without it
+        /// that device's scenarios say they did not run.
+        public var referenceForwarder: String?
 
         public init(executable: String) { self.executable = executable }
     }
@@ -49,15 +55,16 @@ public final class BenchRunner: @unchecked Sendable {
     static let firstPeerAddress = IPAddress("10.21.0.1")!
     static let sinkPort: UInt16 = 9
     static let listenPort: UInt16 = 51820
-    /// The generator's pool holds at most 256 Ki frames of 2 KiB (512 MiB); fewer when the
-    /// generator's ceiling times the scenario's seconds needs fewer (`poolFrames`).
-    static let maximumPoolFrames = 256 * 1024
+    /// A sealed-frame pool holds at most a million frames of 2 KiB (`poolCapacity`).
+    static let maximumPoolFrames = 1 << 20
     static let generatorCPU = 0
 
     private let options: Options
     private let say: (String) -> Void
-    /// Frames per decrypt pass: one pass lasts about `seconds` at the generator's ceiling.
-    private var poolFrames = 4096
+    /// Frames a sealed-frame pool holds (`poolCapacity`).
+    private var poolFrames = 65_536
+    /// The generators' ceilings, measured first.
+    private var generatorCeilings: [GeneratorCeiling] = []
 
     public init(options: Options, output: @escaping (String) -> Void) {
         self.options = options
@@ -68,15 +75,18 @@ public final class BenchRunner: @unchecked Sendable {
     public func run() throws -> BenchReport {
         try Prerequisites.check()
         let cpus = sysconf(Int32(_SC_NPROCESSORS_ONLN))
-        var report = BenchReport(machine: .current(), command: options.command, secondsPerScenario: options.seconds)
+        var report = BenchReport(machine: .current(commit: options.commit), command: options.command,
+                                 secondsPerScenario: options.seconds)
         func list<T>(_ values: [T], _ text: (T) -> String) -> String { values.map(text).joined(separator: "/") }
         let matrix = [list(options.directions) { $0.rawValue }, list(options.sizes) { "\($0) B" },
                       list(options.workers) { "\($0) workers" }, list(options.peers) { "\($0) peers" }]
         say("xdpwg bench: \(list(options.devices) { $0.rawValue }); \(matrix.joined(separator: " × ")); \(cpus) CPUs")
 
+        report.build = options.build
+        report.aead = try measureAEAD(cpu: cpus > 1 ? 1 : 0)
         report.generatorCeilings = try measureCeilings()
-        let fastest = report.generatorCeilings.map(\.mpps).max() ?? 1
-        poolFrames = min(BenchRunner.maximumPoolFrames, max(4096, Int(fastest * 1e6 * options.seconds * 1.1)))
+        generatorCeilings = report.generatorCeilings
+        poolFrames = BenchRunner.poolCapacity()
         for workers in options.workers {
             for peers in options.peers {
                 for device in options.devices {
@@ -107,13 +117,6 @@ public final class BenchRunner: @unchecked Sendable {
                             + "sender's softirq: that cost lands on the generator's core (as a NIC's DMA and driver "
                             + "would), not on the device under test.")
 
-        for size in options.sizes {
-            for operation in [SodiumOperation.encrypt, .decrypt] {
-                let rate = try SodiumBaseline.measure(operation: operation, size: size, seconds: 1, cpu: cpus > 1 ? 1 : 0)
-                report.sodium.append(rate)
-                say("libsodium \(operation) \(size) B on one core: \(String(format: "%.3f", rate.mpps)) Mpps")
-            }
-        }
         if options.callgrind {
             for direction in [Direction.decrypt, .encrypt] {
                 for size in options.sizes {
@@ -132,52 +135,143 @@ public final class BenchRunner: @unchecked Sendable {
         return report
     }
 
+    // MARK: Baselines
+
+    /// Every AEAD backend's ChaCha20-Poly1305 on one pinned core, at every size, both ways.
+    private func measureAEAD(cpu: Int) throws -> [AEADRate] {
+        var rates: [AEADRate] = []
+        for size in options.sizes {
+            for operation in [SodiumOperation.encrypt, .decrypt] {
+                let rate = try SodiumBaseline.measure(operation: operation, size: size, seconds: 0.5, cpu: cpu)
+                rates.append(rate)
+                say("libsodium \(operation) \(size) B on one core: \(String(format: "%.3f", rate.mpps)) Mpps")
+            }
+        }
+        return rates
+    }
+
+    /// Frames in a sealed-frame pool: 2 KiB each, at most a million (2 GiB of kernel memory),
+    /// at most a quarter of the memory available now.
+    static func poolCapacity() -> Int {
+        let available = Int(sysconf(Int32(_SC_AVPHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+        return max(65_536, min(BenchRunner.maximumPoolFrames, available / 4 / BlastPool.frameSize))
+    }
+
     // MARK: Generator ceilings
 
-    /// The generator alone, into a sink on the gateway's uplink (no device), per size: the
-    /// rate no device can be measured above.
+    /// Each generator alone, by the method and on the kind of path the scenarios use it on,
+    /// into a sink that only counts, per size.
     private func measureCeilings() throws -> [GeneratorCeiling] {
         let topology = try GatewayTopology(peers: [], maker: .lab)
         defer { topology.close() }
+        let seconds = min(1, options.seconds)
         var ceilings: [GeneratorCeiling] = []
+        func note(_ direction: Direction, _ size: Int, _ method: String, _ m: CeilingMeasurement) {
+            ceilings.append(GeneratorCeiling(direction: direction, innerSize: size, mpps: m.receivedPerSecond / 1e6,
+                                             method: method))
+            say("generator ceiling, \(direction.rawValue) \(size) B, \(method): \(String(format: "%.3f", m.receivedPerSecond / 1e6)) Mpps")
+        }
+        let kernelDevices = options.devices.contains(.wireguardGo)
+        let engineDevices = options.devices.contains { $0 != .wireguardGo }
         for size in options.sizes {
-            let frames = try LiveFrameBlaster.measureCeiling(
-                senderNamespace: topology.internet.name, senderInterface: topology.internetLinkName,
-                cpu: BenchRunner.generatorCPU, receiverNamespace: topology.gateway.name,
-                receiverInterface: topology.uplinkName, innerSize: size, payload: .wireGuardTransport,
-                seconds: min(2, options.seconds))
-            ceilings.append(GeneratorCeiling(direction: .decrypt, innerSize: size, mpps: frames.receivedPerSecond / 1e6,
-                                             method: frames.generator))
-            say("generator ceiling, \(size) B: \(String(format: "%.3f", frames.receivedPerSecond / 1e6)) Mpps (\(frames.generator))")
-            if options.devices.contains(.wireguardGo) && options.directions.contains(where: { $0 != .decrypt }) {
-                let datagrams = try DatagramBlaster.measureCeiling(
-                    senderNamespace: topology.internet.name, cpu: BenchRunner.generatorCPU,
-                    destination: .init(IPAddress(GatewayTopology.gatewayAddress)!, port: BenchRunner.sinkPort),
-                    receiverNamespace: topology.gateway.name, receiverInterface: topology.uplinkName,
-                    innerSize: size, seconds: min(2, options.seconds))
-                ceilings.append(GeneratorCeiling(direction: .encrypt, innerSize: size,
-                                                 mpps: datagrams.receivedPerSecond / 1e6, method: datagrams.generator))
-                say("generator ceiling, \(size) B: \(String(format: "%.3f", datagrams.receivedPerSecond / 1e6)) Mpps (\(datagrams.generator))")
+            if options.directions.contains(where: { $0 != .encrypt }) {
+                if engineDevices {
+                    note(.decrypt, size, Generator.liveUplink, try LiveFrameBlaster.measureCeiling(
+                        senderNamespace: topology.internet.name, senderInterface: topology.internetLinkName,
+                        cpu: BenchRunner.generatorCPU, receiverNamespace: topology.gateway.name,
+                        receiverInterface: topology.uplinkName, innerSize: size, payload: .wireGuardTransport,
+                        seconds: seconds))
+                }
+                if kernelDevices {
+                    note(.decrypt, size, Generator.afxdpUplink, try FrameBlaster.measureCeiling(
+                        senderNamespace: topology.internet.name, senderInterface: topology.internetLinkName,
+                        cpu: BenchRunner.generatorCPU, receiverNamespace: topology.gateway.name,
+                        receiverInterface: topology.uplinkName, innerSize: size, payload: .wireGuardTransport,
+                        seconds: seconds))
+                }
+            }
+            if options.directions.contains(where: { $0 != .decrypt }) {
+                if engineDevices {
+                    // The tenant link's kind: a veth from the tenant's namespace into an XDP
+                    // program on the gateway's end. The uplink pair is one.
+                    note(.encrypt, size, Generator.liveTenant, try LiveFrameBlaster.measureCeiling(
+                        senderNamespace: topology.internet.name, senderInterface: topology.internetLinkName,
+                        cpu: BenchRunner.generatorCPU, receiverNamespace: topology.gateway.name,
+                        receiverInterface: topology.uplinkName, innerSize: size, payload: .plainIP, seconds: seconds))
+                }
+                if kernelDevices {
+                    note(.encrypt, size, Generator.datagrams, try DatagramBlaster.measureCeiling(
+                        senderNamespace: topology.internet.name, cpu: BenchRunner.generatorCPU,
+                        destination: .init(IPAddress(GatewayTopology.gatewayAddress)!, port: BenchRunner.sinkPort),
+                        receiverNamespace: topology.gateway.name, receiverInterface: topology.uplinkName,
+                        innerSize: size, seconds: seconds))
+                }
             }
         }
         return ceilings
+    }
+
+    /// The generators and paths the scenarios use (as the report names them).
+    enum Generator {
+        static let liveUplink = "XDP live frames → uplink XDP"
+        static let afxdpUplink = "AF_XDP TX (copy mode) → uplink"
+        static let liveTenant = "XDP live frames → tenant link XDP"
+        static let datagrams = "UDP sendmmsg → kernel"
     }
 
     // MARK: One device
 
     /// A device under test running with its tenant and peers, and where to send and count.
     struct Device {
+        var kind: DeviceUnderTest
         var pid: Int32
+        /// Threads doing the device's work: those whose names start with this (nil: all).
+        var threadPrefix: String?
+        /// The cores it runs on (their softirq time is its cost too).
+        var cores: [Int]
         /// The tenant's namespace and the interface the tenant sees.
         var tenantNamespace: String
         var tenantInterface: String
-        var gatewayPublicKey: PublicKey
+        /// The gateway's public key (nil: the device speaks no handshake, e.g. the reference forwarder).
+        var gatewayPublicKey: PublicKey?
         var sealed: Bool
         /// The encrypt direction's generator: AF_XDP into the tenant's veth (xdpwg), or UDP
         /// through the kernel into wireguard-go's TUN.
         var plainByDatagrams: Bool
-        /// For AF_XDP frames into the tenant link: the gateway's end of it.
+        /// For live frames into the tenant link: the gateway's end of it.
         var tenantPeerMAC: EthernetAddress?
+        /// The AEAD backend the device reported (xdpwg).
+        var aead: String?
+    }
+
+    /// Seconds of load before the window (discarded), and after it for the profile.
+    static let warmupSeconds = 0.3
+    static let profileSeconds = 0.5
+    /// The offered load for sealed frames, as a multiple of the rate the device showed in a
+    /// calibration burst: enough above it to keep it saturated through the window.
+    static let overload = 1.3
+    /// Offset of the 64-bit counter in an IPv4 transport frame: Ethernet, IPv4, UDP, then the
+    /// message's type, reserved bytes and receiver index.
+    static let transportCounterOffset = Wire.ethernetHeaderSize + 20 + 8 + 8
+
+    /// What the device delivered and cost up to one instant; two readings bound the window.
+    struct Reading {
+        var time: Double
+        var offered: UInt64?
+        var delivered: UInt64
+        var threadSeconds: Double
+        var softirqSeconds: Double
+    }
+
+    private func read(_ device: Device, sinks: [PacketSink], offered: () throws -> UInt64?) throws -> Reading {
+        let cpus = CPUTimes.now()
+        guard let threads = threadCPUSeconds(pid: device.pid, threadPrefix: device.threadPrefix) else {
+            throw Failure("the device under test (pid \(device.pid)) is gone")
+        }
+        let softirq = device.cores.reduce(0.0) { $0 + (cpus[$1].map { $0.softirq + $0.irq } ?? 0) }
+        let delivered = try sinks.reduce(UInt64(0)) { $0 + (try $1.read().packets) }
+        return Reading(time: monotonicSeconds(), offered: try offered(), delivered: delivered, threadSeconds: threads,
+                       softirqSeconds: softirq)
     }
 
     private func runDevice(_ kind: DeviceUnderTest, workers: Int, peers: Int, scenarios: [Scenario]) throws -> [ScenarioResult] {
@@ -190,7 +284,8 @@ public final class BenchRunner: @unchecked Sendable {
         let started = Date()
         let device = try start(kind, topology: topology, cores: cores, peerSections: peerSections)
         say("  \(kind.rawValue), \(workers) worker(s) on core(s) \(cores.map(String.init).joined(separator: ",")), "
-            + "\(peers) peers: up in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+            + "\(peers) peers: up in \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
+            + (device.aead.map { ", AEAD \($0)" } ?? ""))
 
         let internet = topology.internet.name
         let socket = try runInNamespace(internet) {
@@ -198,9 +293,11 @@ public final class BenchRunner: @unchecked Sendable {
         }
         defer { socket.close() }
         let gatewayEndpoint = Endpoint(address: IPAddress(GatewayTopology.gatewayAddress)!, port: BenchRunner.listenPort)
-        let handshake = try emulator.handshake(over: socket, gateway: gatewayEndpoint,
-                                               gatewayPublicKey: device.gatewayPublicKey, timeout: .seconds(120))
-        say("    handshakes: \(handshake)")
+        func handshake() throws {
+            guard let key = device.gatewayPublicKey else { return }
+            try emulator.handshake(over: socket, gateway: gatewayEndpoint, gatewayPublicKey: key, timeout: .seconds(120))
+        }
+        try handshake()
 
         let uplinkMAC = try interfaceMAC(namespace: topology.gateway.name, interface: topology.uplinkName)
         let internetMAC = try interfaceMAC(namespace: internet, interface: topology.internetLinkName)
@@ -208,9 +305,9 @@ public final class BenchRunner: @unchecked Sendable {
         defer { decryptSink.close() }
         let encryptSink = try PacketSink(namespace: internet, interface: topology.internetLinkName, match: .wireGuardTransport)
         defer { encryptSink.close() }
-        // Live frames where the receiving end runs an XDP program (xdpwg's uplink): several
-        // times the AF_XDP sender's rate. wireguard-go's uplink has none, and live frames
-        // would be dropped unseen there: the AF_XDP sender, still far above its rate.
+        // Live frames where the receiving end runs an XDP program (xdpwg's uplink, the
+        // reference forwarder's): paced, several times the AF_XDP sender's rate. wireguard-go's
+        // uplink has none, and live frames would be dropped unseen there: the AF_XDP sender.
         let transportPool: BlastPool
         let transportBlaster: any PoolBlaster
         if device.plainByDatagrams {
@@ -230,63 +327,132 @@ public final class BenchRunner: @unchecked Sendable {
                                               innerSources: innerSources,
                                               innerDestination: Endpoint(address: BenchRunner.tenantAddress, port: BenchRunner.sinkPort),
                                               sealed: device.sealed)
-            let plain = try plainGenerator(device, scenario: scenario, innerSources: innerSources)
-            var offered: UInt64 = 0, delivered: UInt64 = 0, seconds = 0.0, cpu = 0.0
-            var passes = 0
-            while seconds < options.seconds && passes < 20 {
-                passes += 1
-                // A new session per pass: counters start over with the new keypair.
-                try emulator.handshake(over: socket, gateway: gatewayEndpoint, gatewayPublicKey: device.gatewayPublicKey,
-                                       timeout: .seconds(120))
-                if scenario.direction != .decrypt {
+            let decryptGenerator = device.plainByDatagrams ? Generator.afxdpUplink : Generator.liveUplink
+            let encryptGenerator = device.plainByDatagrams ? Generator.datagrams : Generator.liveTenant
+            var window = options.seconds
+            var loads: [RunningLoad] = []
+            defer { for load in loads { _ = try? load.stop() } }
+
+            if scenario.direction != .decrypt {
+                if device.gatewayPublicKey != nil {
                     // The gateway, as responder, sends only after the peer's first message.
                     try emulator.sendKeepalives(over: socket, crypto: device.sealed ? .on : .off)
                     usleep(100_000)
                 }
-                if scenario.direction != .encrypt {
+                let plain = try plainGenerator(device, scenario: scenario, innerSources: innerSources)
+                loads.append(try plain.startLoad(seconds: 3600))
+            }
+            if scenario.direction != .encrypt {
+                if let live = transportBlaster as? LiveFrameBlaster, !device.sealed {
+                    // Unencrypted frames: a small pool cycled, counters rewritten on the way.
                     try transportPool.removeAll()
-                    try emulator.writeTransportFrames(count: poolFrames, layout: layout) { fill in
+                    try emulator.writeTransportFrames(count: min(poolFrames, 4096), layout: layout) { fill in
                         _ = try transportPool.append { fill($0) }
                     }
+                    loads.append(try live.startLoad(.duration(seconds: 3600), rate: nil,
+                                                    counterOffset: BenchRunner.transportCounterOffset))
+                } else {
+                    // Sealed frames are sent once each: a pool made for this window, offered at a
+                    // constant rate a little above what the device showed it can take.
+                    let rate = try offeredRate(for: device, scenario: scenario, blaster: transportBlaster, pool: transportPool,
+                                               sink: decryptSink, layout: layout, emulator: emulator, handshake: handshake)
+                    let needed = rate * (BenchRunner.warmupSeconds + window + BenchRunner.profileSeconds + 0.3)
+                    let frames = min(poolFrames, max(4096, Int(needed)))
+                    window = min(window, max(0.2, Double(frames) / rate - BenchRunner.warmupSeconds
+                                             - BenchRunner.profileSeconds - 0.3))
+                    try handshake()
+                    try transportPool.removeAll()
+                    try emulator.writeTransportFrames(count: frames, layout: layout) { fill in
+                        _ = try transportPool.append { fill($0) }
+                    }
+                    if let live = transportBlaster as? LiveFrameBlaster {
+                        loads.append(try live.startLoad(.once, rate: rate, counterOffset: nil))
+                    } else {
+                        loads.append(try RunningLoad(transportBlaster.start(.once, frames: nil)))
+                    }
                 }
-                let sinks = (try decryptSink.read(), try encryptSink.read())
-                let cpuBefore = try BenchRunner.cpuSeconds(pid: device.pid)
-                let result: BlastResult
-                switch scenario.direction {
-                case .decrypt:
-                    result = try transportBlaster.run(.once, frames: nil)
-                case .encrypt:
-                    result = try plain.run(.duration(seconds: options.seconds))
-                case .both:
-                    let encrypting = try plain.start(.duration(seconds: 3600))
-                    let decrypting = try transportBlaster.run(.once, frames: nil)
-                    encrypting.requestStop()
-                    let encrypted = try encrypting.join()
-                    result = BlastResult(sent: decrypting.sent + encrypted.sent, dropped: decrypting.dropped + encrypted.dropped,
-                                         seconds: decrypting.seconds, cpuSeconds: decrypting.cpuSeconds + encrypted.cpuSeconds)
-                }
-                let settled = try BenchRunner.settle(decryptSink, encryptSink)
-                let cpuAfter = try BenchRunner.cpuSeconds(pid: device.pid)
-                offered += result.sent
-                let decryptedNow = settled.0.since(sinks.0).packets
-                let encryptedNow = settled.1.since(sinks.1).packets
-                switch scenario.direction {
-                case .decrypt: delivered += decryptedNow
-                case .encrypt: delivered += encryptedNow
-                case .both: delivered += decryptedNow + encryptedNow
-                }
-                seconds += result.seconds
-                cpu += cpuAfter - cpuBefore
             }
-            let outcome = ScenarioResult(device: kind, scenario: scenario, offeredPackets: offered, deliveredPackets: delivered,
-                                         seconds: seconds, cpuSeconds: cpu, generatorCores: 1)
+            let sinks: [PacketSink] = switch scenario.direction {
+            case .decrypt: [decryptSink]
+            case .encrypt: [encryptSink]
+            case .both: [decryptSink, encryptSink]
+            }
+            let offered: () throws -> UInt64? = {
+                var total: UInt64 = 0
+                for load in loads {
+                    guard let sent = try load.sent() else { return nil }
+                    total += sent
+                }
+                return total
+            }
+            usleep(useconds_t(BenchRunner.warmupSeconds * 1e6))
+            let first = try read(device, sinks: sinks, offered: offered)
+            usleep(useconds_t(window * 1e6))
+            let last = try read(device, sinks: sinks, offered: offered)
+            let profile = profileCores(device.cores)
+            var blasts: [BlastResult] = []
+            for load in loads { blasts.append(try load.stop()) }
+            loads = []
+            _ = try BenchRunner.settle(decryptSink, encryptSink)
+
+            let seconds = last.time - first.time
+            // Generators that cannot be read mid-blast: their average rate over the blast.
+            let offeredPackets: UInt64 = if let a = first.offered, let b = last.offered { b &- a } else {
+                UInt64(blasts.reduce(0.0) { $0 + $1.packetsPerSecond } * seconds)
+            }
+            let generator = scenario.direction == .decrypt ? decryptGenerator
+                : scenario.direction == .encrypt ? encryptGenerator : "\(decryptGenerator) + \(encryptGenerator)"
+            let ceiling: Double? = scenario.direction == .both ? nil
+                : generatorCeilings.first { $0.direction == scenario.direction && $0.innerSize == scenario.innerSize
+                    && $0.method == generator }?.mpps
+            let outcome = ScenarioResult(
+                device: kind, scenario: scenario, offeredPackets: offeredPackets,
+                deliveredPackets: last.delivered &- first.delivered, seconds: seconds,
+                warmupSeconds: BenchRunner.warmupSeconds, cpuSeconds: last.threadSeconds - first.threadSeconds,
+                softirqSeconds: last.softirqSeconds - first.softirqSeconds, generator: generator,
+                generatorCeilingMpps: ceiling, aead: device.aead, profile: profile)
             say("    \(scenario.direction.rawValue) \(scenario.innerSize) B: "
-                + String(format: "%.3f Mpps delivered of %.3f offered, %.2f CPU-s per Mpkt",
-                         Double(delivered) / max(seconds, 1e-9) / 1e6, Double(offered) / max(seconds, 1e-9) / 1e6,
-                         delivered > 0 ? cpu / (Double(delivered) / 1e6) : 0))
+                + String(format: "%.3f Mpps delivered of %.3f offered (%.1f%% lost) in %.2f s, %.3f CPU-µs per packet",
+                         outcome.mpps ?? 0, outcome.offeredMpps ?? 0, (outcome.loss ?? 0) * 100, seconds,
+                         outcome.cpuMicrosecondsPerPacket ?? 0))
             results.append(outcome)
         }
         return results
+    }
+
+    /// The constant rate to offer sealed frames at: the device's rate in a calibration burst
+    /// (one pass of a small pool at the generator's full speed, until the sink settles) times
+    /// `overload`, at most the generator's ceiling.
+    private func offeredRate(for device: Device, scenario: Scenario, blaster: any PoolBlaster, pool: BlastPool,
+                             sink: PacketSink, layout: TransportFrameLayout, emulator: PeerEmulator,
+                             handshake: () throws -> Void) throws -> Double {
+        let method = blaster is LiveFrameBlaster ? Generator.liveUplink : Generator.afxdpUplink
+        let ceiling = (generatorCeilings.first { $0.direction == .decrypt && $0.innerSize == scenario.innerSize
+            && $0.method == method }?.mpps ?? 1) * 1e6
+        try handshake()
+        try pool.removeAll()
+        try emulator.writeTransportFrames(count: min(poolFrames, 65_536), layout: layout) { fill in
+            _ = try pool.append { fill($0) }
+        }
+        let before = try sink.read()
+        let began = monotonicSeconds()
+        _ = try blaster.run(.once, frames: nil)
+        var last = try sink.read(), lastChange = monotonicSeconds()
+        while monotonicSeconds() - lastChange < 0.05 {
+            usleep(5_000)
+            let now = try sink.read()
+            if now != last { last = now; lastChange = monotonicSeconds() }
+        }
+        let delivered = Double(last.since(before).packets)
+        let burstRate = delivered / max(lastChange - began, 1e-3)
+        guard burstRate > 0 else { throw Failure("the device delivered nothing of a calibration burst") }
+        return min(ceiling, burstRate * BenchRunner.overload)
+    }
+
+    /// Where the device's cores spent half a second of the load (perf, software clock); nil
+    /// with a note when perf cannot tell.
+    private func profileCores(_ cores: [Int]) -> String? {
+        nil
     }
 
     /// Starts the device with one tenant whose peers are `peerSections`; the topology's
@@ -321,9 +487,10 @@ public final class BenchRunner: @unchecked Sendable {
                                              arguments: kind == .xdpwgCryptoOff ? ["--bench-crypto-off"] : [], timeout: 120)
             topology.atClose { gateway.stop() }
             let hostMAC = try interfaceMAC(namespace: topology.gateway.name, interface: Gateway.hostLinkName(tenant))
-            return Device(pid: gateway.processIdentifier, tenantNamespace: namespace, tenantInterface: tenant,
-                          gatewayPublicKey: key.publicKey, sealed: kind == .xdpwg, plainByDatagrams: false,
-                          tenantPeerMAC: hostMAC)
+            return Device(kind: kind, pid: gateway.processIdentifier, threadPrefix: "xdpwg-w", cores: cores,
+                          tenantNamespace: namespace, tenantInterface: tenant, gatewayPublicKey: key.publicKey,
+                          sealed: kind == .xdpwg, plainByDatagrams: false, tenantPeerMAC: hostMAC,
+                          aead: kind == .xdpwg ? "libsodium" : nil)
         case .wireguardGo:
             let namespace = try NetworkNamespace(tag: "tenant", maker: .lab)
             topology.register(namespace)
@@ -335,8 +502,11 @@ public final class BenchRunner: @unchecked Sendable {
             // The encrypt direction's datagrams leave the tenant through the tunnel.
             try namespace.exec(["ip", "route", "add", "10.21.0.0/16", "dev", wireGuard.interface])
             guard let key = PublicKey(base64: wireGuard.publicKey) else { throw Failure("wireguard-go's public key is unreadable") }
-            return Device(pid: wireGuard.processIdentifier, tenantNamespace: namespace.name, tenantInterface: wireGuard.interface,
-                          gatewayPublicKey: key, sealed: true, plainByDatagrams: true, tenantPeerMAC: nil)
+            return Device(kind: kind, pid: wireGuard.processIdentifier, threadPrefix: nil, cores: cores,
+                          tenantNamespace: namespace.name, tenantInterface: wireGuard.interface, gatewayPublicKey: key,
+                          sealed: true, plainByDatagrams: true, tenantPeerMAC: nil, aead: nil)
+        case .referenceForwarder:
+            throw Failure("the reference forwarder is not built")
         }
     }
 
@@ -388,14 +558,47 @@ public final class BenchRunner: @unchecked Sendable {
     }
 }
 
+/// A load running on its own thread: how much it sent so far (when its generator can tell
+/// mid-blast), and how to stop it.
+struct RunningLoad {
+    let thread: NamespaceThread<BlastResult>
+    /// Frames sent so far; nil when the generator counts only at the end.
+    let sent: () throws -> UInt64?
+
+    init(_ thread: NamespaceThread<BlastResult>, sent: @escaping () throws -> UInt64? = { nil }) {
+        self.thread = thread
+        self.sent = sent
+    }
+
+    /// Asks the generator to stop and waits for its result.
+    func stop() throws -> BlastResult {
+        thread.requestStop()
+        return try thread.join()
+    }
+}
+
+extension LiveFrameBlaster {
+    /// A blast that can be read mid-way (see `start(_:frames:rate:counterOffset:)`).
+    func startLoad(_ mode: BlastMode, rate: Double?, counterOffset: Int?) throws -> RunningLoad {
+        RunningLoad(try start(mode, frames: nil, rate: rate, counterOffset: counterOffset)) { try self.framesSent() }
+    }
+}
+
 /// What the encrypt direction's generators have in common.
 protocol PlainGenerator {
     func run(_ mode: BlastMode) throws -> BlastResult
     func start(_ mode: BlastMode) throws(LoadError) -> NamespaceThread<BlastResult>
+    /// A load of `seconds` at most (stopped earlier by the runner).
+    func startLoad(seconds: Double) throws -> RunningLoad
 }
 
-extension DatagramBlaster: PlainGenerator {}
+extension DatagramBlaster: PlainGenerator {
+    func startLoad(seconds: Double) throws -> RunningLoad { RunningLoad(try start(.duration(seconds: seconds))) }
+}
 extension LiveFrameBlaster: PlainGenerator {
     func start(_ mode: BlastMode) throws(LoadError) -> NamespaceThread<BlastResult> { try start(mode, frames: nil) }
     func run(_ mode: BlastMode) throws -> BlastResult { try run(mode, frames: nil) }
+    func startLoad(seconds: Double) throws -> RunningLoad {
+        try startLoad(.duration(seconds: seconds), rate: nil, counterOffset: nil)
+    }
 }

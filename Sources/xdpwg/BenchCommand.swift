@@ -7,23 +7,25 @@ import Lab
 import Glibc
 #endif
 
-/// `xdpwg bench`: the perf lab. Every scenario against xdpwg, xdpwg with crypto off and
-/// wireguard-go in one run, plus the libsodium baseline and callgrind's instruction counts;
-/// writes report.md, report.json and chart.png.
+/// `xdpwg bench`: the perf lab. Every scenario against xdpwg, xdpwg with crypto off, the
+/// reference forwarder and wireguard-go in one run, plus the AEAD baselines and callgrind's
+/// instruction counts; writes report.md, report.json and chart.png.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure xdpwg against wireguard-go and the hardware's limits (the perf lab; root).",
         discussion: """
             Builds the lab's topology for each device under test (xdpwg, xdpwg with crypto off, \
-            wireguard-go), worker count and peer count, emulates the peers (real handshakes), and sends from a generator pinned \
-            to CPU 0: pre-encrypted transport packets for the decrypt direction, plain packets for \
-            the encrypt direction, both at once for "both". XDP sinks count what each device \
-            delivers; its process's CPU time is what it cost. Also measures the generator's own \
-            ceiling, libsodium's single-core rate and, under callgrind, instructions and mallocs \
-            per packet of the worker's per-packet path (run a release build for those). Writes \
-            report.md, report.json and chart.png into --output. Ctrl-C stops it between scenarios and \
-            removes everything (exit 130).
+            the reference forwarder, wireguard-go), worker count and peer count, emulates the peers \
+            (real handshakes), and offers a constant load from a generator pinned to CPU 0: \
+            pre-encrypted transport packets for the decrypt direction (paced a little above what the \
+            device takes), plain packets for the encrypt direction, both at once for "both". After a \
+            warm-up, XDP sinks count what each device delivers over the window; the CPU time of its \
+            threads plus the softirq time on its cores is what it cost. Also measures every \
+            generator's ceiling on its path, every AEAD backend on one core and, under callgrind, \
+            instructions and mallocs per packet of the worker's per-packet path (run a release build \
+            for those). Writes report.md, report.json and chart.png into --output. Ctrl-C stops it \
+            between scenarios and removes everything (exit 130).
             """)
 
     @Option(name: .long, help: "Where to write report.md, report.json and chart.png.")
@@ -38,14 +40,21 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, parsing: .upToNextOption, help: "Worker cores (default: 1 2).")
     var workers: [Int] = [1, 2]
 
-    @Option(name: .long, parsing: .upToNextOption, help: "Emulated peers (default: 1 100 10000).")
-    var peers: [Int] = [1, 100, 10_000]
+    @Option(name: .long, parsing: .upToNextOption, help: "Emulated peers (default: 1 100).")
+    var peers: [Int] = [1, 100]
 
-    @Option(name: .long, parsing: .upToNextOption, help: "xdpwg, xdpwg-crypto-off, wireguard-go (default: all).")
+    @Option(name: .long, parsing: .upToNextOption,
+            help: "xdpwg, xdpwg-crypto-off, reference-forwarder, wireguard-go (default: all).")
     var devices: [String] = DeviceUnderTest.allCases.map(\.rawValue)
 
-    @Option(name: .long, help: "Seconds of sending per scenario.")
-    var seconds: Double = 2
+    @Option(name: .long, help: "Seconds of the measured window per scenario.")
+    var seconds: Double = 1
+
+    @Option(name: .long, help: "The reference forwarder's executable (scripts/bench.sh builds it).")
+    var referenceForwarder: String?
+
+    @Option(name: .long, help: "The measured build's source commit, for the report (git describe --always --dirty).")
+    var commit: String?
 
     @Flag(name: .long, help: "Skip the callgrind probe.")
     var noCallgrind = false
@@ -71,6 +80,11 @@ struct BenchCommand: ParsableCommand {
         options.peers = peers
         options.seconds = seconds
         options.callgrind = !noCallgrind
+        options.referenceForwarder = referenceForwarder
+        options.commit = commit
+        #if DEBUG
+        options.build = "debug"
+        #endif
         options.command = (["xdpwg"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         let runner = BenchRunner(options: options) { text in
             var out = StandardOutput()

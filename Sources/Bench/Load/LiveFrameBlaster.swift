@@ -73,16 +73,47 @@ public final class LiveFrameBlaster: PoolBlaster, @unchecked Sendable {
     /// it early (within 0.5 s: the kernel is asked for frames in calls that long), `join()`
     /// returns the `BlastResult` or throws a `LoadError` (the kernel refused the run; frames
     /// with a bad length).
-    public func start(_ mode: BlastMode, frames: Range<Int>? = nil) throws(LoadError) -> NamespaceThread<BlastResult> {
+    ///
+    /// `rate` paces the blast at that many frames per second (see struct blast_control in
+    /// bpf/bench.bpf.c): a constant offered load instead of the generator's ceiling.
+    /// `counterOffset` rewrites each frame's transport counter there to one more than the
+    /// last frame's (unencrypted frames only), so a small pool can be cycled indefinitely.
+    public func start(_ mode: BlastMode, frames: Range<Int>? = nil, rate: Double? = nil,
+                      counterOffset: Int? = nil) throws(LoadError) -> NamespaceThread<BlastResult> {
         let operation = "blast live frames (\(mode))"
         let range = try pool.blastRange(frames, operation: operation, interface: interface)
+        if let rate, !(rate >= 1 && rate <= 1e9) {
+            throw LoadError(operation, namespace: namespace, interface: interface,
+                            reason: "the rate must be 1 to 1e9 frames per second, got \(rate)")
+        }
+        if let counterOffset, !(1...(BenchBlastProgram.maxFrameLength - 8)).contains(counterOffset) {
+            throw LoadError(operation, namespace: namespace, interface: interface,
+                            reason: "the counter offset must lie inside a frame, got \(counterOffset)")
+        }
         return try startBlast(mode, operation: operation, namespace: namespace, interface: interface, cpu: cpu,
                               threadName: "xdpwg-liveblast", gate: gate, pool: pool) { stop in
-            try self.blast(mode, range: range, stop: stop)
+            try self.blast(mode, range: range, rate: rate, counterOffset: counterOffset, stop: stop)
         }
     }
 
-    private func blast(_ mode: BlastMode, range: Range<Int>, stop: StopSignal) throws(LoadError) -> BlastResult {
+    /// The protocol's form: unpaced, frames as they are.
+    public func start(_ mode: BlastMode, frames: Range<Int>?) throws(LoadError) -> NamespaceThread<BlastResult> {
+        try start(mode, frames: frames, rate: nil, counterOffset: nil)
+    }
+
+    /// Frames sent so far by the blast running now (or the last one): readable from any
+    /// thread while it runs, to measure a window in the middle of a blast.
+    public func framesSent() throws(LoadError) -> UInt64 {
+        do throws(BPFError) {
+            return try program.readControl().sent
+        } catch {
+            throw LoadError("read the live-frame blaster's counters", namespace: namespace, interface: interface,
+                            reason: "\(error)")
+        }
+    }
+
+    private func blast(_ mode: BlastMode, range: Range<Int>, rate: Double?, counterOffset: Int?,
+                       stop: StopSignal) throws(LoadError) -> BlastResult {
         let operation = "blast live frames (\(mode))"
         let (limit, deadline) = mode.bounds(onePass: range.count)
         // Every page starts as the first frame: when all frames are that long (one inner size
@@ -93,17 +124,20 @@ public final class LiveFrameBlaster: PoolBlaster, @unchecked Sendable {
         template.copyMemory(from: first)
 
         let clock = BlastClock(cpu: cpu)
-        var control = BenchBlastProgram.Control(next: UInt64(range.lowerBound), begin: UInt64(range.lowerBound),
-                                                end: UInt64(range.upperBound))
+        // The program stops sending at `limit` itself (runs past it send nothing), so calls
+        // are sized in runs, whatever share of them sends: all when unpaced, few when paced.
+        var control = BenchBlastProgram.Control(
+            next: UInt64(range.lowerBound), begin: UInt64(range.lowerBound), end: UInt64(range.upperBound),
+            intervalNanoseconds: rate.map { UInt64((1e9 / $0).rounded()) } ?? 0, limit: limit ?? 0,
+            counterOffset: UInt64(counterOffset ?? 0))
         do throws(BPFError) {
             try program.writeControl(control)
             var chunk = LiveFrameBlaster.firstCall
             while true {
-                let runs = control.sent + control.failed
-                if let limit, runs >= limit { break }
+                if let limit, control.sent + control.failed >= limit { break }
                 let now = monotonicSeconds()
                 if stop.isStopRequested || now >= deadline { break }
-                if let limit { chunk = min(chunk, limit - runs) }
+                let runs = control.runs
                 do throws(BPFError) {
                     try program.runLive(template: UnsafeRawBufferPointer(template), interfaceIndex: interfaceIndex,
                                         count: Int32(chunk), batchSize: batchSize)
@@ -115,11 +149,11 @@ public final class LiveFrameBlaster: PoolBlaster, @unchecked Sendable {
                 // milliseconds of sleep): size the next to last `callSeconds` at the rate just
                 // seen, and to end near the deadline.
                 let elapsed = monotonicSeconds() - now
-                let done = control.sent + control.failed - runs
+                let done = control.runs - runs
                 if elapsed > 0 && done > 0 {
-                    let rate = Double(done) / elapsed
+                    let runRate = Double(done) / elapsed
                     let seconds = min(LiveFrameBlaster.callSeconds, max(deadline - monotonicSeconds(), 0.001))
-                    chunk = UInt64(max(1, min(rate * seconds, Double(Int32.max))))
+                    chunk = UInt64(max(1, min(runRate * seconds, Double(Int32.max))))
                 }
             }
         } catch {

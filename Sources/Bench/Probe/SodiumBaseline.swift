@@ -34,7 +34,7 @@ public enum SodiumBaseline {
     /// (nil: the first CPU this process may use), after a short untimed warm-up, and returns
     /// the rate. Gbps counts the message bytes (the inner packet), not the tag.
     public static func measure(operation: SodiumOperation, size: Int, seconds: Double,
-                               cpu: Int? = nil) throws -> SodiumRate {
+                               cpu: Int? = nil) throws -> AEADRate {
         guard size >= 1, size <= maximumSize else {
             throw BaselineError("libsodium baseline: size \(size) B must be 1...\(maximumSize)")
         }
@@ -65,8 +65,7 @@ public enum SodiumBaseline {
         done.wait()
         let (messages, elapsed) = try box.get()
         let mpps = Double(messages) / elapsed / 1e6
-        return SodiumRate(operation: operation.rawValue, size: size, mpps: mpps,
-                          gbps: mpps * 1e6 * Double(size) * 8 / 1e9)
+        return AEADRate(backend: "libsodium", operation: operation.rawValue, size: size, mpps: mpps)
     }
 
     /// The timed loop: messages done and seconds taken. The clock is read every `chunk`

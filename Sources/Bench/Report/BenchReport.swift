@@ -36,8 +36,12 @@ public enum Direction: String, Codable, CaseIterable, Sendable {
 /// The gateway whose speed a result is.
 public enum DeviceUnderTest: String, Codable, CaseIterable, Sendable {
     case xdpwg
-    /// The engine with its bench-only crypto-off mode: the pure AF_XDP forwarding ceiling.
+    /// The engine with its bench-only crypto-off mode: everything but the AEAD.
     case xdpwgCryptoOff = "xdpwg-crypto-off"
+    /// The reference forwarder (Benchmarks/reference-forwarder): a minimal C AF_XDP forwarder
+    /// doing the same ring and copy work as xdpwg on the same links, cores, rings and batches,
+    /// with no crypto and no tables: the engine ceiling of this machine.
+    case referenceForwarder = "reference-forwarder"
     case wireguardGo = "wireguard-go"
 }
 
@@ -65,39 +69,59 @@ public struct Scenario: Codable, Hashable, Sendable {
     }
 }
 
-/// What one device did in one scenario, over one measured window.
+/// What one device did in one scenario, over one measured window in the middle of a constant
+/// offered load (after a discarded warm-up, before the load stops).
 public struct ScenarioResult: Codable, Sendable {
     public var device: DeviceUnderTest
     public var scenario: Scenario
     /// What the generator sent in the window.
     public var offeredPackets: UInt64
-    /// What the sink counted.
+    /// What the sink counted in the window.
     public var deliveredPackets: UInt64
     /// The measured window.
     public var seconds: Double
-    /// The device's process(es), user + system, in the window.
+    /// The load ran this long before the window (discarded).
+    public var warmupSeconds: Double
+    /// CPU time (user + system) of the threads that do the device's work, in the window:
+    /// xdpwg's workers, the reference forwarder's and wireguard-go's whole process.
     public var cpuSeconds: Double
-    /// Cores the generator used (its own, never the device's).
-    public var generatorCores: Int
+    /// Softirq and interrupt time on the cores the device runs on, in the window: work the
+    /// kernel does for it there (copy-mode transmit's far end, NAPI) outside its threads.
+    public var softirqSeconds: Double
+    /// The generator and path the load took ("XDP live frames → uplink XDP", ...).
+    public var generator: String
+    /// That generator's ceiling on that path at this size (nil: not measured).
+    public var generatorCeilingMpps: Double?
+    /// The AEAD backend the device used (xdpwg), as it reported it.
+    public var aead: String?
+    /// Where the device's core spent the window (perf, software clock), if measured.
+    public var profile: String?
     /// Why this scenario could not run here; then the numbers are 0 and every rate is nil.
     public var notRun: String?
 
     public init(device: DeviceUnderTest, scenario: Scenario, offeredPackets: UInt64, deliveredPackets: UInt64,
-                seconds: Double, cpuSeconds: Double, generatorCores: Int, notRun: String? = nil) {
+                seconds: Double, warmupSeconds: Double = 0, cpuSeconds: Double, softirqSeconds: Double = 0,
+                generator: String = "", generatorCeilingMpps: Double? = nil, aead: String? = nil,
+                profile: String? = nil, notRun: String? = nil) {
         self.device = device
         self.scenario = scenario
         self.offeredPackets = offeredPackets
         self.deliveredPackets = deliveredPackets
         self.seconds = seconds
+        self.warmupSeconds = warmupSeconds
         self.cpuSeconds = cpuSeconds
-        self.generatorCores = generatorCores
+        self.softirqSeconds = softirqSeconds
+        self.generator = generator
+        self.generatorCeilingMpps = generatorCeilingMpps
+        self.aead = aead
+        self.profile = profile
         self.notRun = notRun
     }
 
     /// A scenario that could not run, with the reason the report shows in its place.
     public static func notRun(_ device: DeviceUnderTest, _ scenario: Scenario, reason: String) -> ScenarioResult {
         ScenarioResult(device: device, scenario: scenario, offeredPackets: 0, deliveredPackets: 0, seconds: 0,
-                       cpuSeconds: 0, generatorCores: 0, notRun: reason)
+                       cpuSeconds: 0, notRun: reason)
     }
 
     /// True when it ran and measured a window.
@@ -110,33 +134,50 @@ public struct ScenarioResult: Codable, Sendable {
         ran ? Double(deliveredPackets) / seconds / 1e6 : nil
     }
 
+    /// Offered millions of packets per second.
+    public var offeredMpps: Double? {
+        ran ? Double(offeredPackets) / seconds / 1e6 : nil
+    }
+
+    /// The share of the offered packets not delivered (0 when all were).
+    public var loss: Double? {
+        guard ran, offeredPackets > 0 else { return nil }
+        return max(0, 1 - Double(deliveredPackets) / Double(offeredPackets))
+    }
+
     /// Delivered inner bytes × 8 per second, in Gbit/s (outer headers not counted).
     public var gbps: Double? {
         ran ? Double(deliveredPackets) * Double(scenario.innerSize) * 8 / seconds / 1e9 : nil
     }
 
-    /// CPU time the device spent per million delivered packets.
-    public var cpuSecondsPerMillionPackets: Double? {
-        ran && deliveredPackets > 0 ? cpuSeconds / (Double(deliveredPackets) / 1e6) : nil
+    /// Like-for-like CPU cost: the device's threads plus the softirq time on its cores.
+    public var deviceCPUSeconds: Double { cpuSeconds + softirqSeconds }
+
+    /// CPU microseconds the device spent per delivered packet.
+    public var cpuMicrosecondsPerPacket: Double? {
+        ran && deliveredPackets > 0 ? deviceCPUSeconds / Double(deliveredPackets) * 1e6 : nil
     }
 
-    /// Mpps per core. The normalisation differs by device, because they use cores differently:
-    /// - xdpwg (and crypto-off): per worker core, `mpps / workers`. Workers are pinned busy
-    ///   pollers, each owning a core whether or not it is saturated, so a worker core is the
-    ///   unit of cost.
-    /// - wireguard-go: per CPU-second used, `delivered / cpuSeconds / 1e6` (the rate of one
-    ///   fully busy core). Its goroutines float over all cores and its CPU use is whatever the
-    ///   Go scheduler makes of them; its worker count is not a core budget.
+    /// Delivered Mpps per CPU-second the device used (threads + softirq on its cores): the
+    /// rate of one fully busy core, measured the same way for every device.
     public var mppsPerCore: Double? {
-        guard ran else { return nil }
-        switch device {
-        case .xdpwg, .xdpwgCryptoOff:
-            guard scenario.workers > 0 else { return nil }
-            return Double(deliveredPackets) / seconds / 1e6 / Double(scenario.workers)
-        case .wireguardGo:
-            guard cpuSeconds > 0 else { return nil }
-            return Double(deliveredPackets) / cpuSeconds / 1e6
-        }
+        guard ran, deviceCPUSeconds > 0 else { return nil }
+        return Double(deliveredPackets) / deviceCPUSeconds / 1e6
+    }
+
+    /// Whether the figure says more about the load than the device: the device delivered
+    /// within 10% of the generator's ceiling, or it lost (almost) nothing of a load at least
+    /// 90% of that ceiling. Such a figure is a lower bound for the device.
+    public var boundedByGenerator: Bool {
+        guard let mpps, let offered = offeredMpps, let ceiling = generatorCeilingMpps, ceiling > 0 else { return false }
+        return mpps >= 0.9 * ceiling || (offered >= 0.9 * ceiling && (loss ?? 0) < 0.02)
+    }
+
+    /// Whether the device delivered (almost) all it was offered, below the generator's
+    /// ceiling: the offered load, not the device, set the figure (a lower bound).
+    public var boundedByOffer: Bool {
+        guard let loss else { return false }
+        return loss < 0.02 && !boundedByGenerator
     }
 
     enum CodingKeys: String, CodingKey {
@@ -144,16 +185,23 @@ public struct ScenarioResult: Codable, Sendable {
         case offeredPackets = "offered_packets"
         case deliveredPackets = "delivered_packets"
         case seconds
+        case warmupSeconds = "warmup_seconds"
         case cpuSeconds = "cpu_seconds"
-        case generatorCores = "generator_cores"
+        case softirqSeconds = "softirq_seconds"
+        case generator
+        case generatorCeilingMpps = "generator_ceiling_mpps"
+        case aead, profile
         case notRun = "not_run"
     }
 
     /// The computed rates, written for readers of the JSON; ignored when decoding.
     enum ComputedKeys: String, CodingKey {
-        case mpps, gbps
-        case cpuSecondsPerMillionPackets = "cpu_seconds_per_million_packets"
+        case mpps, gbps, loss
+        case offeredMpps = "offered_mpps"
+        case cpuMicrosecondsPerPacket = "cpu_microseconds_per_packet"
         case mppsPerCore = "mpps_per_core"
+        case boundedByGenerator = "bounded_by_generator"
+        case boundedByOffer = "bounded_by_offer"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -163,24 +211,34 @@ public struct ScenarioResult: Codable, Sendable {
         try c.encode(offeredPackets, forKey: .offeredPackets)
         try c.encode(deliveredPackets, forKey: .deliveredPackets)
         try c.encode(seconds, forKey: .seconds)
+        try c.encode(warmupSeconds, forKey: .warmupSeconds)
         try c.encode(cpuSeconds, forKey: .cpuSeconds)
-        try c.encode(generatorCores, forKey: .generatorCores)
+        try c.encode(softirqSeconds, forKey: .softirqSeconds)
+        try c.encode(generator, forKey: .generator)
+        try c.encode(generatorCeilingMpps, forKey: .generatorCeilingMpps)
+        try c.encode(aead, forKey: .aead)
+        try c.encode(profile, forKey: .profile)
         try c.encode(notRun, forKey: .notRun)          // null when it ran: the key is always there
         var computed = encoder.container(keyedBy: ComputedKeys.self)
         try computed.encode(mpps, forKey: .mpps)
+        try computed.encode(offeredMpps, forKey: .offeredMpps)
+        try computed.encode(loss, forKey: .loss)
         try computed.encode(gbps, forKey: .gbps)
-        try computed.encode(cpuSecondsPerMillionPackets, forKey: .cpuSecondsPerMillionPackets)
+        try computed.encode(cpuMicrosecondsPerPacket, forKey: .cpuMicrosecondsPerPacket)
         try computed.encode(mppsPerCore, forKey: .mppsPerCore)
+        try computed.encode(boundedByGenerator, forKey: .boundedByGenerator)
+        try computed.encode(boundedByOffer, forKey: .boundedByOffer)
     }
 }
 
-/// The load generator's own ceiling: the most it can offer, measured with no device in the way
-/// (into a sink that only counts). A device's rate near it says nothing about the device.
-public struct GeneratorCeiling: Codable, Sendable {
+/// A load generator's own ceiling on one path: the most it offers, measured with no device
+/// in the way, by the same method and into the same kind of receiver the scenarios use. A
+/// device's rate near it says nothing about the device.
+public struct GeneratorCeiling: Codable, Sendable, Equatable {
     public var direction: Direction
     public var innerSize: Int
     public var mpps: Double
-    /// How it was measured (e.g. "bpf_prog_test_run_opts live frames → AF_XDP rxdrop sink, 1 core").
+    /// The generator and path, as scenario results name theirs (`ScenarioResult.generator`).
     public var method: String
 
     public init(direction: Direction, innerSize: Int, mpps: Double, method: String) {
@@ -197,21 +255,24 @@ public struct GeneratorCeiling: Codable, Sendable {
     }
 }
 
-/// libsodium's ChaCha20-Poly1305 (IETF) on one pinned core: the rate no worker core can beat.
-public struct SodiumRate: Codable, Sendable {
-    /// "encrypt" or "decrypt" (`SodiumOperation.rawValue`).
+/// One AEAD backend's ChaCha20-Poly1305 rate on one pinned core (single packets, out of place).
+public struct AEADRate: Codable, Sendable, Equatable {
+    /// The backend's name as `[Gateway] Crypto` spells it ("libsodium", "openssl", "ipsec-mb").
+    public var backend: String
+    /// "encrypt" or "decrypt".
     public var operation: String
     /// Message bytes (the inner packet's size).
     public var size: Int
     public var mpps: Double
-    public var gbps: Double
 
-    public init(operation: String, size: Int, mpps: Double, gbps: Double) {
+    public init(backend: String, operation: String, size: Int, mpps: Double) {
+        self.backend = backend
         self.operation = operation
         self.size = size
         self.mpps = mpps
-        self.gbps = gbps
     }
+
+    public var gbps: Double { mpps * Double(size) * 8 / 1e3 }
 }
 
 /// One function's share of the measured region, per packet.
@@ -286,40 +347,44 @@ public struct InstructionCount: Codable, Sendable {
 /// The whole report of one `xdpwg bench` run.
 public struct BenchReport: Codable, Sendable {
     /// The JSON layout's version; readers refuse any other.
-    public static let currentSchemaVersion = 1
+    public static let currentSchemaVersion = 2
 
     public private(set) var schemaVersion = BenchReport.currentSchemaVersion
     public var machine: MachineDescription
     /// How it was run (the command line, to reproduce it).
     public var command: String
+    /// The build configuration of the binary measured ("release", "debug"); its commit is
+    /// `machine.commit` (`git describe --always --dirty`).
+    public var build: String
     public var secondsPerScenario: Double
     public var results: [ScenarioResult]
     public var generatorCeilings: [GeneratorCeiling]
-    public var sodium: [SodiumRate]
+    public var aead: [AEADRate]
     public var instructions: [InstructionCount]
     /// Free text: caveats, what this machine could not show, the proposed next step.
     public var notes: [String]
 
-    public init(machine: MachineDescription, command: String, secondsPerScenario: Double,
-                results: [ScenarioResult] = [], generatorCeilings: [GeneratorCeiling] = [],
-                sodium: [SodiumRate] = [], instructions: [InstructionCount] = [], notes: [String] = []) {
+    public init(machine: MachineDescription, command: String, build: String = "release",
+                secondsPerScenario: Double, results: [ScenarioResult] = [], generatorCeilings: [GeneratorCeiling] = [],
+                aead: [AEADRate] = [], instructions: [InstructionCount] = [], notes: [String] = []) {
         self.machine = machine
         self.command = command
+        self.build = build
         self.secondsPerScenario = secondsPerScenario
         self.results = results
         self.generatorCeilings = generatorCeilings
-        self.sodium = sodium
+        self.aead = aead
         self.instructions = instructions
         self.notes = notes
     }
 
     enum CodingKeys: String, CodingKey {
         case schemaVersion = "schema_version"
-        case machine, command
+        case machine, command, build
         case secondsPerScenario = "seconds_per_scenario"
         case results
         case generatorCeilings = "generator_ceilings"
-        case sodium, instructions, notes
+        case aead, instructions, notes
     }
 
     public init(from decoder: any Decoder) throws {
@@ -332,10 +397,11 @@ public struct BenchReport: Codable, Sendable {
         }
         machine = try c.decode(MachineDescription.self, forKey: .machine)
         command = try c.decode(String.self, forKey: .command)
+        build = try c.decode(String.self, forKey: .build)
         secondsPerScenario = try c.decode(Double.self, forKey: .secondsPerScenario)
         results = try c.decode([ScenarioResult].self, forKey: .results)
         generatorCeilings = try c.decode([GeneratorCeiling].self, forKey: .generatorCeilings)
-        sodium = try c.decode([SodiumRate].self, forKey: .sodium)
+        aead = try c.decode([AEADRate].self, forKey: .aead)
         instructions = try c.decode([InstructionCount].self, forKey: .instructions)
         notes = try c.decode([String].self, forKey: .notes)
     }
@@ -386,25 +452,31 @@ public struct BenchReport: Codable, Sendable {
         results.first { $0.device == device && $0.scenario == scenario }
     }
 
-    /// libsodium's single-core rate for the work a packet of `size` bytes needs in `direction`:
-    /// decrypt, encrypt, or for both directions one of each (2 / (1/encrypt + 1/decrypt): the
-    /// time per packet averaged over the two).
-    public func sodiumMpps(_ direction: Direction, size: Int) -> Double? {
-        func rate(_ op: SodiumOperation) -> Double? {
-            sodium.first { $0.operation == op.rawValue && $0.size == size }?.mpps
+    /// An AEAD backend's single-core rate for the work a packet of `size` bytes needs in
+    /// `direction`: decrypt, encrypt, or for both directions one of each (2 / (1/encrypt +
+    /// 1/decrypt): the time per packet averaged over the two).
+    public func aeadMpps(_ backend: String, _ direction: Direction, size: Int) -> Double? {
+        func rate(_ operation: String) -> Double? {
+            aead.first { $0.backend == backend && $0.operation == operation && $0.size == size }?.mpps
         }
         switch direction {
-        case .decrypt: return rate(.decrypt)
-        case .encrypt: return rate(.encrypt)
+        case .decrypt: return rate("decrypt")
+        case .encrypt: return rate("encrypt")
         case .both:
-            guard let e = rate(.encrypt), let d = rate(.decrypt), e > 0, d > 0 else { return nil }
+            guard let e = rate("encrypt"), let d = rate("decrypt"), e > 0, d > 0 else { return nil }
             return 2 / (1 / e + 1 / d)
         }
     }
 
-    /// The generator's ceiling in `direction` at `size`, if measured.
-    public func ceiling(_ direction: Direction, size: Int) -> GeneratorCeiling? {
-        generatorCeilings.first { $0.direction == direction && $0.innerSize == size }
+    /// The most a worker core can do when it must run the AEAD and the engine's work one after
+    /// the other: 1 / (1 / AEAD rate + 1 / engine ceiling), per core. The AEAD is the backend
+    /// xdpwg used in that scenario; the engine ceiling the reference forwarder's per-core rate.
+    public func combinedBoundMpps(_ scenario: Scenario) -> Double? {
+        guard let backend = result(.xdpwg, scenario)?.aead,
+              let cipher = aeadMpps(backend, scenario.direction, size: scenario.innerSize),
+              let engine = result(.referenceForwarder, scenario)?.mppsPerCore, cipher > 0, engine > 0
+        else { return nil }
+        return 1 / (1 / cipher + 1 / engine)
     }
 
     /// Callgrind's count in `direction` at `size`, if measured.
