@@ -225,12 +225,7 @@ struct {
  * for as long as the blast lasts, instead of bursts at the generator's ceiling. A generator
  * that fell behind (between two test runs the kernel sets up a page pool: milliseconds) sends
  * at most a batch to catch up, never a burst that would overflow the device's rings.
- *
- * Counter rewrite: with counter_offset set, the 64-bit little-endian word at that offset of
- * every frame sent becomes counter_base + sent: unencrypted transport frames (crypto-off
- * devices, the reference forwarder) can then be cycled for any length of time without the
- * device's replay window refusing them. Sealed frames must not be rewritten (their tag covers
- * the counter through the nonce). */
+ */
 struct blast_control {
 	__u64 next;   /* the next frame to send */
 	__u64 begin;  /* frames cycled through: [begin, end) */
@@ -240,11 +235,9 @@ struct blast_control {
 	__u64 interval_ns;    /* pacing: nanoseconds between frames; 0: as fast as the kernel runs */
 	__u64 due_ns;         /* pacing: when the next frame is due; 0: now */
 	__u64 limit;          /* stop sending once `sent` reaches it; 0: no limit */
-	__u64 counter_offset; /* counter rewrite: where the counter is in the frame; 0: off */
-	__u64 counter_base;   /* counter rewrite: the first frame's counter */
 	__u64 runs;           /* every run of the program, those that sent nothing included */
 };
-_Static_assert(sizeof(struct blast_control) == 88, "the loader reads eleven 64-bit fields");
+_Static_assert(sizeof(struct blast_control) == 72, "the loader reads nine 64-bit fields");
 
 /* How far behind schedule pacing may fall before it forgets the debt: one kernel batch. */
 #define BLAST_MAX_LAG_FRAMES 64
@@ -300,13 +293,6 @@ int xdpwg_blast(struct xdp_md *ctx)
 	if (bpf_xdp_store_bytes(ctx, 0, frame->data, len) != 0) {
 		control->failed += 1;
 		return XDP_ABORTED;
-	}
-	if (control->counter_offset) {
-		__u64 counter = control->counter_base + control->sent;
-		if (bpf_xdp_store_bytes(ctx, control->counter_offset, &counter, sizeof(counter)) != 0) {
-			control->failed += 1;
-			return XDP_ABORTED;
-		}
 	}
 	control->sent += 1;
 	return XDP_TX;

@@ -171,35 +171,44 @@ public final class BenchRunner: @unchecked Sendable {
                                              method: method))
             say("generator ceiling, \(direction.rawValue) \(size) B, \(method): \(String(format: "%.3f", m.receivedPerSecond / 1e6)) Mpps")
         }
-        let kernelDevices = options.devices.contains(.wireguardGo)
-        let engineDevices = options.devices.contains { $0 != .wireguardGo }
+        let live = LiveFrameBlaster.isSupported
+        if !live { say("generators: \(LiveFrameBlaster.unsupportedReason)") }
+        // Which generator feeds which path (see runDevice): wireguard-go's uplink has no XDP
+        // program, so it always gets the AF_XDP sender; the engines' links get live frames
+        // where the kernel runs them.
+        var decryptPaths = Set<String>(), encryptPaths = Set<String>()
+        for device in options.devices {
+            if device == .wireguardGo {
+                decryptPaths.insert(Generator.afxdpUplink)
+                encryptPaths.insert(Generator.datagrams)
+            } else {
+                decryptPaths.insert(live ? Generator.liveUplink : Generator.afxdpUplink)
+                encryptPaths.insert(live ? Generator.liveTenant : Generator.afxdpTenant)
+            }
+        }
         for size in options.sizes {
+            func measure(_ payload: CeilingPayload, live: Bool) throws -> CeilingMeasurement {
+                live ? try LiveFrameBlaster.measureCeiling(
+                    senderNamespace: topology.internet.name, senderInterface: topology.internetLinkName,
+                    cpu: BenchRunner.generatorCPU, receiverNamespace: topology.gateway.name,
+                    receiverInterface: topology.uplinkName, innerSize: size, payload: payload, seconds: seconds)
+                : try FrameBlaster.measureCeiling(
+                    senderNamespace: topology.internet.name, senderInterface: topology.internetLinkName,
+                    cpu: BenchRunner.generatorCPU, receiverNamespace: topology.gateway.name,
+                    receiverInterface: topology.uplinkName, innerSize: size, payload: payload, seconds: seconds)
+            }
             if options.directions.contains(where: { $0 != .encrypt }) {
-                if engineDevices {
-                    note(.decrypt, size, Generator.liveUplink, try LiveFrameBlaster.measureCeiling(
-                        senderNamespace: topology.internet.name, senderInterface: topology.internetLinkName,
-                        cpu: BenchRunner.generatorCPU, receiverNamespace: topology.gateway.name,
-                        receiverInterface: topology.uplinkName, innerSize: size, payload: .wireGuardTransport,
-                        seconds: seconds))
-                }
-                if kernelDevices {
-                    note(.decrypt, size, Generator.afxdpUplink, try FrameBlaster.measureCeiling(
-                        senderNamespace: topology.internet.name, senderInterface: topology.internetLinkName,
-                        cpu: BenchRunner.generatorCPU, receiverNamespace: topology.gateway.name,
-                        receiverInterface: topology.uplinkName, innerSize: size, payload: .wireGuardTransport,
-                        seconds: seconds))
+                for path in decryptPaths.sorted() {
+                    note(.decrypt, size, path, try measure(.wireGuardTransport, live: path == Generator.liveUplink))
                 }
             }
             if options.directions.contains(where: { $0 != .decrypt }) {
-                if engineDevices {
-                    // The tenant link's kind: a veth from the tenant's namespace into an XDP
-                    // program on the gateway's end. The uplink pair is one.
-                    note(.encrypt, size, Generator.liveTenant, try LiveFrameBlaster.measureCeiling(
-                        senderNamespace: topology.internet.name, senderInterface: topology.internetLinkName,
-                        cpu: BenchRunner.generatorCPU, receiverNamespace: topology.gateway.name,
-                        receiverInterface: topology.uplinkName, innerSize: size, payload: .plainIP, seconds: seconds))
+                // The tenant link's kind of path: a veth into an XDP program at the gateway's
+                // end. The uplink pair is one.
+                for path in encryptPaths.sorted() where path != Generator.datagrams {
+                    note(.encrypt, size, path, try measure(.plainIP, live: path == Generator.liveTenant))
                 }
-                if kernelDevices {
+                if encryptPaths.contains(Generator.datagrams) {
                     note(.encrypt, size, Generator.datagrams, try DatagramBlaster.measureCeiling(
                         senderNamespace: topology.internet.name, cpu: BenchRunner.generatorCPU,
                         destination: .init(IPAddress(GatewayTopology.gatewayAddress)!, port: BenchRunner.sinkPort),
@@ -216,6 +225,7 @@ public final class BenchRunner: @unchecked Sendable {
         static let liveUplink = "XDP live frames → uplink XDP"
         static let afxdpUplink = "AF_XDP TX (copy mode) → uplink"
         static let liveTenant = "XDP live frames → tenant link XDP"
+        static let afxdpTenant = "AF_XDP TX (copy mode) → tenant link XDP"
         static let datagrams = "UDP sendmmsg → kernel"
     }
 
@@ -250,9 +260,6 @@ public final class BenchRunner: @unchecked Sendable {
     /// The offered load for sealed frames, as a multiple of the rate the device showed in a
     /// calibration burst: enough above it to keep it saturated through the window.
     static let overload = 1.3
-    /// Offset of the 64-bit counter in an IPv4 transport frame: Ethernet, IPv4, UDP, then the
-    /// message's type, reserved bytes and receiver index.
-    static let transportCounterOffset = Wire.ethernetHeaderSize + 20 + 8 + 8
 
     /// What the device delivered and cost up to one instant; two readings bound the window.
     struct Reading {
@@ -305,12 +312,13 @@ public final class BenchRunner: @unchecked Sendable {
         defer { decryptSink.close() }
         let encryptSink = try PacketSink(namespace: internet, interface: topology.internetLinkName, match: .wireGuardTransport)
         defer { encryptSink.close() }
-        // Live frames where the receiving end runs an XDP program (xdpwg's uplink, the
-        // reference forwarder's): paced, several times the AF_XDP sender's rate. wireguard-go's
-        // uplink has none, and live frames would be dropped unseen there: the AF_XDP sender.
+        // Live frames where the kernel runs them and the receiving end runs an XDP program
+        // (xdpwg's uplink, the reference forwarder's): several times the AF_XDP sender's rate.
+        // wireguard-go's uplink has none, and live frames would be dropped unseen there; some
+        // kernels refuse live frames altogether: the AF_XDP sender then.
         let transportPool: BlastPool
         let transportBlaster: any PoolBlaster
-        if device.plainByDatagrams {
+        if device.plainByDatagrams || !LiveFrameBlaster.isSupported {
             transportPool = try BlastPool(namespace: internet, capacity: poolFrames)
             transportBlaster = try FrameBlaster(pool: transportPool, interface: topology.internetLinkName, queue: 0,
                                                 cpu: BenchRunner.generatorCPU)
@@ -327,8 +335,9 @@ public final class BenchRunner: @unchecked Sendable {
                                               innerSources: innerSources,
                                               innerDestination: Endpoint(address: BenchRunner.tenantAddress, port: BenchRunner.sinkPort),
                                               sealed: device.sealed)
-            let decryptGenerator = device.plainByDatagrams ? Generator.afxdpUplink : Generator.liveUplink
-            let encryptGenerator = device.plainByDatagrams ? Generator.datagrams : Generator.liveTenant
+            let decryptGenerator = transportBlaster is LiveFrameBlaster ? Generator.liveUplink : Generator.afxdpUplink
+            let encryptGenerator = device.plainByDatagrams ? Generator.datagrams
+                : LiveFrameBlaster.isSupported ? Generator.liveTenant : Generator.afxdpTenant
             var window = options.seconds
             var loads: [RunningLoad] = []
             defer { for load in loads { _ = try? load.stop() } }
@@ -343,34 +352,21 @@ public final class BenchRunner: @unchecked Sendable {
                 loads.append(try plain.startLoad(seconds: 3600))
             }
             if scenario.direction != .encrypt {
-                if let live = transportBlaster as? LiveFrameBlaster, !device.sealed {
-                    // Unencrypted frames: a small pool cycled, counters rewritten on the way.
-                    try transportPool.removeAll()
-                    try emulator.writeTransportFrames(count: min(poolFrames, 4096), layout: layout) { fill in
-                        _ = try transportPool.append { fill($0) }
-                    }
-                    loads.append(try live.startLoad(.duration(seconds: 3600), rate: nil,
-                                                    counterOffset: BenchRunner.transportCounterOffset))
-                } else {
-                    // Sealed frames are sent once each: a pool made for this window, offered at a
-                    // constant rate a little above what the device showed it can take.
-                    let rate = try offeredRate(for: device, scenario: scenario, blaster: transportBlaster, pool: transportPool,
-                                               sink: decryptSink, layout: layout, emulator: emulator, handshake: handshake)
-                    let needed = rate * (BenchRunner.warmupSeconds + window + BenchRunner.profileSeconds + 0.3)
-                    let frames = min(poolFrames, max(4096, Int(needed)))
-                    window = min(window, max(0.2, Double(frames) / rate - BenchRunner.warmupSeconds
-                                             - BenchRunner.profileSeconds - 0.3))
-                    try handshake()
-                    try transportPool.removeAll()
-                    try emulator.writeTransportFrames(count: frames, layout: layout) { fill in
-                        _ = try transportPool.append { fill($0) }
-                    }
-                    if let live = transportBlaster as? LiveFrameBlaster {
-                        loads.append(try live.startLoad(.once, rate: rate, counterOffset: nil))
-                    } else {
-                        loads.append(try RunningLoad(transportBlaster.start(.once, frames: nil)))
-                    }
+                // Transport frames are sent once each (the replay window refuses a counter
+                // twice): a pool made for this window, offered at a constant rate a little
+                // above what the device showed it can take.
+                let rate = try offeredRate(for: device, scenario: scenario, blaster: transportBlaster, pool: transportPool,
+                                           sink: decryptSink, layout: layout, emulator: emulator, handshake: handshake)
+                let needed = rate * (BenchRunner.warmupSeconds + window + BenchRunner.profileSeconds + 0.3)
+                let frames = min(poolFrames, max(4096, Int(needed)))
+                window = min(window, max(0.2, Double(frames) / rate - BenchRunner.warmupSeconds
+                                         - BenchRunner.profileSeconds - 0.3))
+                try handshake()
+                try transportPool.removeAll()
+                try emulator.writeTransportFrames(count: frames, layout: layout) { fill in
+                    _ = try transportPool.append { fill($0) }
                 }
+                loads.append(try transportBlaster.startLoad(.once, rate: rate))
             }
             let sinks: [PacketSink] = switch scenario.direction {
             case .decrypt: [decryptSink]
@@ -519,16 +515,23 @@ public final class BenchRunner: @unchecked Sendable {
         }
         guard let hostMAC = device.tenantPeerMAC else { throw Failure("no MAC for the tenant link's gateway end") }
         let sourceMAC = try interfaceMAC(namespace: device.tenantNamespace, interface: device.tenantInterface)
-        let pool = try BlastPool(liveFramesCapacity: innerSources.count)
-        for peer in innerSources {
+        // The tenant link's gateway end runs the device's XDP program: live frames reach it
+        // where the kernel runs them; the AF_XDP sender otherwise.
+        let live = LiveFrameBlaster.isSupported
+        let pool = live ? try BlastPool(liveFramesCapacity: innerSources.count)
+            : try BlastPool(namespace: device.tenantNamespace, capacity: max(innerSources.count, 4096))
+        for i in 0..<(live ? innerSources.count : max(innerSources.count, 4096)) {
             let builder = try UDPFrameBuilder(sourceMAC: sourceMAC, destinationMAC: hostMAC, source: BenchRunner.tenantAddress,
-                                              sourcePort: BenchRunner.sinkPort, destination: peer,
+                                              sourcePort: BenchRunner.sinkPort, destination: innerSources[i % innerSources.count],
                                               destinationPort: BenchRunner.sinkPort)
             try builder.append(to: pool, ipPacketSize: scenario.innerSize)
         }
-        // The tenant link's gateway end runs xdpwg's tenant program: live frames reach it.
-        return try LiveFrameBlaster(pool: pool, namespace: device.tenantNamespace, interface: device.tenantInterface,
-                                    cpu: BenchRunner.generatorCPU)
+        if live {
+            return PlainFrames(blaster: try LiveFrameBlaster(pool: pool, namespace: device.tenantNamespace,
+                                                             interface: device.tenantInterface, cpu: BenchRunner.generatorCPU))
+        }
+        return PlainFrames(blaster: try FrameBlaster(pool: pool, interface: device.tenantInterface, queue: 0,
+                                                     cpu: BenchRunner.generatorCPU))
     }
 
     /// Reads both sinks until they stop moving (the device drains its rings), at most 1 s.
@@ -577,10 +580,10 @@ struct RunningLoad {
     }
 }
 
-extension LiveFrameBlaster {
-    /// A blast that can be read mid-way (see `start(_:frames:rate:counterOffset:)`).
-    func startLoad(_ mode: BlastMode, rate: Double?, counterOffset: Int?) throws -> RunningLoad {
-        RunningLoad(try start(mode, frames: nil, rate: rate, counterOffset: counterOffset)) { try self.framesSent() }
+extension PoolBlaster {
+    /// A blast that can be read mid-way (see `start(_:frames:rate:)`).
+    func startLoad(_ mode: BlastMode, rate: Double?) throws -> RunningLoad {
+        RunningLoad(try start(mode, frames: nil, rate: rate)) { try self.framesSent() }
     }
 }
 
@@ -595,10 +598,11 @@ protocol PlainGenerator {
 extension DatagramBlaster: PlainGenerator {
     func startLoad(seconds: Double) throws -> RunningLoad { RunningLoad(try start(.duration(seconds: seconds))) }
 }
-extension LiveFrameBlaster: PlainGenerator {
-    func start(_ mode: BlastMode) throws(LoadError) -> NamespaceThread<BlastResult> { try start(mode, frames: nil) }
-    func run(_ mode: BlastMode) throws -> BlastResult { try run(mode, frames: nil) }
-    func startLoad(seconds: Double) throws -> RunningLoad {
-        try startLoad(.duration(seconds: seconds), rate: nil, counterOffset: nil)
-    }
+
+/// A pool blaster of plain packets, cycled.
+struct PlainFrames: PlainGenerator {
+    let blaster: any PoolBlaster
+    func run(_ mode: BlastMode) throws -> BlastResult { try blaster.run(mode, frames: nil) }
+    func start(_ mode: BlastMode) throws(LoadError) -> NamespaceThread<BlastResult> { try blaster.start(mode, frames: nil) }
+    func startLoad(seconds: Double) throws -> RunningLoad { try blaster.startLoad(.duration(seconds: seconds), rate: nil) }
 }

@@ -1,4 +1,5 @@
 import Engine
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -33,6 +34,8 @@ public final class FrameBlaster: PoolBlaster, @unchecked Sendable {
 
     private let socket: XskSocket
     private let gate = BlastGate()
+    /// Frames the running (or last) blast has had completed so far, for readers on other threads.
+    private let completedSoFar = Atomic<UInt64>(0)
 
     /// TX ring entries: the most frames in flight. The pool's completion ring is twice this.
     static let txRingSize: UInt32 = 2048
@@ -91,18 +94,35 @@ public final class FrameBlaster: PoolBlaster, @unchecked Sendable {
     /// it: `requestStop()` ends it early, `join()` waits and returns the `BlastResult` or
     /// throws a `LoadError` (the kernel refused a kick, the interface went down, frames were
     /// never completed). `frames` limits the blast to part of the pool (default: all).
-    public func start(_ mode: BlastMode, frames: Range<Int>? = nil) throws(LoadError) -> NamespaceThread<BlastResult> {
+    ///
+    /// `rate` paces the blast at that many frames per second (a constant offered load instead
+    /// of the generator's ceiling): frames are put on the ring only as they fall due.
+    public func start(_ mode: BlastMode, frames: Range<Int>? = nil,
+                      rate: Double?) throws(LoadError) -> NamespaceThread<BlastResult> {
         let operation = "blast frames (\(mode))"
         let range = try pool.blastRange(frames, operation: operation, interface: interface)
+        if let rate, !(rate >= 1 && rate <= 1e9) {
+            throw LoadError(operation, namespace: namespace, interface: interface,
+                            reason: "the rate must be 1 to 1e9 frames per second, got \(rate)")
+        }
         return try startBlast(mode, operation: operation, namespace: namespace, interface: interface, cpu: cpu,
                               threadName: "xdpwg-blast", gate: gate, pool: pool) { stop in
-            try self.blast(mode, range: range, stop: stop)
+            try self.blast(mode, range: range, rate: rate, stop: stop)
         }
     }
 
+    /// The protocol's form: unpaced.
+    public func start(_ mode: BlastMode, frames: Range<Int>?) throws(LoadError) -> NamespaceThread<BlastResult> {
+        try start(mode, frames: frames, rate: nil)
+    }
+
+    /// Frames the blast running now (or the last one) has sent so far: readable from any
+    /// thread while it runs, to measure a window in the middle of a blast.
+    public func framesSent() -> UInt64 { completedSoFar.load(ordering: .relaxed) }
+
     // MARK: The sending loop
 
-    private func blast(_ mode: BlastMode, range: Range<Int>, stop: StopSignal) throws(LoadError) -> BlastResult {
+    private func blast(_ mode: BlastMode, range: Range<Int>, rate: Double?, stop: StopSignal) throws(LoadError) -> BlastResult {
         let tx = socket.txRing, completion = socket.completionRing, fd = socket.fd
         let lengths = pool.lengths
         let frameShift = UInt64(BlastPool.frameSize.trailingZeroBitCount)
@@ -115,6 +135,7 @@ public final class FrameBlaster: PoolBlaster, @unchecked Sendable {
         var turns: UInt64 = 0
         let clock = BlastClock(cpu: cpu)
         var lastProgress = clock.wall
+        completedSoFar.store(0, ordering: .relaxed)
 
         while true {
             // Reap: every completed frame is one the kernel has finished with (sent or dropped).
@@ -122,6 +143,7 @@ public final class FrameBlaster: PoolBlaster, @unchecked Sendable {
             if done > 0 {
                 completion.release(done)
                 completed &+= UInt64(done)
+                completedSoFar.store(completed, ordering: .relaxed)
             }
 
             if submitting {
@@ -136,6 +158,11 @@ public final class FrameBlaster: PoolBlaster, @unchecked Sendable {
                 // Keep the ring full: as many descriptors as are free, up to a batch.
                 var wanted = FrameBlaster.batch
                 if let limit { wanted = UInt32(min(UInt64(wanted), limit - submitted)) }
+                if let rate {
+                    // Paced: only the frames due by now, at most a batch at a time.
+                    let due = UInt64(max(0, (monotonicSeconds() - clock.wall) * rate))
+                    wanted = due > submitted ? UInt32(min(UInt64(wanted), due - submitted)) : 0
+                }
                 let free = min(wanted, tx.freeSlots(wanted: wanted))
                 if free > 0, let index = tx.reserve(free) {
                     for i in 0..<free {

@@ -76,30 +76,44 @@ public final class LiveFrameBlaster: PoolBlaster, @unchecked Sendable {
     ///
     /// `rate` paces the blast at that many frames per second (see struct blast_control in
     /// bpf/bench.bpf.c): a constant offered load instead of the generator's ceiling.
-    /// `counterOffset` rewrites each frame's transport counter there to one more than the
-    /// last frame's (unencrypted frames only), so a small pool can be cycled indefinitely.
-    public func start(_ mode: BlastMode, frames: Range<Int>? = nil, rate: Double? = nil,
-                      counterOffset: Int? = nil) throws(LoadError) -> NamespaceThread<BlastResult> {
+    public func start(_ mode: BlastMode, frames: Range<Int>? = nil,
+                      rate: Double?) throws(LoadError) -> NamespaceThread<BlastResult> {
         let operation = "blast live frames (\(mode))"
         let range = try pool.blastRange(frames, operation: operation, interface: interface)
         if let rate, !(rate >= 1 && rate <= 1e9) {
             throw LoadError(operation, namespace: namespace, interface: interface,
                             reason: "the rate must be 1 to 1e9 frames per second, got \(rate)")
         }
-        if let counterOffset, !(1...(BenchBlastProgram.maxFrameLength - 8)).contains(counterOffset) {
-            throw LoadError(operation, namespace: namespace, interface: interface,
-                            reason: "the counter offset must lie inside a frame, got \(counterOffset)")
-        }
         return try startBlast(mode, operation: operation, namespace: namespace, interface: interface, cpu: cpu,
                               threadName: "xdpwg-liveblast", gate: gate, pool: pool) { stop in
-            try self.blast(mode, range: range, rate: rate, counterOffset: counterOffset, stop: stop)
+            try self.blast(mode, range: range, rate: rate, stop: stop)
         }
     }
 
     /// The protocol's form: unpaced, frames as they are.
     public func start(_ mode: BlastMode, frames: Range<Int>?) throws(LoadError) -> NamespaceThread<BlastResult> {
-        try start(mode, frames: frames, rate: nil, counterOffset: nil)
+        try start(mode, frames: frames, rate: nil)
     }
+
+    /// Why live frames cannot be used on a kernel that refuses them.
+    public static let unsupportedReason = "this kernel refuses BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES "
+        + "(EPERM): live frames are not available here; use the AF_XDP generator (FrameBlaster)"
+
+    /// Whether this kernel runs XDP programs on live frames (some builds refuse with EPERM):
+    /// asked once, by a run of the program that sends nothing (no pool installed) on the
+    /// loopback device of the caller's namespace.
+    public static let isSupported: Bool = {
+        guard let program = try? BenchBlastProgram(), let loopback = try? NetworkInterface.named("lo") else { return false }
+        var template = [UInt8](repeating: 0, count: 64)
+        return template.withUnsafeMutableBytes { bytes in
+            do throws(BPFError) {
+                try program.runLive(template: UnsafeRawBufferPointer(bytes), interfaceIndex: loopback.index, count: 1)
+                return true
+            } catch {
+                return error.errno != EPERM
+            }
+        }
+    }()
 
     /// Frames sent so far by the blast running now (or the last one): readable from any
     /// thread while it runs, to measure a window in the middle of a blast.
@@ -112,7 +126,7 @@ public final class LiveFrameBlaster: PoolBlaster, @unchecked Sendable {
         }
     }
 
-    private func blast(_ mode: BlastMode, range: Range<Int>, rate: Double?, counterOffset: Int?,
+    private func blast(_ mode: BlastMode, range: Range<Int>, rate: Double?,
                        stop: StopSignal) throws(LoadError) -> BlastResult {
         let operation = "blast live frames (\(mode))"
         let (limit, deadline) = mode.bounds(onePass: range.count)
@@ -128,8 +142,7 @@ public final class LiveFrameBlaster: PoolBlaster, @unchecked Sendable {
         // are sized in runs, whatever share of them sends: all when unpaced, few when paced.
         var control = BenchBlastProgram.Control(
             next: UInt64(range.lowerBound), begin: UInt64(range.lowerBound), end: UInt64(range.upperBound),
-            intervalNanoseconds: rate.map { UInt64((1e9 / $0).rounded()) } ?? 0, limit: limit ?? 0,
-            counterOffset: UInt64(counterOffset ?? 0))
+            intervalNanoseconds: rate.map { UInt64((1e9 / $0).rounded()) } ?? 0, limit: limit ?? 0)
         do throws(BPFError) {
             try program.writeControl(control)
             var chunk = LiveFrameBlaster.firstCall
@@ -157,7 +170,8 @@ public final class LiveFrameBlaster: PoolBlaster, @unchecked Sendable {
                 }
             }
         } catch {
-            throw LoadError(operation, namespace: namespace, interface: interface, reason: "\(error)")
+            let reason = error.errno == EPERM ? LiveFrameBlaster.unsupportedReason : "\(error)"
+            throw LoadError(operation, namespace: namespace, interface: interface, reason: reason)
         }
         guard control.failed == 0 else {
             throw LoadError(operation, namespace: namespace, interface: interface,

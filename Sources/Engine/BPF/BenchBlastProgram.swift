@@ -28,16 +28,11 @@ public final class BenchBlastProgram: @unchecked Sendable {
         public var dueNanoseconds: UInt64
         /// Sending stops once `sent` reaches this (0: no limit).
         public var limit: UInt64
-        /// Counter rewrite: the offset of a transport message's 64-bit counter in each frame
-        /// (0: frames are sent as they are); it becomes `counterBase + sent`.
-        public var counterOffset: UInt64
-        public var counterBase: UInt64
         /// Every run of the program, paced runs that sent nothing included.
         public var runs: UInt64
 
         public init(next: UInt64, begin: UInt64, end: UInt64, sent: UInt64 = 0, failed: UInt64 = 0,
-                    intervalNanoseconds: UInt64 = 0, dueNanoseconds: UInt64 = 0, limit: UInt64 = 0,
-                    counterOffset: UInt64 = 0, counterBase: UInt64 = 0, runs: UInt64 = 0) {
+                    intervalNanoseconds: UInt64 = 0, dueNanoseconds: UInt64 = 0, limit: UInt64 = 0, runs: UInt64 = 0) {
             self.next = next
             self.begin = begin
             self.end = end
@@ -46,14 +41,12 @@ public final class BenchBlastProgram: @unchecked Sendable {
             self.intervalNanoseconds = intervalNanoseconds
             self.dueNanoseconds = dueNanoseconds
             self.limit = limit
-            self.counterOffset = counterOffset
-            self.counterBase = counterBase
             self.runs = runs
         }
     }
 
-    /// struct blast_control as the map stores it: eleven 64-bit fields in declaration order.
-    typealias RawControl = (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
+    /// struct blast_control as the map stores it: nine 64-bit fields in declaration order.
+    typealias RawControl = (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
 
     /// Bytes per pool slot: up to `maxFrameLength` bytes of frame, then its 32-bit length.
     public static let slotSize = 2048
@@ -89,8 +82,7 @@ public final class BenchBlastProgram: @unchecked Sendable {
     public func writeControl(_ control: Control) throws(BPFError) {
         var key: UInt32 = 0
         var value: RawControl = (control.next, control.begin, control.end, control.sent, control.failed,
-                                 control.intervalNanoseconds, control.dueNanoseconds, control.limit,
-                                 control.counterOffset, control.counterBase, control.runs)
+                                 control.intervalNanoseconds, control.dueNanoseconds, control.limit, control.runs)
         let rc = bpf_map_update_elem(controlMap, &key, &value, UInt64(BPF_ANY))
         guard rc == 0 else { throw .system("write \(BenchBlastProgram.programName)'s control", errno: -rc) }
     }
@@ -98,12 +90,11 @@ public final class BenchBlastProgram: @unchecked Sendable {
     /// Safe while a run is going on (another thread's): a snapshot of the counters.
     public func readControl() throws(BPFError) -> Control {
         var key: UInt32 = 0
-        var value: RawControl = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var value: RawControl = (0, 0, 0, 0, 0, 0, 0, 0, 0)
         let rc = bpf_map_lookup_elem(controlMap, &key, &value)
         guard rc == 0 else { throw .system("read \(BenchBlastProgram.programName)'s control", errno: -rc) }
         return Control(next: value.0, begin: value.1, end: value.2, sent: value.3, failed: value.4,
-                       intervalNanoseconds: value.5, dueNanoseconds: value.6, limit: value.7,
-                       counterOffset: value.8, counterBase: value.9, runs: value.10)
+                       intervalNanoseconds: value.5, dueNanoseconds: value.6, limit: value.7, runs: value.8)
     }
 
     /// Runs the program `count` times in live-frames mode, `batchSize` frames per batch (the
