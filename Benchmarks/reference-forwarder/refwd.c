@@ -778,9 +778,10 @@ static int setup_xsk(struct xsk *s, unsigned frames, unsigned fill_size, unsigne
 	rc = xsk_socket__create(&s->socket, s->name, s->queue, s->umem, &s->rx, &s->tx, &scfg);
 	if (rc) {
 		s->socket = NULL;
-		char what[64];
-		snprintf(what, sizeof(what), "queue %u", s->queue);
-		fprintf(stderr, "xdpwg-refwd: xsk_socket__create on %s %s: %s\n", s->name, what, strerror(-rc));
+		fprintf(stderr, "xdpwg-refwd: xsk_socket__create on %s queue %u: %s%s\n", s->name, s->queue,
+			strerror(-rc),
+			-rc == EBUSY ? " (another AF_XDP socket is bound to this queue)"
+			: -rc == EINVAL ? " (does the interface have this queue?)" : "");
 		return -1;
 	}
 	s->fd = xsk_socket__fd(s->socket);
