@@ -1115,6 +1115,16 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_usr1;
 	sigaction(SIGUSR1, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* A parent that blocks these signals (to take them between its own steps, as the perf
+	 * lab does) passes its mask on through fork and exec: without this, SIGTERM would wait
+	 * forever in the pending set. */
+	sigset_t stops;
+	sigemptyset(&stops);
+	sigaddset(&stops, SIGINT);
+	sigaddset(&stops, SIGTERM);
+	sigaddset(&stops, SIGHUP);
+	sigaddset(&stops, SIGUSR1);
+	sigprocmask(SIG_UNBLOCK, &stops, NULL);
 	clock_gettime(CLOCK_MONOTONIC, &started);
 
 	if (setup()) {

@@ -301,7 +301,11 @@ public final class BenchRunner: @unchecked Sendable {
         defer { socket.close() }
         let gatewayEndpoint = Endpoint(address: IPAddress(GatewayTopology.gatewayAddress)!, port: BenchRunner.listenPort)
         func handshake() throws {
-            guard let key = device.gatewayPublicKey else { return }
+            guard let key = device.gatewayPublicKey else {
+                emulator.assumeSessions(local: socket.local,
+                                        gateway: gatewayEndpoint)
+                return
+            }
             try emulator.handshake(over: socket, gateway: gatewayEndpoint, gatewayPublicKey: key, timeout: .seconds(120))
         }
         try handshake()
@@ -502,7 +506,45 @@ public final class BenchRunner: @unchecked Sendable {
                           tenantNamespace: namespace.name, tenantInterface: wireGuard.interface, gatewayPublicKey: key,
                           sealed: true, plainByDatagrams: true, tenantPeerMAC: nil, aead: nil)
         case .referenceForwarder:
-            throw Failure("the reference forwarder is not built")
+            guard let executable = options.referenceForwarder else {
+                throw Failure("the reference forwarder is not built (scripts/bench.sh builds it; --reference-forwarder PATH)")
+            }
+            // The tenant link as xdpwg makes it: a veth from the gateway's namespace into the
+            // tenant's, NOARP, the tenant's address, a route to the peers, no partial checksums.
+            let namespace = try NetworkNamespace(tag: "tenant", maker: .lab)
+            topology.register(namespace)
+            let host = "refwd\(getpid() % 100_000)", inner = "tenant0"
+            try topology.gateway.exec(["ip", "link", "add", host, "type", "veth", "peer", "name", inner])
+            try topology.gateway.exec(["ip", "link", "set", inner, "netns", namespace.name])
+            try topology.gateway.exec(["ip", "link", "set", host, "up"])
+            try namespace.exec(["ip", "link", "set", inner, "arp", "off", "up"])
+            try namespace.exec(["ip", "addr", "add", "\(BenchRunner.tenantAddress)/16", "dev", inner])
+            let innerMAC = try interfaceMAC(namespace: namespace.name, interface: inner)
+            let hostMAC = try interfaceMAC(namespace: topology.gateway.name, interface: host)
+            let internetMAC = try interfaceMAC(namespace: topology.internet.name, interface: topology.internetLinkName)
+            let log = FileManager.default.temporaryDirectory.appendingPathComponent("xdpwg-refwd-\(getpid()).log")
+            let process = try topology.gateway.spawn([
+                executable, "--uplink", topology.uplinkName, "--uplink-queue", "0", "--tenant", host, "--tenant-queue", "0",
+                "--tenant-mac", "\(innerMAC)", "--port", "\(BenchRunner.listenPort)",
+                "--local-ip", GatewayTopology.gatewayAddress, "--peer-ip", GatewayTopology.internetAddress,
+                "--peer-port", "\(BenchRunner.listenPort)", "--peer-mac", "\(internetMAC)", "--cpu", "\(cores[0])",
+            ], log: log)
+            topology.atClose {
+                if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+                process.waitUntilExit()
+                try? FileManager.default.removeItem(at: log)
+            }
+            let deadline = Date().addingTimeInterval(10)
+            while !((try? String(contentsOf: log, encoding: .utf8))?.contains("\"ready\"") ?? false) {
+                guard process.isRunning, Date() < deadline else {
+                    let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+                    throw Failure("the reference forwarder did not come up: \(text)")
+                }
+                usleep(20_000)
+            }
+            return Device(kind: kind, pid: process.processIdentifier, threadPrefix: nil, cores: [cores[0]],
+                          tenantNamespace: namespace.name, tenantInterface: inner, gatewayPublicKey: nil,
+                          sealed: false, plainByDatagrams: false, tenantPeerMAC: hostMAC, aead: nil)
         }
     }
 

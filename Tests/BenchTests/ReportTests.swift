@@ -2,7 +2,8 @@ import Foundation
 import Testing
 @testable import Bench
 
-/// A report with known numbers: every figure the Markdown shows is computed by hand below.
+/// A report with known numbers: every figure the Markdown and the targets show is computed by
+/// hand below.
 func knownReport(mallocsPerPacket: Double = 0) -> BenchReport {
     let machine = MachineDescription(
         cpuModel: "Test CPU @ 2.0GHz", logicalCPUs: 2, numaNodes: 1, memoryBytes: 24 << 30,
@@ -11,35 +12,47 @@ func knownReport(mallocsPerPacket: Double = 0) -> BenchReport {
         vectorExtensions: ["avx2"], virtualized: true)
     let d1420 = Scenario(direction: .decrypt, innerSize: 1420, workers: 1, peers: 1)
     let e1420 = Scenario(direction: .encrypt, innerSize: 1420, workers: 1, peers: 1)
-    let d64 = Scenario(direction: .decrypt, innerSize: 64, workers: 2, peers: 100)
-    let e64 = Scenario(direction: .encrypt, innerSize: 64, workers: 2, peers: 100)
+    let d64 = Scenario(direction: .decrypt, innerSize: 64, workers: 1, peers: 1)
+    let generator = "AF_XDP TX (copy mode) → uplink"
     return BenchReport(
-        machine: machine, command: "xdpwg bench --seconds 10", secondsPerScenario: 10,
+        machine: machine, command: "xdpwg bench --seconds 10", build: "release", secondsPerScenario: 10,
         results: [
-            // 0.6 Mpps, 6.816 Gbps, 10 CPU-s / 6 Mpkt = 1.667 CPU-s per Mpkt, 0.6 per worker core.
-            ScenarioResult(device: .xdpwg, scenario: d1420, offeredPackets: 7_000_000, deliveredPackets: 6_000_000,
-                           seconds: 10, cpuSeconds: 10, generatorCores: 1),
-            // 3 Mpps.
+            // 0.6 Mpps delivered of 0.8 offered (25% lost); 6.816 Gbps; 8 + 2 CPU-s for 6 Mpkt:
+            // 1.667 µs per packet, 0.6 Mpps per core.
+            ScenarioResult(device: .xdpwg, scenario: d1420, offeredPackets: 8_000_000, deliveredPackets: 6_000_000,
+                           seconds: 10, warmupSeconds: 0.3, cpuSeconds: 8, softirqSeconds: 2, generator: generator,
+                           generatorCeilingMpps: 2.0, aead: "openssl",
+                           profile: "AEAD 60%, kernel 30% (veth_xmit 5%), xdpwg 10%"),
+            // 2.7 Mpps per core (27 Mpkt, 10 CPU-s).
             ScenarioResult(device: .xdpwgCryptoOff, scenario: d1420, offeredPackets: 31_000_000,
-                           deliveredPackets: 30_000_000, seconds: 10, cpuSeconds: 10, generatorCores: 1),
-            // 0.1 Mpps on 20 CPU-seconds: 0.05 Mpps per CPU-second; xdpwg / wireguard-go per core = 12.
+                           deliveredPackets: 27_000_000, seconds: 10, cpuSeconds: 9, softirqSeconds: 1, generator: generator,
+                           generatorCeilingMpps: 5.0),
+            // The engine: 3 Mpps per core. Crypto-off / engine = 0.9.
+            ScenarioResult(device: .referenceForwarder, scenario: d1420, offeredPackets: 31_000_000,
+                           deliveredPackets: 30_000_000, seconds: 10, cpuSeconds: 10, softirqSeconds: 0,
+                           generator: generator, generatorCeilingMpps: 5.0),
+            // 0.1 Mpps on 20 CPU-seconds: 0.05 Mpps per core; xdpwg / wireguard-go = 12.
             ScenarioResult(device: .wireguardGo, scenario: d1420, offeredPackets: 7_000_000, deliveredPackets: 1_000_000,
-                           seconds: 10, cpuSeconds: 20, generatorCores: 1),
+                           seconds: 10, cpuSeconds: 18, softirqSeconds: 2, generator: generator, generatorCeilingMpps: 2.0),
             .notRun(.xdpwg, e1420, reason: "tenant AF_XDP TX is not wired up in this build"),
-            ScenarioResult(device: .wireguardGo, scenario: e1420, offeredPackets: 2_000_000, deliveredPackets: 1_000_000,
-                           seconds: 10, cpuSeconds: 10, generatorCores: 1),
-            // 9 Mpps on 2 workers: 4.5 per worker core.
-            ScenarioResult(device: .xdpwgCryptoOff, scenario: d64, offeredPackets: 9_500_000, deliveredPackets: 9_000_000,
-                           seconds: 1, cpuSeconds: 2, generatorCores: 1),
-            .notRun(.xdpwgCryptoOff, e64, reason: "tenant AF_XDP TX is not wired up in this build"),
+            // Delivered 0.95 of a 1.0 Mpps ceiling: the generator's figure, not the device's.
+            ScenarioResult(device: .xdpwg, scenario: d64, offeredPackets: 1_000_000, deliveredPackets: 950_000,
+                           seconds: 1, cpuSeconds: 0.5, softirqSeconds: 0.1, generator: generator,
+                           generatorCeilingMpps: 1.0, aead: "openssl"),
+            // Everything offered delivered, well below the ceiling: bounded by the offer.
+            ScenarioResult(device: .wireguardGo, scenario: d64, offeredPackets: 100_000, deliveredPackets: 100_000,
+                           seconds: 1, cpuSeconds: 0.9, softirqSeconds: 0.1, generator: generator,
+                           generatorCeilingMpps: 1.0),
         ],
         generatorCeilings: [
-            GeneratorCeiling(direction: .decrypt, innerSize: 1420, mpps: 0.62, method: "live frames, 1 core"),
-            GeneratorCeiling(direction: .decrypt, innerSize: 64, mpps: 12.0, method: "live frames, 1 core"),
+            GeneratorCeiling(direction: .decrypt, innerSize: 1420, mpps: 2.0, method: generator),
+            GeneratorCeiling(direction: .decrypt, innerSize: 64, mpps: 1.0, method: generator),
         ],
-        sodium: [
-            SodiumRate(operation: "decrypt", size: 1420, mpps: 0.7, gbps: 7.952),
-            SodiumRate(operation: "encrypt", size: 1420, mpps: 0.72, gbps: 8.18),
+        aead: [
+            AEADRate(backend: "openssl", operation: "decrypt", size: 1420, mpps: 1.0),
+            AEADRate(backend: "openssl", operation: "encrypt", size: 1420, mpps: 1.2),
+            AEADRate(backend: "libsodium", operation: "decrypt", size: 1420, mpps: 0.7),
+            AEADRate(backend: "libsodium", operation: "encrypt", size: 1420, mpps: 0.72),
         ],
         instructions: [
             InstructionCount(direction: .decrypt, innerSize: 1420, instructionsPerPacket: 9000,
@@ -57,57 +70,68 @@ func knownReport(mallocsPerPacket: Double = 0) -> BenchReport {
 
 @Suite("Bench report")
 struct ReportTests {
-    @Test("rates are computed from the counts, nil (never 0) when the scenario did not run")
+    @Test("rates, loss and per-core cost from the counts; nil (never 0) when the scenario did not run")
     func rates() throws {
         let report = knownReport()
-        let x = try #require(report.results.first)
+        let x = report.results[0]
         #expect(abs(try #require(x.mpps) - 0.6) < 1e-12)
+        #expect(abs(try #require(x.offeredMpps) - 0.8) < 1e-12)
+        #expect(abs(try #require(x.loss) - 0.25) < 1e-12)
         #expect(abs(try #require(x.gbps) - 6.816) < 1e-9)
-        #expect(abs(try #require(x.cpuSecondsPerMillionPackets) - 10.0 / 6.0) < 1e-12)
+        #expect(abs(try #require(x.cpuMicrosecondsPerPacket) - 10.0 / 6.0) < 1e-12)
+        // Threads plus softirq on its cores, the same rule for every device.
         #expect(abs(try #require(x.mppsPerCore) - 0.6) < 1e-12)
-        let go = report.results[2]
-        #expect(abs(try #require(go.mppsPerCore) - 0.05) < 1e-12)     // per CPU-second, not per worker
-        let off = report.results[5]
-        #expect(abs(try #require(off.mppsPerCore) - 4.5) < 1e-12)     // per worker core
-        let notRun = report.results[3]
-        #expect(notRun.mpps == nil && notRun.gbps == nil && notRun.mppsPerCore == nil
-                && notRun.cpuSecondsPerMillionPackets == nil)
-        // Both directions: one encryption and one decryption per packet.
-        let both = try #require(report.sodiumMpps(.both, size: 1420))
-        #expect(abs(both - 2 / (1 / 0.72 + 1 / 0.7)) < 1e-12)
-        #expect(report.sodiumMpps(.decrypt, size: 64) == nil)
+        #expect(abs(try #require(report.results[3].mppsPerCore) - 0.05) < 1e-12)
+        #expect(!x.boundedByGenerator && !x.boundedByOffer)
+        let notRun = report.results[4]
+        #expect(notRun.mpps == nil && notRun.gbps == nil && notRun.mppsPerCore == nil && notRun.loss == nil
+                && notRun.cpuMicrosecondsPerPacket == nil && !notRun.boundedByGenerator)
+        // Near the generator's ceiling: its figure; everything delivered below it: the offer's.
+        #expect(report.results[5].boundedByGenerator && !report.results[5].boundedByOffer)
+        #expect(report.results[6].boundedByOffer && !report.results[6].boundedByGenerator)
+        // No ceiling known: neither mark.
+        var unknown = report.results[6]
+        unknown.generatorCeilingMpps = nil
+        #expect(!unknown.boundedByGenerator && unknown.boundedByOffer)
     }
 
-    @Test("JSON: schema_version 1, snake_case keys, computed rates written, round trip")
+    @Test("AEAD rates per backend and direction; the combined bound 1 / (1/AEAD + 1/engine)")
+    func bounds() throws {
+        let report = knownReport()
+        #expect(report.aeadMpps("openssl", .decrypt, size: 1420) == 1.0)
+        let both = try #require(report.aeadMpps("libsodium", .both, size: 1420))
+        #expect(abs(both - 2 / (1 / 0.72 + 1 / 0.7)) < 1e-12)
+        #expect(report.aeadMpps("ipsec-mb", .decrypt, size: 1420) == nil)
+        // xdpwg used openssl (1.0 Mpps decrypt); the engine does 3.0 per core: 1 / (1 + 1/3) = 0.75.
+        let bound = try #require(report.combinedBoundMpps(Scenario(direction: .decrypt, innerSize: 1420, workers: 1, peers: 1)))
+        #expect(abs(bound - 0.75) < 1e-12)
+        // No engine figure at 64 B: no bound.
+        #expect(report.combinedBoundMpps(Scenario(direction: .decrypt, innerSize: 64, workers: 1, peers: 1)) == nil)
+    }
+
+    @Test("JSON: schema_version 2, snake_case keys, computed rates written, round trip")
     func json() throws {
         let report = knownReport()
         let data = try report.jsonData()
         let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-        #expect(Set(object.keys) == ["schema_version", "machine", "command", "seconds_per_scenario", "results",
-                                     "generator_ceilings", "sodium", "instructions", "notes"])
-        #expect(object["schema_version"] as? Int == 1)
+        #expect(Set(object.keys) == ["schema_version", "machine", "command", "build", "seconds_per_scenario", "results",
+                                     "generator_ceilings", "aead", "instructions", "notes"])
+        #expect(object["schema_version"] as? Int == 2)
+        #expect(object["build"] as? String == "release")
         let machine = try #require(object["machine"] as? [String: Any])
-        #expect(Set(machine.keys) == ["cpu_model", "logical_cpus", "numa_nodes", "memory_bytes", "kernel_release", "os",
-                                      "libsodium_version", "date", "xdpwg_version", "commit", "vector_extensions",
-                                      "virtualized"])
+        #expect(machine["commit"] as? String == "abc1234")
         let results = try #require(object["results"] as? [[String: Any]])
         #expect(Set(results[0].keys) == ["device", "scenario", "offered_packets", "delivered_packets", "seconds",
-                                         "cpu_seconds", "generator_cores", "not_run", "mpps", "gbps",
-                                         "cpu_seconds_per_million_packets", "mpps_per_core"])
+                                         "warmup_seconds", "cpu_seconds", "softirq_seconds", "generator",
+                                         "generator_ceiling_mpps", "aead", "profile", "not_run", "mpps", "offered_mpps",
+                                         "loss", "gbps", "cpu_microseconds_per_packet", "mpps_per_core",
+                                         "bounded_by_generator", "bounded_by_offer"])
         #expect(results[0]["not_run"] is NSNull)
-        #expect(results[1]["device"] as? String == "xdpwg-crypto-off")
-        #expect(results[2]["device"] as? String == "wireguard-go")
-        #expect(results[3]["not_run"] as? String == "tenant AF_XDP TX is not wired up in this build")
-        #expect(results[3]["mpps"] is NSNull)
-        #expect((results[0]["mpps_per_core"] as? Double).map { abs($0 - 0.6) < 1e-12 } == true)
-        let scenario = try #require(results[0]["scenario"] as? [String: Any])
-        #expect(Set(scenario.keys) == ["direction", "inner_size", "workers", "peers"])
-        let instructions = try #require(object["instructions"] as? [[String: Any]])
-        #expect(Set(instructions[0].keys) == ["direction", "inner_size", "instructions_per_packet", "mallocs_per_packet",
-                                              "retains_per_packet", "releases_per_packet", "packets",
-                                              "crypto_instructions_per_packet", "hot_functions", "allocating_functions"])
-        let ceiling = try #require((object["generator_ceilings"] as? [[String: Any]])?.first)
-        #expect(Set(ceiling.keys) == ["direction", "inner_size", "mpps", "method"])
+        #expect(results[2]["device"] as? String == "reference-forwarder")
+        #expect(results[4]["mpps"] is NSNull)
+        #expect(results[5]["bounded_by_generator"] as? Bool == true)
+        let aead = try #require(object["aead"] as? [[String: Any]])
+        #expect(Set(aead[0].keys) == ["backend", "operation", "size", "mpps"])
 
         // Decoding and encoding again gives the same bytes.
         let decoded = try JSONDecoder().decode(BenchReport.self, from: data)
@@ -117,13 +141,13 @@ struct ReportTests {
     @Test("JSON of another schema version is refused with a reason")
     func otherSchemaVersion() throws {
         var text = String(decoding: try knownReport().jsonData(), as: UTF8.self)
-        text = text.replacingOccurrences(of: "\"schema_version\" : 1", with: "\"schema_version\" : 2")
-        #expect(text.contains("\"schema_version\" : 2"))
-        let path = "/tmp/xdpwg-reporttest-\(getpid())-v2.json"
+        text = text.replacingOccurrences(of: "\"schema_version\" : 2", with: "\"schema_version\" : 1")
+        #expect(text.contains("\"schema_version\" : 1"))
+        let path = "/tmp/xdpwg-reporttest-\(getpid())-v1.json"
         defer { unlink(path) }
         try Data(text.utf8).write(to: URL(fileURLWithPath: path))
         let error = #expect(throws: BenchReportError.self) { try BenchReport.read(from: path) }
-        #expect(error?.description.contains("schema_version 2 is not supported") == true)
+        #expect(error?.description.contains("schema_version 1 is not supported") == true)
     }
 
     @Test("writeJSON and read: the same report back; a missing directory names errno")
@@ -144,32 +168,25 @@ struct ReportTests {
         #expect(readError?.description.contains("No such file or directory") == true)
     }
 
-    @Test("Markdown: the machine, the main table's exact rows, not-run reasons, baselines")
+    @Test("Markdown: the machine and commit, the main table's exact rows with marks, load and cost, baselines")
     func markdown() throws {
         let md = knownReport().markdown()
         #expect(md.contains("- **Machine:** Test CPU @ 2.0GHz, 2 logical CPUs, 1 NUMA node; 24.0 GiB; Debian GNU/Linux 12 (bookworm), Linux 6.18.0-test; libsodium 1.0.18; avx2; virtual machine\n"))
-        #expect(md.contains("- **Date:** 2026-01-01T00:00:00Z; xdpwg 0.1.0 (abc1234)\n"))
+        #expect(md.contains("- **Date:** 2026-01-01T00:00:00Z; xdpwg 0.1.0 at abc1234, release build\n"))
         #expect(md.contains("- **Command:** `xdpwg bench --seconds 10`\n"))
         #expect(md.contains("## Decrypt (peer → tenant)\n"))
-        // xdpwg within 10% of the generator's 0.62 Mpps: marked.
-        #expect(md.contains("| 1420 B | 1 | 1 | 0.600 † | 6.82 | 1.667 | 3.00 | 0.100 | 12.00× | 0.20× | 86% |\n"))
-        #expect(md.contains("† within 10% of the generator's ceiling"))
-        #expect(md.contains("| 64 B | 2 | 100 | — | — | — | 9.00 | — | — | — | — |\n"))
-        // The encrypt row: not run with its reason, never a 0.
-        #expect(md.contains("| 1420 B | 1 | 1 | not run [1] | not run [1] | not run [1] | — | 0.100 | — | — | — |\n"))
-        #expect(md.contains("| 64 B | 2 | 100 | — | — | — | not run [1] | — | — | — | — |\n"))
+        // per core 0.6; crypto-off 2.7; engine 3.0; wireguard-go 0.05; 2.7/3 = 0.9; 0.6/0.75 = 0.8; 0.6/0.05 = 12.
+        #expect(md.contains("| 1420 B | 1 | 1 | 0.600 | 6.82 | 0.600 | 2.70 | 3.00 | 0.050 | 0.90× | 0.80× | 12.00× |\n"))
+        // 64 B: xdpwg at the generator's ceiling (†), wireguard-go got all it was offered (≥).
+        #expect(md.contains("| 64 B | 1 | 1 | 0.950 † | 0.49 | 1.58 † | — | — | ≥ 0.100 | — | — | 15.83× |\n"))
         #expect(md.contains("## Not run\n\n1. tenant AF_XDP TX is not wired up in this build\n"))
         #expect(!md.contains("| 0.000 "))
-        // Rows sorted by size.
-        let decrypt = try #require(md.range(of: "## Decrypt"))
-        let row64 = try #require(md.range(of: "| 64 B | 2 | 100 | — | — | — | 9.00"))
-        let row1420 = try #require(md.range(of: "| 1420 B | 1 | 1 | 0.600"))
-        #expect(decrypt.lowerBound < row64.lowerBound && row64.lowerBound < row1420.lowerBound)
-
-        #expect(md.contains("| decrypt | 1420 B | 0.620 | 7.04 | live frames, 1 core |\n"))
-        #expect(md.contains("| decrypt | 1420 B | 0.700 | 7.95 |\n"))
+        #expect(md.contains("| xdpwg | decrypt | 1420 B | 1 | 1 | 0.800 | 0.600 | 25.0% | 10.00 | 1.667 (8.00 + 2.00 s) | AF_XDP TX (copy mode) → uplink (2.00) | openssl |\n"))
+        #expect(md.contains("- xdpwg decrypt 1420 B: AEAD 60%, kernel 30% (veth_xmit 5%), xdpwg 10%\n"))
+        #expect(md.contains("| decrypt | 1420 B | 2.00 | AF_XDP TX (copy mode) → uplink |\n"))
+        #expect(md.contains("| Operation | Size | libsodium Mpps | openssl Mpps |\n"))
+        #expect(md.contains("| decrypt | 1420 B | 0.700 | 1.00 |\n"))
         #expect(md.contains("| decrypt | 1420 B | 9000 | 8500 (94.4%) | 500 | 0 | 0 | 0 | 1000 |\n"))
-        #expect(md.contains("- decrypt 1420 B: `chacha20_encrypt_bytes` 6000, `poly1305_blocks` 2000\n"))
         #expect(md.contains("## Notes\n\n- A 2-CPU machine cannot show 2 workers and a generator on separate cores.\n"))
     }
 
@@ -179,51 +196,60 @@ struct ReportTests {
         func check(_ prefix: String) throws -> TargetCheck {
             try #require(checks.first { $0.target.hasPrefix(prefix) }, "no target \(prefix)")
         }
-        // 0.6 / 0.7 = 85.7% of libsodium; the target is 90%: short by (0.9 - 0.857) / 0.9.
-        let sodium = try check("xdpwg per worker core ≥ 90% of libsodium's single-core rate at 1420 B, decrypt")
-        guard case .missed(let shortfall?) = sodium.verdict else { Issue.record("\(sodium.verdict)"); return }
-        #expect(abs(shortfall - (0.9 - 0.6 / 0.7) / 0.9 * 100) < 1e-9)
-        #expect(sodium.measured == "Worst 85.7% (1 worker, 1 peer) over 1 scenario")
-        let account = try #require(sodium.whereTimeGoes)
-        #expect(account.contains("9000 instructions per packet, 94.4% in libsodium's ChaCha20-Poly1305, 500 in the pipeline"))
-        #expect(account.contains("`chacha20_encrypt_bytes` 66.7%"))
+        // 2.7 / 3.0 = 0.9: met exactly.
+        let engine = try check("xdpwg crypto-off ≥ 0.9 × the reference forwarder per core, decrypt 1420 B")
+        #expect(engine.verdict == .met)
+        #expect(engine.measured == "Worst 0.90 (1 worker, 1 peer) over 1 scenario")
+        #expect(try check("xdpwg crypto-off ≥ 0.9 × the reference forwarder per core, decrypt 64 B").verdict
+                == .notMeasured("no xdpwg-crypto-off and reference-forwarder decrypt result at 64 B to compare"))
 
-        let sodiumEncrypt = try check("xdpwg per worker core ≥ 90% of libsodium's single-core rate at 1420 B, encrypt")
-        #expect(sodiumEncrypt.verdict == .notMeasured("not run: tenant AF_XDP TX is not wired up in this build"))
+        // 0.6 / 0.75 = 0.8 of the bound, 0.85 wanted: short by (0.85 - 0.8) / 0.85; the profile
+        // and callgrind say where the time goes.
+        let bound = try check("xdpwg ≥ 0.85 × the combined bound (AEAD + engine) per core, decrypt 1420 B")
+        guard case .missed(let shortfall?) = bound.verdict else { Issue.record("\(bound.verdict)"); return }
+        #expect(abs(shortfall - (0.85 - 0.8) / 0.85 * 100) < 1e-9)
+        let account = try #require(bound.whereTimeGoes)
+        #expect(account.contains("perf on the xdpwg core(s): AEAD 60%, kernel 30% (veth_xmit 5%), xdpwg 10%"))
+        #expect(account.contains("9000 instructions per packet, 94.4% in the AEAD, 500 in the pipeline"))
+        #expect(try check("xdpwg ≥ 0.85 × the combined bound (AEAD + engine) per core, encrypt 1420 B").verdict
+                == .notMeasured("not run: tenant AF_XDP TX is not wired up in this build"))
 
-        let go = try check("xdpwg ≥ 5× wireguard-go per core at 1420 B, decrypt")
-        #expect(go.verdict == .met)
-        #expect(go.measured == "Worst 12.00 (1 worker, 1 peer) over 1 scenario")
-        let goEncrypt = try check("xdpwg ≥ 5× wireguard-go per core at 1420 B, encrypt")
-        #expect(goEncrypt.verdict == .notMeasured("not run: tenant AF_XDP TX is not wired up in this build"))
-        // The other side missing: wireguard-go did not run where xdpwg did.
+        #expect(try check("xdpwg ≥ 3× wireguard-go per core, decrypt 1420 B").verdict == .met)
+        // 64 B: 1.583 / 0.1 = 15.8: met, though the xdpwg figure is the generator's (a lower bound).
+        #expect(try check("xdpwg ≥ 4× wireguard-go per core, decrypt 64 B").verdict == .met)
         var withoutGo = knownReport()
         withoutGo.results.removeAll { $0.device == .wireguardGo }
-        let noGo = try #require(withoutGo.targetChecks().first { $0.target == "xdpwg ≥ 5× wireguard-go per core at 1420 B, decrypt" })
+        let noGo = try #require(withoutGo.targetChecks().first { $0.target == "xdpwg ≥ 3× wireguard-go per core, decrypt 1420 B" })
         #expect(noGo.verdict == .notMeasured("no wireguard-go decrypt result at 1420 B to compare"))
-        withoutGo.results.append(.notRun(.wireguardGo, Scenario(direction: .decrypt, innerSize: 1420, workers: 1, peers: 1),
-                                         reason: "wireguard-go is not installed"))
-        let goNotRun = try #require(withoutGo.targetChecks().first { $0.target == "xdpwg ≥ 5× wireguard-go per core at 1420 B, decrypt" })
-        #expect(goNotRun.verdict == .notMeasured("not run: wireguard-go is not installed"))
-        #expect(!checks.contains { $0.target.hasSuffix(", both") })   // no both-direction results
-
-        #expect(try check("crypto off ≥ 4 Mpps per worker core at 64 B, decrypt").verdict == .met)
-        #expect(try check("crypto off ≥ 4 Mpps per worker core at 64 B, encrypt").verdict
-                == .notMeasured("not run: tenant AF_XDP TX is not wired up in this build"))
 
         let mallocs = try check("zero mallocs per packet")
         #expect(mallocs.verdict == .met)
         #expect(mallocs.measured == "0 in every probe (decrypt 1420 B, encrypt 64 B)")
-
         let allocating = try #require(knownReport(mallocsPerPacket: 0.5).targetChecks().first { $0.target.hasPrefix("zero mallocs") })
         #expect(allocating.verdict == .missed(shortfallPercent: nil))
-        #expect(allocating.measured == "0.5 per packet at decrypt 1420 B (1 of 2 probes allocate)")
         #expect(allocating.whereTimeGoes == "allocations called from `OuterFrame.endpointKey(in:)`")
 
         let md = knownReport().markdown()
-        #expect(md.contains("- xdpwg per worker core ≥ 90% of libsodium's single-core rate at 1420 B, decrypt: **missed by 4.8%**. Worst 85.7% (1 worker, 1 peer) over 1 scenario\n  - Where the time goes: callgrind, decrypt 1420 B: 9000 instructions per packet"))
-        #expect(md.contains("- xdpwg ≥ 5× wireguard-go per core at 1420 B, decrypt: **met**. Worst 12.00"))
-        #expect(md.contains("- crypto off ≥ 4 Mpps per worker core at 64 B, encrypt: **not measured**: not run: tenant AF_XDP TX is not wired up in this build\n"))
+        #expect(md.contains("- xdpwg ≥ 0.85 × the combined bound (AEAD + engine) per core, decrypt 1420 B: **missed by 5.9%**. Worst 0.80 (1 worker, 1 peer) over 1 scenario\n  - Where the time goes: perf on the xdpwg core(s)"))
+    }
+
+    @Test("/proc parsers: per-CPU times (seconds, softirq) and a task's CPU time and name")
+    func procParsers() throws {
+        let stat = """
+            cpu  100 0 50 1000 0 0 20 0 0 0
+            cpu0 40 0 20 500 0 0 5 0 0 0
+            cpu1 60 0 30 500 3 2 15 1 0 0
+            intr 12345
+            """
+        let cpus = CPUTimes.parse(procStat: stat, ticksPerSecond: 100)
+        #expect(cpus.keys.sorted() == [0, 1])
+        let one = try #require(cpus[1])
+        #expect(one.user == 0.6 && one.system == 0.3 && one.softirq == 0.15 && one.irq == 0.02 && one.steal == 0.01)
+        #expect(abs(one.busy - (0.6 + 0.3 + 0.02 + 0.15)) < 1e-12)
+        #expect(abs(one.since(try #require(cpus[0])).softirq - 0.1) < 1e-12)
+        let task = try #require(parseTaskStat("1234 (xdpwg-w0 x) R 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0", ticksPerSecond: 100))
+        #expect(task.name == "xdpwg-w0 x" && task.cpuSeconds == 3.0)
+        #expect(parseTaskStat("garbage", ticksPerSecond: 100) == nil)
     }
 
     @Test("an empty report renders and says what is missing")

@@ -60,6 +60,19 @@ public final class PeerEmulator: @unchecked Sendable {
         keypairs = Array(repeating: nil, count: peerCount)
     }
 
+    /// Sessions without a handshake, for a device that checks no keys and speaks no Noise
+    /// (the perf lab's reference forwarder): every peer gets a keypair of zero keys and index
+    /// i + 1, the endpoints given. Only unsealed frames (`sealed: false`) make sense with them.
+    public func assumeSessions(local: Endpoint, gateway: Endpoint) {
+        self.local = local
+        self.gateway = gateway
+        for i in 0..<peerCount {
+            var keys = SessionKeys(sendKey: .zero, receiveKey: .zero, localIndex: UInt32(i + 1), remoteIndex: UInt32(i + 1),
+                                   isInitiator: true, createdAt: Engine.Clock.now())
+            keypairs[i] = Keypair(consuming: &keys)
+        }
+    }
+
     /// Peers whose last handshake completed (and whose keypair has not been dropped since).
     public var establishedCount: Int { keypairs.reduce(0) { $0 + ($1 == nil ? 0 : 1) } }
 
