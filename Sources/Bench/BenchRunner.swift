@@ -86,7 +86,10 @@ public final class BenchRunner: @unchecked Sendable {
         report.aead = try measureAEAD(cpu: cpus > 1 ? 1 : 0)
         report.generatorCeilings = try measureCeilings()
         generatorCeilings = report.generatorCeilings
-        poolFrames = BenchRunner.poolCapacity()
+        // Enough frames for a window at the fastest generator's ceiling, within the memory cap.
+        let fastest = (generatorCeilings.map(\.mpps).max() ?? 1) * 1e6
+        let loadSeconds = BenchRunner.warmupSeconds + options.seconds + BenchRunner.profileSeconds + 0.3
+        poolFrames = min(BenchRunner.poolCapacity(), max(65_536, Int(fastest * loadSeconds)))
         for workers in options.workers {
             for peers in options.peers {
                 for device in options.devices {
@@ -645,6 +648,8 @@ extension DatagramBlaster: PlainGenerator {
 struct PlainFrames: PlainGenerator {
     let blaster: any PoolBlaster
     func run(_ mode: BlastMode) throws -> BlastResult { try blaster.run(mode, frames: nil) }
-    func start(_ mode: BlastMode) throws(LoadError) -> NamespaceThread<BlastResult> { try blaster.start(mode, frames: nil) }
+    func start(_ mode: BlastMode) throws(LoadError) -> NamespaceThread<BlastResult> {
+        try blaster.start(mode, frames: nil, rate: nil)
+    }
     func startLoad(seconds: Double) throws -> RunningLoad { try blaster.startLoad(.duration(seconds: seconds), rate: nil) }
 }

@@ -113,8 +113,7 @@ public protocol PoolBlaster: AnyObject, Sendable {
     var pool: BlastPool { get }
     /// Starts a blast of `frames` of the pool (nil: all) on the blaster's pinned thread;
     /// `requestStop()` ends it early, `join()` returns its `BlastResult` or throws.
-    func start(_ mode: BlastMode, frames: Range<Int>?) throws(LoadError) -> NamespaceThread<BlastResult>
-    /// The same, paced at `rate` frames per second (nil: as fast as the generator goes).
+    /// Paced at `rate` frames per second (nil: as fast as the generator goes).
     func start(_ mode: BlastMode, frames: Range<Int>?, rate: Double?) throws(LoadError) -> NamespaceThread<BlastResult>
     /// Frames the running (or last) blast has sent so far, read from another thread.
     func framesSent() throws -> UInt64
@@ -123,7 +122,7 @@ public protocol PoolBlaster: AnyObject, Sendable {
 extension PoolBlaster {
     /// `start` and `join`: blasts on the pinned thread and waits for it.
     public func run(_ mode: BlastMode, frames: Range<Int>? = nil) throws -> BlastResult {
-        try start(mode, frames: frames).join()
+        try start(mode, frames: frames, rate: nil).join()
     }
 }
 

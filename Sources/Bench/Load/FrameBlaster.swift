@@ -98,7 +98,7 @@ public final class FrameBlaster: PoolBlaster, @unchecked Sendable {
     /// `rate` paces the blast at that many frames per second (a constant offered load instead
     /// of the generator's ceiling): frames are put on the ring only as they fall due.
     public func start(_ mode: BlastMode, frames: Range<Int>? = nil,
-                      rate: Double?) throws(LoadError) -> NamespaceThread<BlastResult> {
+                      rate: Double? = nil) throws(LoadError) -> NamespaceThread<BlastResult> {
         let operation = "blast frames (\(mode))"
         let range = try pool.blastRange(frames, operation: operation, interface: interface)
         if let rate, !(rate >= 1 && rate <= 1e9) {
@@ -109,11 +109,6 @@ public final class FrameBlaster: PoolBlaster, @unchecked Sendable {
                               threadName: "xdpwg-blast", gate: gate, pool: pool) { stop in
             try self.blast(mode, range: range, rate: rate, stop: stop)
         }
-    }
-
-    /// The protocol's form: unpaced.
-    public func start(_ mode: BlastMode, frames: Range<Int>?) throws(LoadError) -> NamespaceThread<BlastResult> {
-        try start(mode, frames: frames, rate: nil)
     }
 
     /// Frames the blast running now (or the last one) has sent so far: readable from any

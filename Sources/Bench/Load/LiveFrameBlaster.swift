@@ -77,7 +77,7 @@ public final class LiveFrameBlaster: PoolBlaster, @unchecked Sendable {
     /// `rate` paces the blast at that many frames per second (see struct blast_control in
     /// bpf/bench.bpf.c): a constant offered load instead of the generator's ceiling.
     public func start(_ mode: BlastMode, frames: Range<Int>? = nil,
-                      rate: Double?) throws(LoadError) -> NamespaceThread<BlastResult> {
+                      rate: Double? = nil) throws(LoadError) -> NamespaceThread<BlastResult> {
         let operation = "blast live frames (\(mode))"
         let range = try pool.blastRange(frames, operation: operation, interface: interface)
         if let rate, !(rate >= 1 && rate <= 1e9) {
@@ -88,11 +88,6 @@ public final class LiveFrameBlaster: PoolBlaster, @unchecked Sendable {
                               threadName: "xdpwg-liveblast", gate: gate, pool: pool) { stop in
             try self.blast(mode, range: range, rate: rate, stop: stop)
         }
-    }
-
-    /// The protocol's form: unpaced, frames as they are.
-    public func start(_ mode: BlastMode, frames: Range<Int>?) throws(LoadError) -> NamespaceThread<BlastResult> {
-        try start(mode, frames: frames, rate: nil)
     }
 
     /// Why live frames cannot be used on a kernel that refuses them.
