@@ -14,7 +14,7 @@ import Glibc
 /// TX descriptor only names one, the TX ring is kept full, completions are reaped in
 /// batches, and the kernel is kicked (sendto) only while it holds descriptors it has not
 /// taken. Each kick sends at most 32 frames unless the kernel accepts a larger budget
-/// (XDP_MAX_TX_SKB_BUDGET, Linux 6.17+), which is asked for: `framesPerKick` says which.
+/// (XDP_MAX_TX_SKB_BUDGET, Linux 6.17+), which `XskSocket` asks for: `framesPerKick` says which.
 ///
 /// No XDP program is loaded on the interface (libxdp's program loading is inhibited): what
 /// the interface receives is untouched, and a `PacketSink` may be attached to it.
@@ -45,10 +45,6 @@ public final class FrameBlaster: PoolBlaster, @unchecked Sendable {
     static let batch: UInt32 = 256
     /// With nothing left to send, how long to wait for the kernel to complete what it took.
     static let drainTimeout = 2.0
-    /// setsockopt(SOL_XDP, XDP_MAX_TX_SKB_BUDGET) from <linux/if_xdp.h> (Linux 6.17), newer
-    /// than the headers Debian 12 ships.
-    static let maxTxSkbBudgetOption: Int32 = 9
-    static let solXDP: Int32 = 283
 
     /// Binds the socket (in the pool's namespace). Throws `LoadError` naming the interface,
     /// queue and namespace: no such namespace or interface, a queue the interface lacks, a
@@ -80,10 +76,7 @@ public final class FrameBlaster: PoolBlaster, @unchecked Sendable {
             throw LoadError.wrap(error, "bind an AF_XDP socket for sending (queue \(queue))",
                                  namespace: pool.namespace, interface: interface)
         }
-        var budget = FrameBlaster.txRingSize
-        let accepted = setsockopt(socket.fd, FrameBlaster.solXDP, FrameBlaster.maxTxSkbBudgetOption,
-                                  &budget, socklen_t(MemoryLayout<UInt32>.size)) == 0
-        framesPerKick = accepted ? Int(budget) : 32
+        framesPerKick = socket.transmitBudget
         self.pool = pool
         self.interface = interface
         self.queue = queue

@@ -520,8 +520,9 @@ struct WorkerLoop: ~Copyable {
         }
     }
 
-    /// Copy mode sends at most 32 descriptors per kick: kick until the ring is empty, or the
-    /// kernel stops taking (completion ring full: the next iteration drains it and kicks again).
+    /// Copy mode sends at most the socket's `transmitBudget` per kick (the whole ring where the
+    /// kernel lets it be raised, else 32): kick until the ring is empty, or the kernel stops
+    /// taking (completion ring full: the next iteration drains it and kicks again).
     @inline(__always)
     func kick(_ fd: Int32, _ tx: TxRing) {
         guard tx.needsWakeup else { return }

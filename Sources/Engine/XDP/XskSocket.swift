@@ -85,6 +85,8 @@ public final class XskSocket: @unchecked Sendable {
     public let isZeroCopy: Bool
     /// need_wakeup is in force (this socket's setting, or the first socket's for a shared one).
     public let usesNeedWakeup: Bool
+    /// Frames one TX kick (`kickTransmit`) sends at most in copy mode.
+    public let transmitBudget: Int
 
     /// libxdp's `struct xsk_socket *`.
     private let handle: OpaquePointer
@@ -185,6 +187,16 @@ public final class XskSocket: @unchecked Sendable {
         let optionsRC = getsockopt(fd, SOL_XDP, XDP_OPTIONS, &options, &length)
         let optionsErrno = errno
         self.isZeroCopy = optionsRC == 0 && options.flags & UInt32(XDP_OPTIONS_ZEROCOPY) != 0
+        // Copy mode sends at most XDP_MAX_TX_SKB_BUDGET frames per kick: 32 unless raised (the
+        // option is Linux 6.17's). Raised to the TX ring's size, one kick sends a whole batch
+        // instead of one per 32 frames; an older kernel refuses the option and keeps 32.
+        var budget = configuration.txSize
+        if !isZeroCopy, setsockopt(fd, SOL_XDP, XskSocket.XDP_MAX_TX_SKB_BUDGET, &budget,
+                                   socklen_t(MemoryLayout<UInt32>.size)) == 0 {
+            transmitBudget = Int(budget)
+        } else {
+            transmitBudget = XskSocket.defaultTransmitBudget
+        }
         guard optionsRC == 0 else {
             throw XDPError("getsockopt(XDP_OPTIONS)", interface: interface, queue: queue, code: optionsErrno)
         }
@@ -213,6 +225,10 @@ public final class XskSocket: @unchecked Sendable {
     // Socket options from <asm-generic/socket.h> that Glibc's Swift overlay may not carry.
     static let SO_PREFER_BUSY_POLL: Int32 = 69
     static let SO_BUSY_POLL_BUDGET: Int32 = 70
+    /// From <linux/if_xdp.h> of Linux 6.17, newer than the headers this builds against.
+    static let XDP_MAX_TX_SKB_BUDGET: Int32 = 9
+    /// Frames a copy-mode kick sends where the budget cannot be raised.
+    public static let defaultTransmitBudget = 32
 
     private func setOption(_ option: Int32, _ value: Int32, name: String) throws(XDPError) {
         var v = value
