@@ -14,6 +14,8 @@ packages=(
   python3 python3-cryptography
   # the perf lab: instruction counts (objcopy strips debug info valgrind 3.19 cannot read)
   valgrind binutils
+  # the perf lab: where a worker core's time goes (perf record -e cpu-clock)
+  linux-perf
   # the perf lab: the report's PNG chart (Agg backend, run by /usr/bin/python3)
   python3-matplotlib
   # systemd-analyze verify for contrib/xdpwg.service (SystemdUnitTests)
