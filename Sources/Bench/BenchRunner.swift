@@ -88,7 +88,7 @@ public final class BenchRunner: @unchecked Sendable {
         generatorCeilings = report.generatorCeilings
         // Enough frames for a window at the fastest generator's ceiling, within the memory cap.
         let fastest = (generatorCeilings.map(\.mpps).max() ?? 1) * 1e6
-        let loadSeconds = BenchRunner.warmupSeconds + options.seconds + BenchRunner.profileSeconds + 0.3
+        let loadSeconds = BenchRunner.warmupSeconds + options.seconds + BenchRunner.slack
         poolFrames = min(BenchRunner.poolCapacity(), max(65_536, Int(fastest * loadSeconds)))
         for workers in options.workers {
             for peers in options.peers {
@@ -255,11 +255,18 @@ public final class BenchRunner: @unchecked Sendable {
         var tenantPeerMAC: EthernetAddress?
         /// The AEAD backend the device reported (xdpwg).
         var aead: String?
+
+        /// The name its code has in a profile (the executable's file name).
+        var executableName: String {
+            let link = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? ""
+            return link.split(separator: "/").last.map(String.init) ?? kind.rawValue
+        }
     }
 
-    /// Seconds of load before the window (discarded), and after it for the profile.
+    /// Seconds of load before the window (discarded), and of frames beyond it (the sealed
+    /// pool must not run dry before the window ends).
     static let warmupSeconds = 0.3
-    static let profileSeconds = 0.5
+    static let slack = 0.4
     /// The offered load for sealed frames, as a multiple of the rate the device showed in a
     /// calibration burst: enough above it to keep it saturated through the window.
     static let overload = 1.3
@@ -349,32 +356,44 @@ public final class BenchRunner: @unchecked Sendable {
             var loads: [RunningLoad] = []
             defer { for load in loads { _ = try? load.stop() } }
 
+            // Everything made before any load starts (calibration, frames), so that the
+            // profile and the window see the load alone.
+            var plain: (any PlainGenerator)?
             if scenario.direction != .decrypt {
                 if device.gatewayPublicKey != nil {
                     // The gateway, as responder, sends only after the peer's first message.
                     try emulator.sendKeepalives(over: socket, crypto: device.sealed ? .on : .off)
                     usleep(100_000)
                 }
-                let plain = try plainGenerator(device, scenario: scenario, innerSources: innerSources)
-                loads.append(try plain.startLoad(seconds: 3600))
+                plain = try plainGenerator(device, scenario: scenario, innerSources: innerSources)
             }
+            var transportRate: Double?
             if scenario.direction != .encrypt {
                 // Transport frames are sent once each (the replay window refuses a counter
                 // twice): a pool made for this window, offered at a constant rate a little
                 // above what the device showed it can take.
                 let rate = try offeredRate(for: device, scenario: scenario, blaster: transportBlaster, pool: transportPool,
                                            sink: decryptSink, layout: layout, emulator: emulator, handshake: handshake)
-                let needed = rate * (BenchRunner.warmupSeconds + window + BenchRunner.profileSeconds + 0.3)
-                let frames = min(poolFrames, max(4096, Int(needed)))
-                window = min(window, max(0.2, Double(frames) / rate - BenchRunner.warmupSeconds
-                                         - BenchRunner.profileSeconds - 0.3))
+                let frames = min(poolFrames, max(4096, Int(rate * (BenchRunner.warmupSeconds + window + BenchRunner.slack))))
+                window = min(window, max(0.2, Double(frames) / rate - BenchRunner.warmupSeconds - BenchRunner.slack))
                 try handshake()
                 try transportPool.removeAll()
                 try emulator.writeTransportFrames(count: frames, layout: layout) { fill in
                     _ = try transportPool.append { fill($0) }
                 }
-                loads.append(try transportBlaster.startLoad(.once, rate: rate))
+                transportRate = rate
             }
+            // Where the device's cores spend the load: sampled through warm-up and window.
+            var profile: String?
+            let profiler: PerfSampler?
+            do throws(PerfError) {
+                profiler = try PerfSampler.start(cpus: device.cores)
+            } catch {
+                profiler = nil
+                profile = "not measured: \(error)"
+            }
+            if let plain { loads.append(try plain.startLoad(seconds: 3600)) }
+            if let transportRate { loads.append(try transportBlaster.startLoad(.once, rate: transportRate)) }
             let sinks: [PacketSink] = switch scenario.direction {
             case .decrypt: [decryptSink]
             case .encrypt: [encryptSink]
@@ -392,7 +411,13 @@ public final class BenchRunner: @unchecked Sendable {
             let first = try read(device, sinks: sinks, offered: offered)
             usleep(useconds_t(window * 1e6))
             let last = try read(device, sinks: sinks, offered: offered)
-            let profile = profileCores(device.cores)
+            if let profiler {
+                do throws(PerfError) {
+                    profile = try profiler.stop(classifier: PerfClassifier(deviceObjects: [device.executableName])).summary
+                } catch {
+                    profile = "not measured: \(error)"
+                }
+            }
             var blasts: [BlastResult] = []
             for load in loads { blasts.append(try load.stop()) }
             loads = []
@@ -450,12 +475,6 @@ public final class BenchRunner: @unchecked Sendable {
         let burstRate = delivered / max(lastChange - began, 1e-3)
         guard burstRate > 0 else { throw Failure("the device delivered nothing of a calibration burst") }
         return min(ceiling, burstRate * BenchRunner.overload)
-    }
-
-    /// Where the device's cores spent half a second of the load (perf, software clock); nil
-    /// with a note when perf cannot tell.
-    private func profileCores(_ cores: [Int]) -> String? {
-        nil
     }
 
     /// Starts the device with one tenant whose peers are `peerSections`; the topology's
