@@ -49,8 +49,6 @@ public final class Worker: @unchecked Sendable {
     public let control: ControlQueue
     /// `.off` only in the perf lab's crypto-off mode; fixed for the worker's life.
     public let crypto: TransportCrypto
-    /// Which transport AEAD backend the worker's cipher runs.
-    public let cipherBackend: AEADBackend
     /// The worker's cipher until its thread takes it (`WorkerLoop.init`): made on the thread
     /// that builds the worker, where a failure can still be reported, then used only by the
     /// worker's thread.
@@ -76,7 +74,6 @@ public final class Worker: @unchecked Sendable {
                 cipher: consuming TransportCipher = TransportCipher()) throws(XDPError) {
         self.index = index
         self.crypto = crypto
-        cipherBackend = cipher.backend
         handedCipher = consume cipher
         self.core = core
         self.uplink = uplink
