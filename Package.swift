@@ -27,14 +27,19 @@ let package = Package(
         .systemLibrary(name: "CLibXDP", pkgConfig: "libxdp", providers: [.apt(["libxdp-dev"])]),
         .systemLibrary(name: "CLibBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
         .systemLibrary(name: "CNUMA", pkgConfig: "numa", providers: [.apt(["libnuma-dev"])]),
+        // The transport AEAD's other backends (WireGuard/TransportCipher.swift): OpenSSL's EVP,
+        // and Intel's ipsec-mb (no pkg-config file: its module map links IPSec_MB).
+        .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CIPSecMB", providers: [.apt(["libipsec-mb-dev"])]),
 
         // Thin C shims for glibc functions Swift cannot import (declared only under _GNU_SOURCE).
         .target(name: "CXDPWG"),
 
-        // The protocol core: no I/O, no clock, no threads, no locks.
+        // The protocol core: no I/O, no clock, no threads, no locks. libsodium for everything
+        // cryptographic; libcrypto and ipsec-mb only as transport AEAD backends.
         .target(
             name: "WireGuard",
-            dependencies: ["CSodium"]
+            dependencies: ["CSodium", "CLibCrypto", "CIPSecMB"]
         ),
         // The AF_XDP data plane: BPF loading, UMEM, rings, sockets, workers, the per-packet pipeline.
         // Its XDP programs (bpf/*.bpf.c) are compiled by the EmbedBPFObjects plugin and embedded.
@@ -79,7 +84,7 @@ let package = Package(
         // Helpers shared by the privileged test targets: namespaces, external commands, the
         // protocol core as a UDP peer, inner packets.
         .target(name: "TestSupport", dependencies: ["WireGuard", "Lab", "CXDPWG"], path: "Tests/Support"),
-        .testTarget(name: "WireGuardTests", dependencies: ["WireGuard"], exclude: ["Vectors"]),
+        .testTarget(name: "WireGuardTests", dependencies: ["WireGuard", "CSodium"], exclude: ["Vectors"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "WireGuard", "CXDPWG", "CLibBPF", "TestSupport"]),
         .testTarget(
             name: "GatewayTests",

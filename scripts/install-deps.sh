@@ -8,6 +8,8 @@ set -euo pipefail
 packages=(
   # build: system libraries (headers + pkg-config files) and the BPF toolchain
   pkg-config libsodium-dev libxdp-dev libbpf-dev libnuma-dev libelf-dev zlib1g-dev
+  # the transport cipher's other backends: OpenSSL's libcrypto and Intel's ipsec-mb
+  libssl-dev libipsec-mb-dev
   # reference peers and tools for the integration tests and the lab
   wireguard-go wireguard-tools iperf3 iproute2 iputils-ping bpftool tcpdump
   # known-answer vector generation and interop helpers

@@ -178,7 +178,7 @@ final class Transcript {
             let sealed: SealedMessage? = packet.withUnsafeBytes { p in
                 out.withUnsafeMutableBytes { o in
                     try? sender.seal(p.baseAddress ?? UnsafeRawPointer(o.baseAddress!), length: packet.count,
-                                     into: o.baseAddress!, capacity: o.count, now: now)
+                                     into: o.baseAddress!, capacity: o.count, now: now, cipher: TransportCipher())
                 }
             }
             guard let sealed, sealed.length == out.count else { harnessFailure("the initiator's keypair cannot seal") }

@@ -136,7 +136,7 @@ final class PipelineHarness {
         do throws(TransportRejection) {
             opened = try peerKeypair().open(out.baseAddress! + outer.payloadOffset, length: outer.payloadLength,
                                             into: plaintext.buffer.baseAddress!, capacity: plaintext.buffer.count,
-                                            now: PipelineFixture.now)
+                                            now: PipelineFixture.now, cipher: TransportCipher())
         } catch {
             finding("the peer cannot open what the encrypt path sent: \(error)")
         }
@@ -197,7 +197,7 @@ final class TransportHarness {
         let n: Int
         do throws(TransportRejection) {
             n = try keypair.open(base, length: body.count, into: plaintext.buffer.baseAddress!,
-                                 capacity: plaintext.buffer.count, now: FuzzClock.now)
+                                 capacity: plaintext.buffer.count, now: FuzzClock.now, cipher: TransportCipher())
         } catch {
             return .rejected("\(error)")
         }
@@ -207,7 +207,7 @@ final class TransportHarness {
         // The same message again: a replay.
         do throws(TransportRejection) {
             _ = try keypair.open(base, length: body.count, into: plaintext.buffer.baseAddress!,
-                                 capacity: plaintext.buffer.count, now: FuzzClock.now)
+                                 capacity: plaintext.buffer.count, now: FuzzClock.now, cipher: TransportCipher())
             finding("a keypair accepted the same message twice")
         } catch {
             guard error == .replayed else { finding("a message opened twice is \(error), not .replayed") }
@@ -215,7 +215,8 @@ final class TransportHarness {
         // In place, on a keypair that has seen nothing: the same plaintext.
         let m = copy.load(body)
         do throws(TransportRejection) {
-            let n2 = try receiver().openInPlace(m.baseAddress!, length: m.count, now: FuzzClock.now)
+            let n2 = try receiver().openInPlace(m.baseAddress!, length: m.count, now: FuzzClock.now,
+                                                     cipher: TransportCipher())
             guard n2 == n, UnsafeRawBufferPointer(rebasing: m[16..<(16 + n)])
                 .elementsEqual(UnsafeRawBufferPointer(rebasing: plaintext.buffer[..<n])) else {
                 finding("open and openInPlace disagree")
@@ -248,7 +249,7 @@ final class TransportHarness {
             let accepted: Bool
             do throws(TransportRejection) {
                 _ = try keypair.open(m.baseAddress!, length: m.count, into: plaintext.buffer.baseAddress!,
-                                     capacity: plaintext.buffer.count, now: FuzzClock.now)
+                                     capacity: plaintext.buffer.count, now: FuzzClock.now, cipher: TransportCipher())
                 accepted = true
             } catch {
                 accepted = false
@@ -305,7 +306,7 @@ final class InnerPacketHarness {
                 let source = body.baseAddress ?? UnsafeRawPointer(sealed.buffer.baseAddress!)
                 message = try pipeline.peerKeypair().seal(source, length: body.count, into: sealed.buffer.baseAddress!,
                                                           capacity: sealed.buffer.count, now: PipelineFixture.now,
-                                                          mtu: PipelineFixture.mtu).length
+                                                          cipher: TransportCipher(), mtu: PipelineFixture.mtu).length
             } catch {
                 return .rejected("the peer cannot seal \(body.count) B: \(error)")
             }

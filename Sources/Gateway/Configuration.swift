@@ -24,6 +24,31 @@ public enum XDPModeSetting: String, Sendable, CaseIterable {
     case generic
 }
 
+/// Which library runs the transport AEAD (ChaCha20-Poly1305) on the workers and the control
+/// thread: `[Gateway] Crypto`. Whichever it is, it must pass its known-answer self-test at start.
+public enum CryptoSetting: Sendable, Equatable, CaseIterable {
+    /// The fastest backend that passes its self-test on this CPU, measured at start (the default).
+    case auto
+    /// This backend; the gateway does not start if it fails its self-test.
+    case forced(AEADBackend)
+
+    public static var allCases: [CryptoSetting] { [.auto] + AEADBackend.allCases.map { .forced($0) } }
+
+    /// As written in the file.
+    public var name: String {
+        switch self {
+        case .auto: "auto"
+        case .forced(let backend): backend.name
+        }
+    }
+
+    /// The setting spelled `name` (case-insensitive), if any.
+    public init?(name: String) {
+        guard let setting = CryptoSetting.allCases.first(where: { $0.name == name.lowercased() }) else { return nil }
+        self = setting
+    }
+}
+
 /// The [Gateway] section: the uplink NIC and how to serve it.
 public struct GatewaySection: Sendable {
     /// The NIC facing the peers.
@@ -43,6 +68,8 @@ public struct GatewaySection: Sendable {
     /// tenants and 1024 peers.
     public var maxTenants: Int?
     public var maxPeers: Int?
+    /// The transport AEAD backend, or `auto`.
+    public var crypto: CryptoSetting
     /// The line of the [Gateway] header.
     public var line: Int
 
@@ -52,7 +79,7 @@ public struct GatewaySection: Sendable {
 
     public init(uplink: String, queues: [UInt32]? = nil, cores: [Int]? = nil, xdpMode: XDPModeSetting = .native,
                 metricsListen: Endpoint? = nil, name: String = GatewaySection.defaultName, maxTenants: Int? = nil,
-                maxPeers: Int? = nil, line: Int) {
+                maxPeers: Int? = nil, crypto: CryptoSetting = .auto, line: Int) {
         self.uplink = uplink
         self.queues = queues
         self.cores = cores
@@ -61,6 +88,7 @@ public struct GatewaySection: Sendable {
         self.name = name
         self.maxTenants = maxTenants
         self.maxPeers = maxPeers
+        self.crypto = crypto
         self.line = line
     }
 

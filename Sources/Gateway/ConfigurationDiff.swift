@@ -97,6 +97,8 @@ extension GatewayConfiguration {
         if g.name != n.name { refuse(n.line, "[Gateway] Name") }
         if g.maxTenants != n.maxTenants { refuse(n.line, "[Gateway] MaxTenants") }
         if g.maxPeers != n.maxPeers { refuse(n.line, "[Gateway] MaxPeers") }
+        // The backend is chosen and self-tested once, before the workers start.
+        if g.crypto != n.crypto { refuse(n.line, "[Gateway] Crypto") }
         let capacity = g.capacity(tenants: tenants.count, peers: peerCount)
         if new.tenants.count > capacity.tenants {
             problems.append(ConfigurationProblem(fileName: fileName, line: nil, message:

@@ -15,6 +15,7 @@ import Glibc
 //     Name = edge1                  # optional: this gateway's name (stats, reload); default xdpwg
 //     MaxTenants = 256              # optional: room for tenants added while running
 //     MaxPeers = 4096               # optional: room for peers added while running
+//     Crypto = auto                 # optional: auto (default) | openssl | libsodium | ipsec-mb
 //
 //     [Tenant]                      # one or more
 //     Name = acme                   # required, unique: the WireGuard interface name (`wg show acme`)
@@ -129,7 +130,7 @@ enum ConfigurationParser {
     /// Every key of every section, as spelled in messages. Matching is case-insensitive.
     enum Key: String, CaseIterable {
         case uplink = "Uplink", queues = "Queues", cores = "Cores", xdpMode = "XDPMode"
-        case metricsListen = "MetricsListen", maxTenants = "MaxTenants", maxPeers = "MaxPeers"
+        case metricsListen = "MetricsListen", maxTenants = "MaxTenants", maxPeers = "MaxPeers", crypto = "Crypto"
         case name = "Name", privateKey = "PrivateKey", listenPort = "ListenPort", namespace = "Namespace"
         case address = "Address", interfaceName = "InterfaceName"
         case publicKey = "PublicKey", presharedKey = "PresharedKey", allowedIPs = "AllowedIPs"
@@ -137,7 +138,7 @@ enum ConfigurationParser {
 
         var section: Section {
             switch self {
-            case .uplink, .queues, .cores, .xdpMode, .metricsListen, .maxTenants, .maxPeers: .gateway
+            case .uplink, .queues, .cores, .xdpMode, .metricsListen, .maxTenants, .maxPeers, .crypto: .gateway
             case .name, .privateKey, .listenPort, .namespace, .address, .interfaceName: .tenant
             case .publicKey, .presharedKey, .allowedIPs, .endpoint, .persistentKeepalive: .peer
             }
@@ -158,6 +159,7 @@ enum ConfigurationParser {
         var name: String?
         var maxTenants: Int?
         var maxPeers: Int?
+        var crypto = CryptoSetting.auto
     }
 
     struct TenantDraft {
@@ -340,6 +342,12 @@ enum ConfigurationParser {
             } else {
                 problems.add(n, "MaxPeers: \(shown(value)) is not a number from 1 to \(GatewaySection.peerLimit)")
             }
+        case .crypto:
+            if let setting = CryptoSetting.allCases.first(where: { equalsIgnoringCase(value.bytes, $0.name) }) {
+                d.crypto = setting
+            } else {
+                problems.add(n, "Crypto: \(shown(value)) is not auto, openssl, libsodium or ipsec-mb")
+            }
         default:
             break
         }
@@ -444,7 +452,8 @@ enum ConfigurationParser {
             if let uplink = g.uplink {
                 section = GatewaySection(uplink: uplink, queues: g.queues, cores: g.cores, xdpMode: g.xdpMode,
                                          metricsListen: g.metricsListen, name: g.name ?? GatewaySection.defaultName,
-                                         maxTenants: g.maxTenants, maxPeers: g.maxPeers, line: g.line)
+                                         maxTenants: g.maxTenants, maxPeers: g.maxPeers, crypto: g.crypto,
+                                         line: g.line)
             }
         } else {
             problems.add(nil, "no [Gateway] section: the file needs one, with the Uplink")

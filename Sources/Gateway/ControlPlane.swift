@@ -158,6 +158,9 @@ public struct HandshakeCounters: Sendable {
 /// One thread owns it; workers reach it only through their `ControlQueue`s and the tables.
 public final class ControlPlane {
     let state: DataPlaneState
+    /// The control thread's own transport AEAD contexts (staged packets, keepalives): the
+    /// workers' backend, never shared with a worker.
+    let cipher: TransportCipher
     var reclaimer: Reclaimer
     /// By tenant slot (the slot in `DataPlaneState`).
     var tenants: [Int: TenantControl] = [:]
@@ -206,8 +209,9 @@ public final class ControlPlane {
         }
     }
 
-    public init(state: DataPlaneState) {
+    public init(state: DataPlaneState, cipher: consuming TransportCipher = TransportCipher()) {
         self.state = state
+        self.cipher = cipher
         reclaimer = Reclaimer(epochs: state.epochs)
         freeHandles = (0..<UInt32(state.peers.capacity)).reversed()
     }
@@ -735,7 +739,11 @@ public final class ControlPlane {
         do throws(SealFailure) {
             sealed = try keypair.seal(packet.baseAddress ?? UnsafeRawPointer(buffer.baseAddress!), length: packet.count,
                                       into: buffer.baseAddress!, capacity: buffer.count, now: now,
-                                      mtu: tenants[session.tenant]!.mtu)
+                                      cipher: cipher, mtu: tenants[session.tenant]!.mtu)
+        } catch .cipherFailed {
+            Log.error("\(tenantName(session)): the \(cipher.backend) cipher failed to seal a packet for peer "
+                      + "\(session.publicKey.shortName); dropped")
+            return
         } catch {
             session.pending.formUnion(session.timers.requestHandshake(now: now))
             return

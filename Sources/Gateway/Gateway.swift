@@ -92,6 +92,8 @@ public final class Gateway {
     /// `.off` only for the perf lab (`xdpwg up --bench-crypto-off`): the workers copy instead
     /// of encrypting and decrypting, and authenticate nothing. Set before `start`.
     public var transportCrypto: TransportCrypto = .on
+    /// The transport AEAD backend the workers and the control thread run (set by `start`).
+    public private(set) var cipherBackend: AEADBackend?
 
     public init(configuration: GatewayConfiguration, configurationPath: String? = nil, sizing: Sizing = Sizing()) {
         self.configuration = configuration
@@ -174,6 +176,9 @@ public final class Gateway {
                                    keypairCapacity: max(1024, capacity.peers * 4), workerCount: queues.count)
         self.state = state
         freeSlots = (0..<capacity.tenants).reversed()
+        let cipherBackend = try Gateway.chooseCipher(config.gateway.crypto)
+        self.cipherBackend = cipherBackend
+        stats.publish(crypto: transportCrypto == .off ? nil : cipherBackend)
 
         let mode: XDPAttachMode = config.gateway.xdpMode == .generic ? .generic : .native
         let uplinkProgram: UplinkProgram
@@ -198,6 +203,7 @@ public final class Gateway {
 
         // Per queue: a UMEM, an AF_XDP socket and a worker (its tenant lanes come with the tenants).
         for (w, queue) in queues.enumerated() {
+            let cipher = try Gateway.cipher(cipherBackend)
             do throws(XDPError) {
                 let uplinkUmem = try Umem(frameCount: sizing.uplinkFrames, frameSize: sizing.frameSize,
                                           fillRingSize: sizing.uplinkFillRing, completionRingSize: sizing.uplinkRing,
@@ -212,13 +218,13 @@ public final class Gateway {
                 controlQueues.append(controlQueue)
                 workers.append(try Worker(index: w, core: w < cores.count ? cores[w] : nil, uplink: uplinkSocket,
                                           state: state, control: controlQueue, counters: stats.workerCounters(w),
-                                          crypto: transportCrypto))
+                                          crypto: transportCrypto, cipher: cipher))
             } catch {
                 throw GatewayError("queue \(queue): \(error)")
             }
         }
 
-        let control = ControlPlane(state: state)
+        let control = ControlPlane(state: state, cipher: try Gateway.cipher(cipherBackend))
         control.resolveRoute = Gateway.routeResolver(uplink: uplink)
         control.onSessionEstablished = Gateway.sessionLogger()
         self.control = control
@@ -242,7 +248,41 @@ public final class Gateway {
         Log.info("up: uplink \(uplink.name) (\(uplinkProgram.attachedMode == .native ? "native" : "generic") XDP), "
                  + "queues \(queues.map(String.init).joined(separator: ",")) on cores "
                  + "\(cores.prefix(queues.count).map(String.init).joined(separator: ",")), "
-                 + "\(config.tenants.count) tenant(s), \(config.peerCount) peer(s)")
+                 + "\(config.tenants.count) tenant(s), \(config.peerCount) peer(s), "
+                 + "crypto \(transportCrypto == .off ? "OFF" : cipherBackend.name)")
+    }
+
+    /// The transport AEAD backend for `setting`: a forced one if it passes its self-test
+    /// (else start-up fails, saying why), or with `auto` the fastest of those that pass
+    /// (`AEADSelection`; the others are skipped with a warning). Logs the choice with the rates.
+    static func chooseCipher(_ setting: CryptoSetting) throws(GatewayError) -> AEADBackend {
+        switch setting {
+        case .forced(let backend):
+            do throws(TransportCipherError) { _ = try AEADSelection.verifiedCipher(backend) } catch {
+                throw GatewayError("[Gateway] Crypto = \(backend.name) cannot be used on this machine: \(error.reason) "
+                                   + "(\(backend.libraryVersion)); set Crypto to auto or another backend")
+            }
+            Log.notice("crypto: \(backend.name) (forced by [Gateway] Crypto; \(backend.libraryVersion), self-test passed)")
+            return backend
+        case .auto:
+            let survey = AEADSelection.survey()
+            for m in survey where !m.isUsable {
+                Log.warning("crypto: \(m.backend.name) skipped: \(m.failure ?? "unusable") (\(m.library))")
+            }
+            guard let chosen = AEADSelection.fastest(survey) else {
+                throw GatewayError("no transport cipher backend passed its self-test on this machine: "
+                                   + survey.map(\.summary).joined(separator: ", "))
+            }
+            Log.notice("crypto: \(chosen.name) (auto: \(AEADSelection.summary(survey, chosen: chosen)))")
+            return chosen
+        }
+    }
+
+    /// A self-tested cipher of `backend` for one thread (a worker, the control thread).
+    static func cipher(_ backend: AEADBackend) throws(GatewayError) -> TransportCipher {
+        do throws(TransportCipherError) { return try AEADSelection.verifiedCipher(backend) } catch {
+            throw GatewayError("crypto: \(error)")
+        }
     }
 
     /// Logs completed handshakes per peer: the first at once, then at most one line per peer

@@ -1,8 +1,10 @@
 import CSodium
 
 /// ChaCha20-Poly1305 (IETF, 96-bit nonce) and XChaCha20-Poly1305 over raw memory, detached
-/// tags. Thin wrappers: no allocation, no copies; `source` and `destination` may be the same
-/// memory (in place) or disjoint (out of place), never partially overlapping.
+/// tags, through libsodium: for handshakes (Noise) and cookies. Transport messages go through
+/// `TransportCipher`, whose backend is chosen at start. Thin wrappers: no allocation, no
+/// copies; `source` and `destination` may be the same memory (in place) or disjoint (out of
+/// place), never partially overlapping.
 public enum AEAD {
     public static let keySize = 32
     public static let tagSize = 16

@@ -104,6 +104,9 @@ public enum SealFailure: UInt8, Error, CaseIterable, Sendable {
     case invalidLength
     /// The destination cannot hold header, padded ciphertext and tag.
     case destinationTooSmall
+    /// The AEAD backend reported an error (never expected: it passed its self-test). The
+    /// counter was used up; nothing of the plaintext was written.
+    case cipherFailed
 }
 
 /// The result of sealing one message.
@@ -265,12 +268,15 @@ public final class Keypair: @unchecked Sendable {
     /// cheaper than the cipher); when `length` is already a multiple of 16 it is encrypted
     /// straight from the source.
     ///
+    /// `cipher` is the calling thread's own (see `TransportCipher`); the key comes from here.
+    ///
     /// `crypto: .off` (the perf lab's crypto-off mode only) writes the padded plaintext where
     /// the ciphertext goes and 16 zero bytes where the tag goes; everything else is the same.
     @inline(__always)
     public func seal(_ plaintext: UnsafeRawPointer, length: Int,
                      into message: UnsafeMutableRawPointer, capacity: Int,
-                     now: Instant, mtu: Int = 0, crypto: TransportCrypto = .on) throws(SealFailure) -> SealedMessage {
+                     now: Instant, cipher: borrowing TransportCipher, mtu: Int = 0,
+                     crypto: TransportCrypto = .on) throws(SealFailure) -> SealedMessage {
         guard length >= 0 else { throw .invalidLength }
         let padded = Keypair.paddedLength(plaintextLength: length, mtu: mtu)
         let total = WireGuardProtocol.transportHeaderSize + padded + WireGuardProtocol.authTagSize
@@ -282,11 +288,13 @@ public final class Keypair: @unchecked Sendable {
             (payload + length).initializeMemory(as: UInt8.self, repeating: 0,
                                                 count: padded - length + WireGuardProtocol.authTagSize)
         } else if padded == length {
-            AEAD.seal(key: sendKey, counter: counter, source: plaintext, length: length, destination: payload)
+            guard cipher.seal(key: sendKey, counter: counter, source: plaintext, length: length, destination: payload)
+            else { throw .cipherFailed }
         } else {
             payload.copyMemory(from: plaintext, byteCount: length)
             (payload + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
-            AEAD.seal(key: sendKey, counter: counter, source: payload, length: padded, destination: payload)
+            guard cipher.seal(key: sendKey, counter: counter, source: payload, length: padded, destination: payload)
+            else { throw .cipherFailed }
         }
         TransportHeader(receiverIndex: remoteIndex, counter: counter).write(to: message)
         return SealedMessage(length: total, counter: counter, rekeyDue: rekeyDue(after: counter, now: now))
@@ -296,7 +304,8 @@ public final class Keypair: @unchecked Sendable {
     /// from `message`) leaves room for the padding and the tag. The header is written in front.
     @inline(__always)
     public func sealInPlace(_ message: UnsafeMutableRawPointer, plaintextLength length: Int,
-                            capacity: Int, now: Instant, mtu: Int = 0) throws(SealFailure) -> SealedMessage {
+                            capacity: Int, now: Instant, cipher: borrowing TransportCipher,
+                            mtu: Int = 0) throws(SealFailure) -> SealedMessage {
         guard length >= 0 else { throw .invalidLength }
         let padded = Keypair.paddedLength(plaintextLength: length, mtu: mtu)
         let total = WireGuardProtocol.transportHeaderSize + padded + WireGuardProtocol.authTagSize
@@ -304,7 +313,8 @@ public final class Keypair: @unchecked Sendable {
         let counter = try takeCounter(now: now)
         let payload = message + WireGuardProtocol.transportHeaderSize
         (payload + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
-        AEAD.seal(key: sendKey, counter: counter, source: payload, length: padded, destination: payload)
+        guard cipher.seal(key: sendKey, counter: counter, source: payload, length: padded, destination: payload)
+        else { throw .cipherFailed }
         TransportHeader(receiverIndex: remoteIndex, counter: counter).write(to: message)
         return SealedMessage(length: total, counter: counter, rekeyDue: rekeyDue(after: counter, now: now))
     }
@@ -351,16 +361,17 @@ public final class Keypair: @unchecked Sendable {
     @inline(__always)
     public func open(_ message: UnsafeRawPointer, length: Int,
                      into plaintext: UnsafeMutableRawPointer, capacity: Int,
-                     now: Instant, crypto: TransportCrypto = .on) throws(TransportRejection) -> Int {
+                     now: Instant, cipher: borrowing TransportCipher,
+                     crypto: TransportCrypto = .on) throws(TransportRejection) -> Int {
         let counter = try precheck(message, length: length, now: now)
         let cipherLength = length - WireGuardProtocol.keepaliveSize
         guard capacity >= cipherLength else { throw .destinationTooSmall }
         if crypto == .off {
             plaintext.copyMemory(from: message + WireGuardProtocol.transportHeaderSize, byteCount: cipherLength)
         } else {
-            guard AEAD.open(key: receiveKey, counter: counter,
-                            source: message + WireGuardProtocol.transportHeaderSize, length: cipherLength,
-                            destination: plaintext)
+            guard cipher.open(key: receiveKey, counter: counter,
+                              source: message + WireGuardProtocol.transportHeaderSize, length: cipherLength,
+                              destination: plaintext)
             else { throw .authenticationFailed }
         }
         guard window.pointee.commit(counter) else { throw commitRejection(counter) }
@@ -370,12 +381,12 @@ public final class Keypair: @unchecked Sendable {
     /// As `open`, decrypting in place: the plaintext ends up at `message + 16`.
     @inline(__always)
     public func openInPlace(_ message: UnsafeMutableRawPointer, length: Int,
-                            now: Instant) throws(TransportRejection) -> Int {
+                            now: Instant, cipher: borrowing TransportCipher) throws(TransportRejection) -> Int {
         let counter = try precheck(UnsafeRawPointer(message), length: length, now: now)
         let cipherLength = length - WireGuardProtocol.keepaliveSize
         let payload = message + WireGuardProtocol.transportHeaderSize
-        guard AEAD.open(key: receiveKey, counter: counter, source: payload, length: cipherLength,
-                        destination: payload)
+        guard cipher.open(key: receiveKey, counter: counter, source: payload, length: cipherLength,
+                          destination: payload)
         else { throw .authenticationFailed }
         guard window.pointee.commit(counter) else { throw commitRejection(counter) }
         return cipherLength

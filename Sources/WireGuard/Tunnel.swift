@@ -54,6 +54,9 @@ public final class Tunnel {
     private var cookieChecker: CookieChecker
     private var rateLimiter = RateLimiter()
     private let random: RandomBytesSource
+    /// The transport AEAD: libsodium (a tunnel is the reference and the tests' peer, not the
+    /// data plane, which picks its backend).
+    private let cipher = TransportCipher()
     private var staged: [[UInt8]] = []
     /// Actions asked for by the last call or the timers, not yet carried out by `poll`.
     private var pending: TimerActions = []
@@ -98,7 +101,7 @@ public final class Tunnel {
         let sealed: SealedMessage
         do throws(SealFailure) {
             sealed = try keypair.seal(packet.baseAddress ?? UnsafeRawPointer(out.baseAddress!), length: packet.count,
-                                      into: out.baseAddress!, capacity: out.count, now: now)
+                                      into: out.baseAddress!, capacity: out.count, now: now, cipher: cipher)
         } catch {
             if error == .keypairExpired || error == .messagesExhausted {
                 pending.formUnion(timers.requestHandshake(now: now))
@@ -201,7 +204,7 @@ public final class Tunnel {
         let length: Int
         do throws(TransportRejection) {
             length = try keypair.open(datagram.baseAddress!, length: datagram.count,
-                                      into: out.baseAddress!, capacity: out.count, now: now)
+                                      into: out.baseAddress!, capacity: out.count, now: now, cipher: cipher)
         } catch {
             return .dropped(.transport(error))
         }

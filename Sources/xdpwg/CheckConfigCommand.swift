@@ -8,7 +8,7 @@ struct CheckConfig: ParsableCommand {
         commandName: "check-config",
         abstract: "Check a gateway configuration file and report every problem in it.",
         discussion: """
-            Prints "FILE: OK: N tenants, M peers" and exits 0 when the file is valid; otherwise \
+            Prints "FILE: OK: N tenants, M peers, crypto C" and exits 0 when the file is valid; otherwise \
             prints each problem as FILE:LINE: MESSAGE on standard error and exits 1. The file \
             holds private keys and is refused when its group or others may read or write it.
             """)
@@ -26,6 +26,7 @@ struct CheckConfig: ParsableCommand {
             throw ExitCode.failure
         }
         let tenants = configuration.tenants.count, peers = configuration.peerCount
-        print("\(file): OK: \(tenants) \(tenants == 1 ? "tenant" : "tenants"), \(peers) \(peers == 1 ? "peer" : "peers")")
+        print("\(file): OK: \(tenants) \(tenants == 1 ? "tenant" : "tenants"), \(peers) \(peers == 1 ? "peer" : "peers"), "
+              + "crypto \(configuration.gateway.crypto.name)")
     }
 }

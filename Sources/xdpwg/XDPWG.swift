@@ -13,7 +13,7 @@ struct XDPWG: ParsableCommand {
         abstract: "An AF_XDP WireGuard gateway.",
         subcommands: [Up.self, Reload.self, Stats.self, LabCommand.self, BenchCommand.self, ScaleCommand.self, SoakCommand.self,
                       CheckConfig.self, GenKey.self,
-                      PubKey.self, GenPSK.self, Version.self, BenchProbe.self]
+                      PubKey.self, GenPSK.self, Version.self, BenchProbe.self, BenchAEAD.self]
     )
 }
 
@@ -65,10 +65,24 @@ struct PubKey: ParsableCommand {
 }
 
 struct Version: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the version and the linked system libraries.")
+    static let configuration = CommandConfiguration(
+        abstract: "Print the version, the linked system libraries and the transport cipher backends.",
+        discussion: """
+            Each backend is self-tested and timed here, as `[Gateway] Crypto = auto` does at \
+            start (a few milliseconds; rates vary with what else runs).
+            """)
     func run() throws {
         print("xdpwg 0.1.0")
         print("libsodium \(SystemLibraries.libsodiumVersion), libbpf \(SystemLibraries.libbpfVersion), libxdp \(SystemLibraries.libxdpLinked ? "linked" : "missing"), libnuma \(SystemLibraries.numaAvailable ? "available" : "unavailable")")
+        let survey = AEADSelection.survey()
+        print("transport cipher backends ([Gateway] Crypto):")
+        let width = survey.map(\.library.count).max() ?? 0
+        for m in survey {
+            let library = m.library + String(repeating: " ", count: width - m.library.count)
+            let name = m.backend.name + String(repeating: " ", count: 10 - m.backend.name.count)
+            print("  \(name) \(library)  " + (m.failure.map { "unusable: \($0)" } ?? String(m.summary.dropFirst(m.backend.name.count + 1))))
+        }
+        print("auto would pick: \(AEADSelection.fastest(survey)?.name ?? "nothing (no backend passed its self-test)")")
     }
 }
 

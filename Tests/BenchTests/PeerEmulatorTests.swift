@@ -486,7 +486,7 @@ extension Keypair {
         let n = try message.withUnsafeBytes { m in
             try plain.withUnsafeMutableBytes { p in
                 try open(m.baseAddress!, length: m.count, into: p.baseAddress!, capacity: p.count, now: Engine.Clock.now(),
-                         crypto: crypto)
+                         cipher: TransportCipher(), crypto: crypto)
             }
         }
         return Array(plain.prefix(n))
@@ -498,7 +498,7 @@ extension Keypair {
         let n = try packet.withUnsafeBytes { p in
             try out.withUnsafeMutableBytes { o in
                 try seal(p.baseAddress!, length: p.count, into: o.baseAddress!, capacity: o.count, now: Engine.Clock.now(),
-                         crypto: crypto).length
+                         cipher: TransportCipher(), crypto: crypto).length
             }
         }
         return Array(out.prefix(n))

@@ -329,7 +329,8 @@ final class WorkerRig: @unchecked Sendable {
             let length = try frame.withUnsafeMutableBytes { f throws -> Int in
                 let sealed = try inner.withUnsafeBytes { src in
                     try peer.seal(src.baseAddress!, length: src.count, into: f.baseAddress! + fromPeer.length,
-                                  capacity: 2048 - fromPeer.length, now: Clock.now(), mtu: 1420)
+                                  capacity: 2048 - fromPeer.length, now: Clock.now(), cipher: TransportCipher(),
+                                  mtu: 1420)
                 }
                 fromPeer.write(to: f.baseAddress!, payloadLength: sealed.length)
                 return fromPeer.length + sealed.length

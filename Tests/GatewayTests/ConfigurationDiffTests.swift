@@ -90,7 +90,8 @@ import WireGuard
 
     @Test func gatewaySectionChangesAreRefusedWithTheirLine() throws {
         let a = try #require(parse(Self.file(acmePeers: Self.peer1)))
-        let b = try #require(parse(Self.file(acmePeers: Self.peer1, gateway: ["Queues = 0", "MaxPeers = 5000"])))
+        let b = try #require(parse(Self.file(acmePeers: Self.peer1, gateway: ["Queues = 0", "MaxPeers = 5000",
+                                                                              "Crypto = openssl"])))
         do throws(ConfigurationError) {
             _ = try a.diff(to: b, fileName: "gw.conf")
             Issue.record("a change of Queues was accepted")
@@ -98,6 +99,7 @@ import WireGuard
             #expect(error.description == """
                 gw.conf:1: [Gateway] Queues cannot change while the gateway runs; restart it
                 gw.conf:1: [Gateway] MaxPeers cannot change while the gateway runs; restart it
+                gw.conf:1: [Gateway] Crypto cannot change while the gateway runs; restart it
                 """)
         }
     }

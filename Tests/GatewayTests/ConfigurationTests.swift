@@ -142,6 +142,18 @@ func prefix(_ text: String) -> IPPrefix { try! IPPrefix(parsing: text) }
         #expect(c.peerCount == 1)
     }
 
+    /// `Crypto` takes each backend's name or auto, in any case; without it, auto.
+    @Test(arguments: [("auto", CryptoSetting.auto), ("AUTO", .auto), ("openssl", .forced(.openssl)),
+                      ("OpenSSL", .forced(.openssl)), ("libsodium", .forced(.libsodium)),
+                      ("ipsec-mb", .forced(.ipsecMB)), ("IPsec-MB", .forced(.ipsecMB))])
+    func cryptoSetting(value: String, expected: CryptoSetting) throws {
+        let c = try #require(parse(inserting("Crypto = \(value)", before: 3)))
+        #expect(c.gateway.crypto == expected)
+        #expect(try #require(parse(base)).gateway.crypto == .auto)
+        #expect(CryptoSetting(name: value) == expected)
+        #expect(CryptoSetting.allCases.map(\.name) == ["auto", "libsodium", "openssl", "ipsec-mb"])
+    }
+
     @Test func gatewayNameAndCapacities() throws {
         let c = try #require(parse(inserting("name = edge-1", "MaxTenants = 8", "MAXPEERS = 100", before: 3)))
         #expect(c.gateway.name == "edge-1")
@@ -295,6 +307,11 @@ func prefix(_ text: String) -> IPPrefix { try! IPPrefix(parsing: text) }
         Case("Uplink too long", replacing(2, with: "Uplink = enp0s31f6abcdefghij"),
              (2, "Uplink: not a valid interface name: longer than 15 characters")),
         Case("XDPMode", inserting("XDPMode = turbo", before: 3), (3, "XDPMode: 'turbo' is not native or generic")),
+        Case("Crypto", inserting("Crypto = aesni", before: 3), (3, "Crypto: 'aesni' is not auto, openssl, libsodium or ipsec-mb")),
+        Case("Crypto misspelt", inserting("Crypto = ipsecmb", before: 3),
+             (3, "Crypto: 'ipsecmb' is not auto, openssl, libsodium or ipsec-mb")),
+        Case("Crypto twice", inserting("Crypto = auto", "crypto = openssl", before: 3),
+             (4, "Crypto is given twice (first at line 3)")),
         Case("Queues backwards", inserting("Queues = 3-1", before: 3), (3, "Queues: the range 3-1 runs backwards")),
         Case("Queues twice", inserting("Queues = 0-2, 2", before: 3), (3, "Queues: queue 2 is listed twice")),
         Case("Queues not a number", inserting("Queues = one", before: 3),

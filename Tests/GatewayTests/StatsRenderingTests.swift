@@ -28,6 +28,7 @@ enum StatsFixture {
             handshakes: .init(counters: ["initiations_received": 5, "responses_sent": 5, "sessions_established": 5],
                               failures: ["invalid_mac1": 2]),
             xdp: .init(verdicts: ["redirected": 4000, "passed": 17, "dropped_bad_size": 1], redirectsPerQueue: [1000, 3000]),
+            crypto: "ipsec-mb",
             tenants: [
                 .init(slot: 0, name: "acme", listenPort: 51820, peers: 2, rxPackets: 3995, rxBytes: 334_000,
                       txPackets: 10, txBytes: 1280, drops: 5),
@@ -60,7 +61,7 @@ struct StatsRenderingTests {
     @Test("the table: every counter per queue with totals, batch fill, drops by reason, handshakes, XDP, tenants, peers")
     func table() {
         let expected = #"""
-        gateway edge1: pid 4242, up 1h 02m 03s
+        gateway edge1: pid 4242, up 1h 02m 03s, crypto ipsec-mb
 
         workers                       queue 0  queue 1   total
         core                                2        -
@@ -144,7 +145,7 @@ struct StatsRenderingTests {
     @Test("the watch view: rates per second between two snapshots")
     func watch() {
         let expected = #"""
-        gateway edge1: pid 4242, up 1h 02m 05s, rates per second over the last 2.0 s
+        gateway edge1: pid 4242, up 1h 02m 05s, crypto ipsec-mb, rates per second over the last 2.0 s
 
         workers                       queue 0  queue 1  total
         core                                2        -
@@ -270,6 +271,7 @@ struct StatsRenderingTests {
     func json() throws {
         let expected = #"""
         {
+          "crypto" : "ipsec-mb",
           "gateway" : "edge1",
           "generation" : 372350,
           "handshakes" : {
@@ -444,6 +446,9 @@ struct StatsRenderingTests {
         # HELP xdpwg_uplink_down_events_total Times the uplink went down
         # TYPE xdpwg_uplink_down_events_total counter
         xdpwg_uplink_down_events_total 0
+        # HELP xdpwg_crypto_backend_info The transport cipher backend in use (always 1)
+        # TYPE xdpwg_crypto_backend_info gauge
+        xdpwg_crypto_backend_info{backend="ipsec-mb"} 1
 
         """#
         let xdpAndTenants = #"""
@@ -503,9 +508,9 @@ struct StatsRenderingTests {
     func prometheusGrammar() throws {
         let text = StatsRendering.renderPrometheus(StatsFixture.snapshot)
         let exposition = try PrometheusText(parsing: text)
-        // Every family of the snapshot: 3 WireGuard + 2 gateway + 2 uplink + workers + frame
-        // gauges + drops + handshakes + failures + 2 XDP + 7 tenant + 5 peer.
-        #expect(exposition.types.count == 3 + 2 + 2 + WorkerCounter.allCases.count + FrameGauge.allCases.count + 1
+        // Every family of the snapshot: 3 WireGuard + 2 gateway + 2 uplink + 1 crypto + workers +
+        // frame gauges + drops + handshakes + failures + 2 XDP + 7 tenant + 5 peer.
+        #expect(exposition.types.count == 3 + 2 + 2 + 1 + WorkerCounter.allCases.count + FrameGauge.allCases.count + 1
                 + HandshakeCounter.allCases.count + 1 + 2 + 7 + 5)
         #expect(exposition.samples.count == text.split(separator: "\n").filter { !$0.hasPrefix("#") }.count)
         let weird = exposition.samples.first { $0.name == "xdpwg_tenant_peers" && $0.labels["interface"] != "acme" }

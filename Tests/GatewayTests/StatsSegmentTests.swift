@@ -83,6 +83,7 @@ struct StatsSegmentTests {
             segment.publishTenant(slot: 2, TenantStatsRecord(name: "quote\"back\\slash", listenPort: 51821, peerCount: 1,
                                                              up: false))
             segment.publish(uplinkUp: false, uplinkDownEvents: 2)
+            segment.publish(crypto: .openssl)
             segment.publishTenant(slot: 3, TenantStatsRecord(name: "gone", listenPort: 1, peerCount: 0))
             segment.publishTenant(slot: 3, nil)
             let now = StatsSegment.wallNanoseconds()
@@ -117,6 +118,7 @@ struct StatsSegmentTests {
                                "dropped_too_big": 0],
                     redirectsPerQueue: [200, 0, 0, 300]),
                 uplink: .init(state: "down", downEvents: 2),
+                crypto: "openssl",
                 tenants: [
                     .init(slot: 0, name: "acme", listenPort: 51820, peers: 2, rxPackets: 1, rxBytes: 2, txPackets: 3, txBytes: 4, drops: 5),
                     // Names are kept to 15 bytes, as interface names are.

@@ -1,4 +1,5 @@
 import Foundation
+import Gateway
 import TestSupport
 import Testing
 import WireGuard
@@ -19,6 +20,7 @@ import Glibc
 /// - A third peer in tenant A, built on the core (`CorePeer`), sends an inner packet with a
 ///   source outside its AllowedIPs and replays a transport message: both dropped, counted.
 /// - After SIGTERM: exit status 0, no XDP program on the uplink, the tenant namespaces gone.
+/// - All of it once per transport cipher backend, forced with `[Gateway] Crypto`.
 @Suite(.serialized, .enabled(if: Privileged.shouldRun))
 struct GatewayUpTests {
     struct Tenant {
@@ -28,7 +30,8 @@ struct GatewayUpTests {
         let port: UInt16
     }
 
-    @Test func twoOverlappingTenantsThroughTheGateway() throws {
+    @Test(arguments: AEADBackend.allCases)
+    func twoOverlappingTenantsThroughTheGateway(backend: AEADBackend) throws {
         try Privileged.require()
         let topology = try GatewayTopology(peers: [
             .init(tenant: "a", innerAddress: "10.10.1.2/32", tenantRange: "10.10.0.0/24", queue: 0),
@@ -46,6 +49,7 @@ struct GatewayUpTests {
             [Gateway]
             Uplink = \(topology.uplinkName)
             Name = up\(tag)
+            Crypto = \(backend.name)
 
             [Tenant]
             Name = \(a.name)
@@ -87,6 +91,8 @@ struct GatewayUpTests {
         let tenantA = topology.adoptNamespace(named: a.namespace)
         let tenantB = topology.adoptNamespace(named: b.namespace)
         try Self.waitFor("the gateway to come up", log: log, process: gateway) { $0.contains("up: uplink") }
+        #expect(Self.text(log).contains("crypto: \(backend.name) (forced"), "the log does not name the backend\n\(Self.text(log))")
+        #expect(try StatsReader.open(name: "up\(tag)").snapshot().crypto == backend.name, "xdpwg stats names another backend")
 
         try topology.configurePeer(0, gatewayPublicKey: a.key.publicKey.description,
                                    endpoint: "\(GatewayTopology.gatewayAddress):\(a.port)", allowedIPs: "10.10.0.0/24")

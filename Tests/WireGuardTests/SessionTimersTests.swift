@@ -207,7 +207,8 @@ private func keypair(initiator: Bool, at created: Instant, index: UInt32 = 1) ->
         var buf = [UInt8](repeating: 0, count: 64)
         let r: Result<SealedMessage, SealFailure> = buf.withUnsafeMutableBytes { b in
             Result { () throws(SealFailure) in
-                try k.sealInPlace(b.baseAddress!, plaintextLength: 0, capacity: b.count, now: t(180))
+                try k.sealInPlace(b.baseAddress!, plaintextLength: 0, capacity: b.count, now: t(180),
+                                  cipher: TransportCipher())
             }
         }
         #expect(r.error == .keypairExpired)

@@ -21,51 +21,68 @@ struct SessionPair {
     static func key(_ seed: UInt8) -> Key32 { Key32(bytes: (0..<32).map { UInt8($0) &+ seed &* 37 })! }
 }
 
+/// Keypair calls on byte arrays, through a cipher of `backend` (libsodium unless a test says).
 enum Transport {
+    static func cipher(_ backend: AEADBackend) -> TransportCipher {
+        do throws(TransportCipherError) { return try TransportCipher(backend) } catch {
+            fatalError("cannot set up \(error)")
+        }
+    }
+
     static func seal(_ kp: Keypair, _ plaintext: [UInt8], now: Instant = .zero, mtu: Int = 0,
-                     capacity: Int? = nil) -> Result<[UInt8], SealFailure> {
+                     capacity: Int? = nil, backend: AEADBackend = .libsodium) -> Result<[UInt8], SealFailure> {
+        let cipher = cipher(backend)
         var out = [UInt8](repeating: 0xee, count: Keypair.messageLength(plaintextLength: plaintext.count, mtu: mtu) + 8)
         let cap = capacity ?? out.count
         let r: Result<SealedMessage, SealFailure> = plaintext.withUnsafeBytes { src in
             out.withUnsafeMutableBytes { dst in
                 Result { () throws(SealFailure) in
                     try kp.seal(src.baseAddress ?? UnsafeRawPointer(dst.baseAddress!), length: plaintext.count,
-                                into: dst.baseAddress!, capacity: cap, now: now, mtu: mtu)
+                                into: dst.baseAddress!, capacity: cap, now: now, cipher: cipher, mtu: mtu)
                 }
             }
         }
         return r.map { Array(out.prefix($0.length)) }
     }
 
-    static func sealInPlace(_ kp: Keypair, _ plaintext: [UInt8], now: Instant = .zero, mtu: Int = 0) -> Result<[UInt8], SealFailure> {
+    static func sealInPlace(_ kp: Keypair, _ plaintext: [UInt8], now: Instant = .zero, mtu: Int = 0,
+                            backend: AEADBackend = .libsodium) -> Result<[UInt8], SealFailure> {
+        let cipher = cipher(backend)
         var buf = [UInt8](repeating: 0xee, count: Keypair.messageLength(plaintextLength: plaintext.count, mtu: mtu))
         buf.replaceSubrange(16..<(16 + plaintext.count), with: plaintext)
         let r: Result<SealedMessage, SealFailure> = buf.withUnsafeMutableBytes { b in
             Result { () throws(SealFailure) in
-                try kp.sealInPlace(b.baseAddress!, plaintextLength: plaintext.count, capacity: b.count, now: now, mtu: mtu)
+                try kp.sealInPlace(b.baseAddress!, plaintextLength: plaintext.count, capacity: b.count, now: now,
+                                   cipher: cipher, mtu: mtu)
             }
         }
         return r.map { Array(buf.prefix($0.length)) }
     }
 
-    static func open(_ kp: Keypair, _ message: [UInt8], now: Instant = .zero) -> Result<[UInt8], TransportRejection> {
+    static func open(_ kp: Keypair, _ message: [UInt8], now: Instant = .zero,
+                     backend: AEADBackend = .libsodium) -> Result<[UInt8], TransportRejection> {
+        let cipher = cipher(backend)
         var out = [UInt8](repeating: 0xee, count: max(message.count, 1))
         let r: Result<Int, TransportRejection> = message.withUnsafeBytes { src in
             out.withUnsafeMutableBytes { dst in
                 Result { () throws(TransportRejection) in
                     try kp.open(src.baseAddress ?? UnsafeRawPointer(dst.baseAddress!), length: message.count,
-                                into: dst.baseAddress!, capacity: dst.count, now: now)
+                                into: dst.baseAddress!, capacity: dst.count, now: now, cipher: cipher)
                 }
             }
         }
         return r.map { Array(out.prefix($0)) }
     }
 
-    static func openInPlace(_ kp: Keypair, _ message: [UInt8], now: Instant = .zero) -> Result<[UInt8], TransportRejection> {
+    static func openInPlace(_ kp: Keypair, _ message: [UInt8], now: Instant = .zero,
+                            backend: AEADBackend = .libsodium) -> Result<[UInt8], TransportRejection> {
+        let cipher = cipher(backend)
         var buf = message
         if buf.isEmpty { buf = [0]; return .failure(.tooShort) }
         let r: Result<Int, TransportRejection> = buf.withUnsafeMutableBytes { b in
-            Result { () throws(TransportRejection) in try kp.openInPlace(b.baseAddress!, length: message.count, now: now) }
+            Result { () throws(TransportRejection) in
+                try kp.openInPlace(b.baseAddress!, length: message.count, now: now, cipher: cipher)
+            }
         }
         return r.map { Array(buf[16..<(16 + $0)]) }
     }
@@ -93,26 +110,26 @@ extension Result {
 
     static func padded(_ p: [UInt8]) -> [UInt8] { p + [UInt8](repeating: 0, count: (16 - p.count % 16) % 16) }
 
-    @Test(arguments: sizes) func sealOpenOutOfPlace(n: Int) throws {
+    @Test(arguments: AEADBackend.allCases, sizes) func sealOpenOutOfPlace(backend: AEADBackend, n: Int) throws {
         let s = SessionPair()
         let p = Self.plaintext(n)
-        let msg = try #require(Transport.seal(s.a, p).value)
+        let msg = try #require(Transport.seal(s.a, p, backend: backend).value)
         #expect(msg.count == 32 + Self.padded(p).count)
         #expect(msg.count % 16 == 0)
         #expect(Array(msg[0..<4]) == [4, 0, 0, 0])
         #expect(msg.withUnsafeBytes { TransportHeader($0) } == TransportHeader(receiverIndex: SessionPair.bIndex, counter: 0))
-        let opened = try #require(Transport.open(s.b, msg).value)
+        let opened = try #require(Transport.open(s.b, msg, backend: backend).value)
         #expect(opened == Self.padded(p))
     }
 
-    @Test(arguments: sizes) func sealOpenInPlace(n: Int) throws {
+    @Test(arguments: AEADBackend.allCases, sizes) func sealOpenInPlace(backend: AEADBackend, n: Int) throws {
         let s = SessionPair()
         let p = Self.plaintext(n)
-        let msg = try #require(Transport.sealInPlace(s.b, p).value)
+        let msg = try #require(Transport.sealInPlace(s.b, p, backend: backend).value)
         // In place and out of place produce the same bytes for the same counter.
         let s2 = SessionPair()
-        #expect(msg == Transport.seal(s2.b, p).value)
-        #expect(try #require(Transport.openInPlace(s.a, msg).value) == Self.padded(p))
+        #expect(msg == Transport.seal(s2.b, p, backend: backend).value)
+        #expect(try #require(Transport.openInPlace(s.a, msg, backend: backend).value) == Self.padded(p))
     }
 
     @Test func mixedDirectionsAndCounters() throws {
@@ -162,58 +179,60 @@ extension Result {
         #expect(withUnsafeBytes(of: &n) { Array($0) } == [0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1])
     }
 
-    @Test func knownAnswerTransportMessage() throws {
+    @Test(arguments: AEADBackend.allCases) func knownAnswerTransportMessage(backend: AEADBackend) throws {
         let kp = Self.katKeypair(sending: true)
         kp.setMessagesSent(0x0102030405060708)
         let p = Array("WireGuard transport KAT".utf8)
-        #expect(hex(try #require(Transport.seal(kp, p).value)) == Self.katMessage)
+        #expect(hex(try #require(Transport.seal(kp, p, backend: backend).value)) == Self.katMessage)
         kp.setMessagesSent(0x0102030405060708)
-        #expect(hex(try #require(Transport.sealInPlace(kp, p).value)) == Self.katMessage)
+        #expect(hex(try #require(Transport.sealInPlace(kp, p, backend: backend).value)) == Self.katMessage)
         let rx = Self.katKeypair(sending: false)
-        #expect(Transport.open(rx, bytes(hex: Self.katMessage)).value == Self.padded(p))
+        #expect(Transport.open(rx, bytes(hex: Self.katMessage), backend: backend).value == Self.padded(p))
+        let rx2 = Self.katKeypair(sending: false)
+        #expect(Transport.openInPlace(rx2, bytes(hex: Self.katMessage), backend: backend).value == Self.padded(p))
     }
 
     /// Every counter byte is part of the nonce, so changing any of them breaks the tag.
-    @Test(arguments: 8..<16) func everyCounterByteIsAuthenticated(offset: Int) throws {
+    @Test(arguments: AEADBackend.allCases, 8..<16) func everyCounterByteIsAuthenticated(backend: AEADBackend, offset: Int) throws {
         let s = SessionPair()
         s.a.setMessagesSent(0x0102030405060708)
-        var m = try #require(Transport.seal(s.a, [1, 2, 3]).value)
+        var m = try #require(Transport.seal(s.a, [1, 2, 3], backend: backend).value)
         m[offset] ^= 0x01
-        #expect(Transport.open(s.b, m).error == .authenticationFailed)
+        #expect(Transport.open(s.b, m, backend: backend).error == .authenticationFailed)
     }
 
-    @Test func knownAnswerKeepalive() throws {
+    @Test(arguments: AEADBackend.allCases) func knownAnswerKeepalive(backend: AEADBackend) throws {
         let kp = Self.katKeypair(sending: true)
-        #expect(hex(try #require(Transport.seal(kp, []).value)) == Self.katKeepalive)
+        #expect(hex(try #require(Transport.seal(kp, [], backend: backend).value)) == Self.katKeepalive)
         let rx = Self.katKeypair(sending: false)
-        #expect(Transport.open(rx, bytes(hex: Self.katKeepalive)).value == [])
-        #expect(Transport.openInPlace(rx, bytes(hex: Self.katKeepalive)).error == .replayed)
+        #expect(Transport.open(rx, bytes(hex: Self.katKeepalive), backend: backend).value == [])
+        #expect(Transport.openInPlace(rx, bytes(hex: Self.katKeepalive), backend: backend).error == .replayed)
     }
 
-    @Test func tamperingIsRejected() throws {
+    @Test(arguments: AEADBackend.allCases) func tamperingIsRejected(backend: AEADBackend) throws {
         let s = SessionPair()
-        let msg = try #require(Transport.seal(s.a, Self.plaintext(100)).value)
+        let msg = try #require(Transport.seal(s.a, Self.plaintext(100), backend: backend).value)
         // Ciphertext, tag, counter: the tag no longer verifies (the counter is the nonce).
         for offset in [16, 20, msg.count - 17, msg.count - 16, msg.count - 1, 8, 9] {
             var m = msg; m[offset] ^= 0x01
-            #expect(Transport.open(s.b, m).error == .authenticationFailed, "byte \(offset)")
-            #expect(Transport.openInPlace(s.b, m).error == .authenticationFailed, "byte \(offset)")
+            #expect(Transport.open(s.b, m, backend: backend).error == .authenticationFailed, "byte \(offset)")
+            #expect(Transport.openInPlace(s.b, m, backend: backend).error == .authenticationFailed, "byte \(offset)")
         }
         // Type and reserved bytes.
         for offset in 0..<4 {
             var m = msg; m[offset] ^= 0x80
-            #expect(Transport.open(s.b, m).error == .notTransport)
+            #expect(Transport.open(s.b, m, backend: backend).error == .notTransport)
         }
         // Receiver index.
         var m = msg; m[4] ^= 1
-        #expect(Transport.open(s.b, m).error == .wrongReceiver)
+        #expect(Transport.open(s.b, m, backend: backend).error == .wrongReceiver)
         // Truncation.
-        #expect(Transport.open(s.b, Array(msg.prefix(31))).error == .tooShort)
-        #expect(Transport.open(s.b, []).error == .tooShort)
-        #expect(Transport.open(s.b, Array(msg.dropLast())).error == .authenticationFailed)
+        #expect(Transport.open(s.b, Array(msg.prefix(31)), backend: backend).error == .tooShort)
+        #expect(Transport.open(s.b, [], backend: backend).error == .tooShort)
+        #expect(Transport.open(s.b, Array(msg.dropLast()), backend: backend).error == .authenticationFailed)
         // A failed message must not have moved the window: the genuine one still opens.
         #expect(s.b.greatestReceivedCounter == nil)
-        #expect(Transport.open(s.b, msg).value == Self.padded(Self.plaintext(100)))
+        #expect(Transport.open(s.b, msg, backend: backend).value == Self.padded(Self.plaintext(100)))
     }
 
     @Test func wrongKeyFailsAuthentication() throws {
@@ -331,7 +350,8 @@ extension Result {
         let r: Result<Int, TransportRejection> = msg.withUnsafeBytes { src in
             out.withUnsafeMutableBytes { dst in
                 Result { () throws(TransportRejection) in
-                    try s.b.open(src.baseAddress!, length: src.count, into: dst.baseAddress!, capacity: dst.count, now: .zero)
+                    try s.b.open(src.baseAddress!, length: src.count, into: dst.baseAddress!, capacity: dst.count, now: .zero,
+                                 cipher: TransportCipher())
                 }
             }
         }
@@ -363,7 +383,8 @@ extension Transport {
         let p: [UInt8] = [1, 2, 3]
         return p.withUnsafeBytes { src in
             out.withUnsafeMutableBytes { dst in
-                try? kp.seal(src.baseAddress!, length: 3, into: dst.baseAddress!, capacity: dst.count, now: now)
+                try? kp.seal(src.baseAddress!, length: 3, into: dst.baseAddress!, capacity: dst.count, now: now,
+                             cipher: TransportCipher())
             }
         }
     }

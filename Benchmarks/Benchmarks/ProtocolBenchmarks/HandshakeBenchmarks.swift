@@ -110,9 +110,11 @@ final class HandshakeState {
             var packet = [UInt8](repeating: 0x5a, count: 64)
             var wire = [UInt8](repeating: 0, count: 96), back = [UInt8](repeating: 0, count: 64)
             do {
-                let sealed = try sender.seal(&packet, length: 64, into: &wire, capacity: 96, now: now)
+                let sealed = try sender.seal(&packet, length: 64, into: &wire, capacity: 96, now: now,
+                                             cipher: TransportCipher())
                 let n = try wire.withUnsafeBytes { w throws(TransportRejection) in
-                    try receiver.open(w.baseAddress!, length: sealed.length, into: &back, capacity: 64, now: now)
+                    try receiver.open(w.baseAddress!, length: sealed.length, into: &back, capacity: 64, now: now,
+                                      cipher: TransportCipher())
                 }
                 guard n == 64, back == packet else { throw SetupCheckFailed("data did not round-trip") }
             } catch { throw SetupCheckFailed("data over the new session failed: \(error)") }

@@ -124,7 +124,7 @@ final class TransportState {
             let m = message(i)
             let sealed: SealedMessage
             do { sealed = try ringSender.seal(plaintext, length: length, into: m, capacity: stride,
-                                              now: transportNow, mtu: interfaceMTU) }
+                                              now: transportNow, cipher: TransportCipher(), mtu: interfaceMTU) }
             catch { throw SetupCheckFailed("Keypair.seal failed: \(error)") }
             guard sealed.length == messageLength, sealed.counter == UInt64(i) else {
                 throw SetupCheckFailed("Keypair.seal wrote \(sealed.length) B with counter \(sealed.counter)")
@@ -152,7 +152,7 @@ final class TransportState {
         for i in 0..<TransportState.count {
             let n: Int
             do { n = try receiver.open(message(i), length: messageLength, into: output, capacity: messageLength,
-                                       now: transportNow) }
+                                       now: transportNow, cipher: TransportCipher()) }
             catch { throw SetupCheckFailed("Keypair.open of message \(i) failed: \(error)") }
             guard n == length, sodium_memcmp(output, plaintext, length) == 0 else {
                 throw SetupCheckFailed("Keypair.open of message \(i) gave the wrong plaintext")
@@ -161,7 +161,7 @@ final class TransportState {
         var replayRejected = false
         do {
             _ = try receiver.open(message(0), length: messageLength, into: output, capacity: messageLength,
-                                  now: transportNow)
+                                  now: transportNow, cipher: TransportCipher())
         } catch {
             replayRejected = error == .replayed
         }
@@ -197,6 +197,7 @@ func registerTransportBenchmarks() {
 
         Benchmark("transport Keypair.seal \(size) B (1k packets)") { benchmark, s in
             let sender = s.sender
+            let cipher = TransportCipher()
             let length = s.length
             let capacity = s.messageLength
             var bytes = 0
@@ -204,7 +205,7 @@ func registerTransportBenchmarks() {
             for _ in benchmark.scaledIterations {
                 do {
                     let sealed = try sender.seal(s.plaintext, length: length, into: s.output, capacity: capacity,
-                                                 now: transportNow, mtu: interfaceMTU)
+                                                 now: transportNow, cipher: cipher, mtu: interfaceMTU)
                     bytes &+= sealed.length
                 } catch {
                     failures &+= 1
@@ -244,6 +245,7 @@ func registerTransportBenchmarks() {
         Benchmark("transport Keypair.open \(size) B (1k packets)") { benchmark, s in
             s.renewReceiver()              // not measured: fresh replay window, counters 0..<1000 new
             let receiver = s.receiver
+            let cipher = TransportCipher()
             let messageLength = s.messageLength
             var bytes = 0
             var failures = 0
@@ -251,7 +253,7 @@ func registerTransportBenchmarks() {
             for i in benchmark.scaledIterations {
                 do {
                     bytes &+= try receiver.open(s.message(i), length: messageLength, into: s.output,
-                                                capacity: messageLength, now: transportNow)
+                                                capacity: messageLength, now: transportNow, cipher: cipher)
                 } catch {
                     failures &+= 1
                 }
@@ -295,6 +297,7 @@ func registerTransportBenchmarks() {
     // same work as sealing fresh plaintext.
     Benchmark("transport Keypair.sealInPlace \(size) B (1k packets)") { benchmark, s in
         let sender = s.sender
+        let cipher = TransportCipher()
         let length = s.length
         let capacity = s.messageLength
         var bytes = 0
@@ -302,7 +305,7 @@ func registerTransportBenchmarks() {
         for _ in benchmark.scaledIterations {
             do {
                 let sealed = try sender.sealInPlace(s.output, plaintextLength: length, capacity: capacity,
-                                                    now: transportNow, mtu: interfaceMTU)
+                                                    now: transportNow, cipher: cipher, mtu: interfaceMTU)
                 bytes &+= sealed.length
             } catch {
                 failures &+= 1
@@ -344,13 +347,15 @@ func registerTransportBenchmarks() {
         s.restoreMessages()            // not measured: ciphertexts back,
         s.renewReceiver()              // and a fresh replay window
         let receiver = s.receiver
+        let cipher = TransportCipher()
         let messageLength = s.messageLength
         var bytes = 0
         var failures = 0
         benchmark.startMeasurement()
         for i in benchmark.scaledIterations {
             do {
-                bytes &+= try receiver.openInPlace(s.message(i), length: messageLength, now: transportNow)
+                bytes &+= try receiver.openInPlace(s.message(i), length: messageLength, now: transportNow,
+                                                   cipher: cipher)
             } catch {
                 failures &+= 1
             }

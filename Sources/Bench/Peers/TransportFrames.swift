@@ -124,6 +124,7 @@ extension PeerEmulator {
         let now = Engine.Clock.now()
         // `fill` cannot throw (it is the frame pool's callback): it leaves its error here.
         var failure: PeerEmulatorError?
+        let cipher = TransportCipher()      // libsodium: the peers' side is not under test
         for _ in 0..<count {
             let i = nextPeer
             let keypair = keypairs[i].unsafelyUnwrapped
@@ -138,7 +139,7 @@ extension PeerEmulator {
                         template.stamp(peer: i, source: sources[i], counter: keypair.messagesSent)
                         let sealed = try keypair.seal(template.packet, length: layout.innerSize,
                                                       into: base + header.length, capacity: messageLength, now: now,
-                                                      mtu: layout.mtu, crypto: crypto)
+                                                      cipher: cipher, mtu: layout.mtu, crypto: crypto)
                         header.write(to: base, payloadLength: sealed.length)
                         return frameLength
                     } catch {
@@ -167,6 +168,7 @@ extension PeerEmulator {
         guard let gateway else { throw PeerEmulatorError("keepalives: no handshake yet (call handshake first)") }
         var message = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         let now = Engine.Clock.now()
+        let cipher = TransportCipher()
         for i in 0..<peerCount {
             guard let keypair = keypairs[i] else {
                 throw PeerEmulatorError("keepalives: peer \(i) has no session")
@@ -174,7 +176,7 @@ extension PeerEmulator {
             let r: PeerEmulatorError? = withUnsafeMutableBytes(of: &message) { out in
                 do throws(SealFailure) {
                     _ = try keypair.seal(out.baseAddress!, length: 0, into: out.baseAddress!, capacity: out.count,
-                                         now: now, crypto: crypto)
+                                         now: now, cipher: cipher, crypto: crypto)
                 } catch {
                     return PeerEmulatorError("keepalives: peer \(i): cannot seal (\(error))")
                 }
@@ -204,7 +206,7 @@ extension PeerEmulator {
         }
         do throws(TransportRejection) {
             let n = try keypair.open(base, length: message.count, into: out, capacity: plaintext.count,
-                                     now: Engine.Clock.now(), crypto: crypto)
+                                     now: Engine.Clock.now(), cipher: TransportCipher(), crypto: crypto)
             return (i, n)
         } catch {
             throw PeerEmulatorError("open: peer \(i): rejected (\(error))")

@@ -165,7 +165,7 @@ public final class PipelineFixture {
             do {
                 sealed = try uplinkInner.withUnsafeBytes { src in
                     try peer.seal(src.baseAddress!, length: length, into: f + outerLength,
-                                  capacity: stride - outerLength, now: Self.now, mtu: Self.mtu)
+                                  capacity: stride - outerLength, now: Self.now, cipher: TransportCipher(), mtu: Self.mtu)
                 }
             } catch {
                 throw PipelineCheckFailed("the peer's Keypair.seal of frame \(i) failed: \(error)")

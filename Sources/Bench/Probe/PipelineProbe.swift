@@ -56,13 +56,10 @@ public enum PipelineProbe {
         let fixture = try PipelineFixture(length: size, count: direction == .decrypt ? packets : 1).checked()
         let canary = CanaryBox()
         let tenantLength = Wire.ethernetHeaderSize + fixture.length
-        var processor = fixture.processor
-        defer { fixture.processor = processor }
-
         let warmUp = min(packets, warmUpPackets)
         let warmed = direction == .decrypt
-            ? decryptLoop(&processor, fixture: fixture, count: warmUp)
-            : encryptLoop(&processor, fixture: fixture, tenantLength: tenantLength, count: warmUp)
+            ? decryptLoop(&fixture.processor, fixture: fixture, count: warmUp)
+            : encryptLoop(&fixture.processor, fixture: fixture, tenantLength: tenantLength, count: warmUp)
         guard warmed == warmUp else {
             throw PipelineCheckFailed("warm-up: \(warmed) of \(warmUp) packets went through the \(direction) path")
         }
@@ -73,13 +70,13 @@ public enum PipelineProbe {
         let completed: Int
         switch (direction, allocatingCanary) {
         case (.decrypt, false):
-            completed = measuredBatchDecrypt(&processor, fixture: fixture, count: packets)
+            completed = measuredBatchDecrypt(&fixture.processor, fixture: fixture, count: packets)
         case (.decrypt, true):
-            completed = measuredBatchDecryptAllocating(&processor, fixture: fixture, count: packets, canary: canary)
+            completed = measuredBatchDecryptAllocating(&fixture.processor, fixture: fixture, count: packets, canary: canary)
         case (_, false):
-            completed = measuredBatchEncrypt(&processor, fixture: fixture, tenantLength: tenantLength, count: packets)
+            completed = measuredBatchEncrypt(&fixture.processor, fixture: fixture, tenantLength: tenantLength, count: packets)
         case (_, true):
-            completed = measuredBatchEncryptAllocating(&processor, fixture: fixture, tenantLength: tenantLength,
+            completed = measuredBatchEncryptAllocating(&fixture.processor, fixture: fixture, tenantLength: tenantLength,
                                                        count: packets, canary: canary)
         }
         guard completed == packets else {

@@ -98,6 +98,9 @@ public enum DropReason: Int, CaseIterable, Sendable {
     case uplinkTxRingFull
     /// The packet does not fit one uplink frame after encryption.
     case packetTooBig
+    /// The cipher backend reported an error while sealing (never expected: it passed its
+    /// self-test at start).
+    case sealFailed
 
     public var name: String {
         switch self {
@@ -124,6 +127,7 @@ public enum DropReason: Int, CaseIterable, Sendable {
         case .uplinkFramesExhausted: "uplink_frames_exhausted"
         case .uplinkTxRingFull: "uplink_tx_ring_full"
         case .packetTooBig: "packet_too_big"
+        case .sealFailed: "seal_failed"
         }
     }
 

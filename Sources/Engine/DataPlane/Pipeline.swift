@@ -101,7 +101,9 @@ public final class DataPlaneState: @unchecked Sendable {
 /// The per-packet work of one worker, free of any socket: decrypt one uplink frame into a
 /// tenant frame, or encrypt one tenant frame into an uplink frame. The worker loop moves
 /// descriptors around it; tests drive it with frames in memory.
-public struct PacketProcessor {
+///
+/// Non-copyable: it owns its worker's `TransportCipher` (per-thread cipher contexts).
+public struct PacketProcessor: ~Copyable {
     /// Keeps the tables alive; never read per packet.
     public let state: DataPlaneState
     /// The shared tables and the control queue as plain pointers and values: touching a
@@ -119,12 +121,14 @@ public struct PacketProcessor {
     /// once per worker and kept in this value (which the worker loop holds locally), so the
     /// per-packet test is a register compare, never a load of shared state.
     public let crypto: TransportCrypto
+    /// The worker's own transport AEAD contexts (never shared with another thread).
+    public let cipher: TransportCipher
     /// Set when something was queued for the control plane in this batch (notify once).
     public var controlPending = false
 
     /// `control` must outlive the processor: only its producer end is kept.
     public init(state: DataPlaneState, counters: WorkerCounters, control: ControlQueue, workerIndex: Int,
-                crypto: TransportCrypto = .on) {
+                crypto: TransportCrypto = .on, cipher: consuming TransportCipher = TransportCipher()) {
         self.state = state
         keypairs = state.keypairs.view
         peers = state.peers.view(worker: workerIndex)
@@ -134,6 +138,7 @@ public struct PacketProcessor {
         self.control = control.producer
         self.workerIndex = UInt16(workerIndex)
         self.crypto = crypto
+        self.cipher = cipher
     }
 
     /// The published route of tenant slot `t`, if the tenant exists. Acquire: its fields
@@ -215,7 +220,7 @@ public struct PacketProcessor {
             do throws(TransportRejection) {
                 return .success(try keypair.open(message, length: messageLength, into: inner,
                                                  capacity: tenantCapacity - Wire.ethernetHeaderSize, now: now,
-                                                 crypto: crypto))
+                                                 cipher: cipher, crypto: crypto))
             } catch {
                 return .failure(error)
             }
@@ -305,8 +310,8 @@ public struct PacketProcessor {
         let result: Result<SealedMessage, SealFailure> = entry.pointee.keypair._withUnsafeGuaranteedRef { keypair in
             do throws(SealFailure) {
                 return .success(try keypair.seal(inner, length: packetLength, into: uplinkFrame + headerLength,
-                                                 capacity: uplinkCapacity - headerLength, now: now, mtu: mtu,
-                                                 crypto: crypto))
+                                                 capacity: uplinkCapacity - headerLength, now: now,
+                                                 cipher: cipher, mtu: mtu, crypto: crypto))
             } catch {
                 return .failure(error)
             }
@@ -320,6 +325,9 @@ public struct PacketProcessor {
         case .failure(.destinationTooSmall), .failure(.invalidLength):
             peers.noteDrop(peer)
             return .dropped(.packetTooBig)
+        case .failure(.cipherFailed):
+            peers.noteDrop(peer)
+            return .dropped(.sealFailed)
         case .failure:
             // The keypair expired or ran out: the control plane stages and rekeys.
             return stage(inner, length: packetLength, tenant: tenant, peer: peer)

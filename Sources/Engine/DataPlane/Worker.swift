@@ -49,6 +49,10 @@ public final class Worker: @unchecked Sendable {
     public let control: ControlQueue
     /// `.off` only in the perf lab's crypto-off mode; fixed for the worker's life.
     public let crypto: TransportCrypto
+    /// The worker's cipher until its thread takes it (`WorkerLoop.init`): made on the thread
+    /// that builds the worker, where a failure can still be reported, then used only by the
+    /// worker's thread.
+    private var handedCipher: TransportCipher?
     let state: DataPlaneState
     /// The lanes in use, as the control plane last set them (control thread only).
     public private(set) var lanes: [TenantLane] = []
@@ -66,9 +70,11 @@ public final class Worker: @unchecked Sendable {
     public private(set) var pinningError: String?
 
     public init(index: Int, core: Int?, uplink: XskSocket, state: DataPlaneState, control: ControlQueue,
-                counters: WorkerCounters = .allocate(), crypto: TransportCrypto = .on) throws(XDPError) {
+                counters: WorkerCounters = .allocate(), crypto: TransportCrypto = .on,
+                cipher: consuming TransportCipher = TransportCipher()) throws(XDPError) {
         self.index = index
         self.crypto = crypto
+        handedCipher = consume cipher
         self.core = core
         self.uplink = uplink
         self.state = state
@@ -108,6 +114,7 @@ public final class Worker: @unchecked Sendable {
 
     /// Starts the worker's thread.
     public func start() throws(XDPError) {
+        guard handedCipher != nil else { throw XDPError("starting worker \(index) again", code: EALREADY) }
         let context = Unmanaged.passRetained(self).toOpaque()
         var t = pthread_t()
         let rc = pthread_create(&t, nil, { raw in
@@ -139,6 +146,12 @@ public final class Worker: @unchecked Sendable {
         var loop = WorkerLoop(self)
         loop.run(stop: stopRequested)
         state.epochs.park(worker: index)
+    }
+
+    /// The thread's side of the hand-over of the cipher: once, when the loop starts.
+    fileprivate func takeCipher() -> TransportCipher {
+        guard let cipher = handedCipher.take() else { preconditionFailure("worker \(index) started twice") }
+        return cipher
     }
 
     /// The thread's side of `setLanes`: the offered set and its generation.
@@ -214,7 +227,7 @@ struct WorkerLoop: ~Copyable {
         deliveredTenant = .allocate(capacity: Worker.batchSize)
         outgoing = .allocate(capacity: Worker.batchSize)
         processor = PacketProcessor(state: w.state, counters: w.counters, control: w.control, workerIndex: w.index,
-                                    crypto: w.crypto)
+                                    crypto: w.crypto, cipher: w.takeCipher())
         counters = w.counters
         epochs = w.state.epochs
         pollSet = .allocate(capacity: 2 + laneCapacity)

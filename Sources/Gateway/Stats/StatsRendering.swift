@@ -45,7 +45,7 @@ public enum StatsRendering {
     private static func render(_ s: StatsSnapshot, previous p: StatsSnapshot?) -> String {
         let cells = Cells(elapsed: p.map { s.time - $0.time })
         var out: [String] = []
-        var title = "gateway \(s.gateway): pid \(s.pid), up \(duration(s.time - s.started))"
+        var title = "gateway \(s.gateway): pid \(s.pid), up \(duration(s.time - s.started)), crypto \(s.crypto)"
         if let p { title += ", rates per second over the last \(fixed(s.time - p.time, digits: 1)) s" }
         out.append(title)
         let silent = s.time - s.heartbeat
@@ -251,6 +251,8 @@ public enum StatsRendering {
                  [([], s.uplink.state == "up" ? "1" : "0")])
         e.family("xdpwg_uplink_down_events_total", .counter, "Times the uplink went down",
                  [([], String(s.uplink.downEvents))])
+        e.family("xdpwg_crypto_backend_info", .gauge, "The transport cipher backend in use (always 1)",
+                 [([("backend", s.crypto)], "1")])
 
         for c in WorkerCounter.allCases {
             e.family("xdpwg_worker_\(c.name)_total", .counter, "Worker counter \(c.name), per uplink RX queue",

@@ -87,7 +87,8 @@ enum StatsLayout {
     /// Bump on any change of the layout below or of the counter enums' cases.
     /// 2: frame gauges and the kernel's XDP_STATISTICS in the worker blocks; the uplink's
     /// state in the header, a tenant's state in its record; the dropped_too_big verdict.
-    static let version: UInt64 = 2
+    /// 3: the transport cipher backend in the header; the seal_failed drop.
+    static let version: UInt64 = 3
     static let headerBytes = 256
     static let maxRedirectQueues = 256
     static let maxWorkers = 4096
@@ -103,7 +104,22 @@ enum StatsLayout {
         case name
         /// 1 while the uplink is up with a carrier, 0 while down; and how often it went down.
         case uplinkUp = 28, uplinkDownEvents
+        /// The transport cipher backend in use (`cryptoCode`).
+        case crypto
         var offset: Int { rawValue * 8 }
+    }
+
+    /// The header's `crypto` word: 0 not yet chosen, 1 + the index in `AEADBackend.allCases`,
+    /// or `cryptoOff` (the perf lab's crypto-off mode).
+    static let cryptoOff: UInt64 = 0xff
+    static func cryptoCode(_ backend: AEADBackend?) -> UInt64 {
+        guard let backend else { return cryptoOff }
+        return UInt64(AEADBackend.allCases.firstIndex(of: backend)! + 1)
+    }
+    static func cryptoName(_ code: UInt64) -> String {
+        if code == cryptoOff { return "off" }
+        let index = Int(truncatingIfNeeded: code) - 1
+        return AEADBackend.allCases.indices.contains(index) ? AEADBackend.allCases[index].name : "unknown"
     }
 
     /// Words of a worker's block before its counters.
@@ -414,6 +430,11 @@ public final class StatsSegment: @unchecked Sendable {
         for q in 0..<geometry.rxQueueCount {
             memory.store(redirects + 8 * q, q < redirectsPerQueue.count ? redirectsPerQueue[q] : 0)
         }
+    }
+
+    /// The transport cipher backend the gateway runs; nil: none (the perf lab's crypto-off mode).
+    public func publish(crypto backend: AEADBackend?) {
+        memory.store(StatsLayout.Header.crypto.offset, StatsLayout.cryptoCode(backend))
     }
 
     /// The uplink's state (control thread).
@@ -743,6 +764,7 @@ extension StatsSnapshot {
                   xdp: XDP(verdicts: verdicts, redirectsPerQueue: redirects),
                   uplink: Uplink(state: memory.header(.uplinkUp) != 0 ? "up" : "down",
                                  downEvents: memory.header(.uplinkDownEvents)),
+                  crypto: StatsLayout.cryptoName(memory.header(.crypto)),
                   tenants: tenants, peers: peers)
     }
 }

@@ -22,6 +22,9 @@ public struct StatsSnapshot: Codable, Sendable, Equatable {
     public var handshakes: Handshakes
     public var xdp: XDP
     public var uplink: Uplink
+    /// The transport cipher backend in use: "libsodium", "openssl", "ipsec-mb"; "off" in the
+    /// perf lab's crypto-off mode; "unknown" before the gateway chose one.
+    public var crypto: String
     public var tenants: [Tenant]
     public var peers: [Peer]
 
@@ -179,14 +182,15 @@ public struct StatsSnapshot: Codable, Sendable, Equatable {
 
     public init(schemaVersion: Int = StatsSnapshot.currentSchemaVersion, gateway: String, pid: Int, time: Double,
                 started: Double, heartbeat: Double, generation: UInt64, workers: [Worker], handshakes: Handshakes,
-                xdp: XDP, uplink: Uplink = Uplink(), tenants: [Tenant], peers: [Peer]) {
+                xdp: XDP, uplink: Uplink = Uplink(), crypto: String = "unknown", tenants: [Tenant], peers: [Peer]) {
         self.schemaVersion = schemaVersion; self.gateway = gateway; self.pid = pid; self.time = time
         self.started = started; self.heartbeat = heartbeat; self.generation = generation; self.workers = workers
-        self.handshakes = handshakes; self.xdp = xdp; self.uplink = uplink; self.tenants = tenants; self.peers = peers
+        self.handshakes = handshakes; self.xdp = xdp; self.uplink = uplink; self.crypto = crypto
+        self.tenants = tenants; self.peers = peers
     }
 
     enum CodingKeys: String, CodingKey {
         case schemaVersion = "schema_version"
-        case gateway, pid, time, started, heartbeat, generation, workers, handshakes, xdp, uplink, tenants, peers
+        case gateway, pid, time, started, heartbeat, generation, workers, handshakes, xdp, uplink, crypto, tenants, peers
     }
 }
