@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WireGuard
 import Engine
 import TestSupport
 @testable import Bench
@@ -254,33 +255,39 @@ struct PipelineProbeTests {
     }
 }
 
-@Suite("libsodium baseline")
-struct SodiumBaselineTests {
-    @Test("encrypt and decrypt rates on one pinned core", arguments: SodiumOperation.allCases)
-    func rate(operation: SodiumOperation) throws {
-        let r = try SodiumBaseline.measure(operation: operation, size: 64, seconds: 0.1)
-        #expect(r.operation == operation.rawValue)
-        #expect(r.size == 64)
-        #expect(r.mpps > 0 && r.mpps.isFinite)
-        #expect(abs(r.gbps - r.mpps * 64 * 8 / 1000) < 1e-9 * r.gbps)
+@Suite("AEAD baselines")
+struct AEADBaselineTests {
+    @Test("seal and open rates of every backend on one pinned core", arguments: AEADBackend.allCases)
+    func rate(backend: AEADBackend) throws {
+        for operation in AEADOperation.allCases {
+            let r = try AEADBaseline.measure(backend: backend, operation: operation, size: 64, inPlace: false, seconds: 0.1)
+            #expect(r.backend == backend.name && r.operation == operation.rawValue && r.size == 64 && !r.inPlace)
+            #expect(r.mpps > 0 && r.mpps.isFinite)
+            #expect(abs(r.gbps - r.mpps * 64 * 8 / 1000) < 1e-9 * r.gbps)
+        }
     }
 
     @Test("pinning leaves the caller's own CPUs alone")
     func callerAffinity() throws {
         let before = CPUTopologyProbe.allowed()
         #expect(before.hasPrefix("Cpus_allowed_list:"))
-        _ = try SodiumBaseline.measure(operation: .encrypt, size: 64, seconds: 0.05, cpu: CPUTopology.allowedCores().last)
+        _ = try AEADBaseline.measure(backend: .libsodium, operation: .seal, size: 64, inPlace: false, seconds: 0.05,
+                                     cpu: CPUTopology.allowedCores().last)
         #expect(CPUTopologyProbe.allowed() == before)
     }
 
     @Test("bad input is refused with the reason")
     func badInput() {
-        let size = #expect(throws: BaselineError.self) { try SodiumBaseline.measure(operation: .encrypt, size: 0, seconds: 0.1) }
+        let size = #expect(throws: BaselineError.self) {
+            try AEADBaseline.measure(backend: .libsodium, operation: .seal, size: 0, inPlace: false, seconds: 0.1)
+        }
         #expect(size?.description.contains("size 0 B") == true)
-        let time = #expect(throws: BaselineError.self) { try SodiumBaseline.measure(operation: .decrypt, size: 64, seconds: 0) }
+        let time = #expect(throws: BaselineError.self) {
+            try AEADBaseline.measure(backend: .openssl, operation: .open, size: 64, inPlace: false, seconds: 0)
+        }
         #expect(time?.description.contains("seconds 0.0") == true)
         let cpu = #expect(throws: BaselineError.self) {
-            try SodiumBaseline.measure(operation: .decrypt, size: 64, seconds: 0.1, cpu: 100_000)
+            try AEADBaseline.measure(backend: .ipsecMB, operation: .open, size: 64, inPlace: false, seconds: 0.1, cpu: 100_000)
         }
         #expect(cpu?.description.contains("CPU 100000 is not one this process may run on") == true)
     }

@@ -49,10 +49,11 @@ func knownReport(mallocsPerPacket: Double = 0) -> BenchReport {
             GeneratorCeiling(direction: .decrypt, innerSize: 64, mpps: 1.0, method: generator),
         ],
         aead: [
-            AEADRate(backend: "openssl", operation: "decrypt", size: 1420, mpps: 1.0),
-            AEADRate(backend: "openssl", operation: "encrypt", size: 1420, mpps: 1.2),
-            AEADRate(backend: "libsodium", operation: "decrypt", size: 1420, mpps: 0.7),
-            AEADRate(backend: "libsodium", operation: "encrypt", size: 1420, mpps: 0.72),
+            AEADRate(backend: "openssl", operation: "open", size: 1420, inPlace: false, mpps: 1.0),
+            AEADRate(backend: "openssl", operation: "seal", size: 1420, inPlace: false, mpps: 1.2),
+            AEADRate(backend: "openssl", operation: "open", size: 1420, inPlace: true, mpps: 9.0),   // not the data path's
+            AEADRate(backend: "libsodium", operation: "open", size: 1420, inPlace: false, mpps: 0.7),
+            AEADRate(backend: "libsodium", operation: "seal", size: 1420, inPlace: false, mpps: 0.72),
         ],
         instructions: [
             InstructionCount(direction: .decrypt, innerSize: 1420, instructionsPerPacket: 9000,
@@ -131,7 +132,7 @@ struct ReportTests {
         #expect(results[4]["mpps"] is NSNull)
         #expect(results[5]["bounded_by_generator"] as? Bool == true)
         let aead = try #require(object["aead"] as? [[String: Any]])
-        #expect(Set(aead[0].keys) == ["backend", "operation", "size", "mpps"])
+        #expect(Set(aead[0].keys) == ["backend", "operation", "size", "in_place", "mpps", "gbps"])
 
         // Decoding and encoding again gives the same bytes.
         let decoded = try JSONDecoder().decode(BenchReport.self, from: data)
@@ -185,7 +186,7 @@ struct ReportTests {
         #expect(md.contains("- xdpwg decrypt 1420 B: AEAD 60%, kernel 30% (veth_xmit 5%), xdpwg 10%\n"))
         #expect(md.contains("| decrypt | 1420 B | 2.00 | AF_XDP TX (copy mode) → uplink |\n"))
         #expect(md.contains("| Operation | Size | libsodium Mpps | openssl Mpps |\n"))
-        #expect(md.contains("| decrypt | 1420 B | 0.700 | 1.00 |\n"))
+        #expect(md.contains("| open | 1420 B | 0.700 | 1.00 |\n"))
         #expect(md.contains("| decrypt | 1420 B | 9000 | 8500 (94.4%) | 500 | 0 | 0 | 0 | 1000 |\n"))
         #expect(md.contains("## Notes\n\n- A 2-CPU machine cannot show 2 workers and a generator on separate cores.\n"))
     }

@@ -22,14 +22,35 @@ public enum AEADOperation: String, Codable, CaseIterable, Sendable {
     case open
 }
 
+/// Why a baseline could not be measured.
+public struct BaselineError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
 /// One measured rate. Gbps counts the plaintext bytes, not the tag.
-public struct AEADRate: Codable, Sendable {
+public struct AEADRate: Codable, Sendable, Equatable {
     public var backend: String
     public var operation: String
     public var size: Int
     public var inPlace: Bool
     public var mpps: Double
     public var gbps: Double
+
+    public init(backend: String, operation: String, size: Int, inPlace: Bool, mpps: Double) {
+        self.backend = backend
+        self.operation = operation
+        self.size = size
+        self.inPlace = inPlace
+        self.mpps = mpps
+        gbps = mpps * 1e6 * Double(size) * 8 / 1e9
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case backend, operation, size
+        case inPlace = "in_place"
+        case mpps, gbps
+    }
 }
 
 public enum AEADBaseline {
@@ -71,8 +92,7 @@ public enum AEADBaseline {
         done.wait()
         let (packets, elapsed) = try box.get()
         let mpps = Double(packets) / elapsed / 1e6
-        return AEADRate(backend: backend.name, operation: operation.rawValue, size: size, inPlace: inPlace,
-                        mpps: mpps, gbps: mpps * 1e6 * Double(size) * 8 / 1e9)
+        return AEADRate(backend: backend.name, operation: operation.rawValue, size: size, inPlace: inPlace, mpps: mpps)
     }
 
     /// The timed loop: packets done and seconds taken, the clock read every `chunk` packets.

@@ -77,11 +77,11 @@ results = report["results"]
 aead = report["aead"]
 # The AEAD bar: the backend xdpwg used (the first xdpwg result that names one).
 used = next((r["aead"] for r in results if r["device"] == "xdpwg" and r.get("aead")), None)
-cipher = [a for a in aead if a["backend"] == used] if used else []
+cipher = [a for a in aead if a["backend"] == used and not a["in_place"]] if used else []
 titles = {"decrypt": "Decrypt (peer → tenant)", "encrypt": "Encrypt (tenant → peer)", "both": "Both directions"}
 directions = [d for d in ("decrypt", "encrypt", "both") if any(r["scenario"]["direction"] == d for r in results)]
 if not directions:
-    directions = [d for d in ("decrypt", "encrypt") if any(s["operation"] == d for s in cipher)]
+    directions = [d for d, op in (("decrypt", "open"), ("encrypt", "seal")) if any(s["operation"] == op for s in cipher)]
 devices = [("xdpwg", "xdpwg", "#1f77b4"), ("xdpwg-crypto-off", "xdpwg, crypto off", "#9ecae1"),
            ("reference-forwarder", "engine ceiling (C reference, no crypto)", "#7f7f7f"),
            ("wireguard-go", "wireguard-go", "#ff7f0e")]
@@ -93,8 +93,8 @@ def cipher_rate(direction, size):
                 return s["mpps"]
         return None
     if direction != "both":
-        return rate(direction)
-    e, d = rate("encrypt"), rate("decrypt")
+        return rate("open" if direction == "decrypt" else "seal")
+    e, d = rate("seal"), rate("open")
     return 2 / (1 / e + 1 / d) if e and d else None
 
 fig, axes = plt.subplots(1, max(1, len(directions)), figsize=(6.5 * max(1, len(directions)), 5.2), squeeze=False)

@@ -255,26 +255,6 @@ public struct GeneratorCeiling: Codable, Sendable, Equatable {
     }
 }
 
-/// One AEAD backend's ChaCha20-Poly1305 rate on one pinned core (single packets, out of place).
-public struct AEADRate: Codable, Sendable, Equatable {
-    /// The backend's name as `[Gateway] Crypto` spells it ("libsodium", "openssl", "ipsec-mb").
-    public var backend: String
-    /// "encrypt" or "decrypt".
-    public var operation: String
-    /// Message bytes (the inner packet's size).
-    public var size: Int
-    public var mpps: Double
-
-    public init(backend: String, operation: String, size: Int, mpps: Double) {
-        self.backend = backend
-        self.operation = operation
-        self.size = size
-        self.mpps = mpps
-    }
-
-    public var gbps: Double { mpps * Double(size) * 8 / 1e3 }
-}
-
 /// One function's share of the measured region, per packet.
 public struct HotFunction: Codable, Sendable, Equatable {
     /// Demangled (simplified) when swift-demangle was found, as callgrind names it otherwise.
@@ -452,18 +432,18 @@ public struct BenchReport: Codable, Sendable {
         results.first { $0.device == device && $0.scenario == scenario }
     }
 
-    /// An AEAD backend's single-core rate for the work a packet of `size` bytes needs in
-    /// `direction`: decrypt, encrypt, or for both directions one of each (2 / (1/encrypt +
-    /// 1/decrypt): the time per packet averaged over the two).
+    /// An AEAD backend's single-core rate (out of place, as the data path runs it) for the
+    /// work a packet of `size` bytes needs in `direction`: open, seal, or for both directions
+    /// one of each (2 / (1/seal + 1/open): the time per packet averaged over the two).
     public func aeadMpps(_ backend: String, _ direction: Direction, size: Int) -> Double? {
-        func rate(_ operation: String) -> Double? {
-            aead.first { $0.backend == backend && $0.operation == operation && $0.size == size }?.mpps
+        func rate(_ operation: AEADOperation) -> Double? {
+            aead.first { $0.backend == backend && $0.operation == operation.rawValue && $0.size == size && !$0.inPlace }?.mpps
         }
         switch direction {
-        case .decrypt: return rate("decrypt")
-        case .encrypt: return rate("encrypt")
+        case .decrypt: return rate(.open)
+        case .encrypt: return rate(.seal)
         case .both:
-            guard let e = rate("encrypt"), let d = rate("decrypt"), e > 0, d > 0 else { return nil }
+            guard let e = rate(.seal), let d = rate(.open), e > 0, d > 0 else { return nil }
             return 2 / (1 / e + 1 / d)
         }
     }
