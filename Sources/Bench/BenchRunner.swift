@@ -123,14 +123,17 @@ public final class BenchRunner: @unchecked Sendable {
         if options.callgrind {
             for direction in [Direction.decrypt, .encrypt] {
                 for size in options.sizes {
-                    do {
-                        let count = try CallgrindProbe.measure(executable: options.executable, direction: direction,
-                                                               innerSize: size, packets: 2000)
-                        report.instructions.append(count)
-                        say("callgrind \(direction.rawValue) \(size) B: \(Int(count.instructionsPerPacket)) instructions, "
-                            + "\(count.mallocsPerPacket) mallocs per packet")
-                    } catch {
-                        report.notes.append("callgrind \(direction.rawValue) \(size) B failed: \(error)")
+                    for cryptoOff in [false, true] {
+                        let variant = "\(direction.rawValue) \(size) B\(cryptoOff ? ", crypto off" : "")"
+                        do {
+                            let count = try CallgrindProbe.measure(executable: options.executable, direction: direction,
+                                                                   innerSize: size, packets: 2000, cryptoOff: cryptoOff)
+                            report.instructions.append(count)
+                            say("callgrind \(variant): \(Int(count.instructionsPerPacket)) instructions, "
+                                + "\(count.mallocsPerPacket) mallocs per packet")
+                        } catch {
+                            report.notes.append("callgrind \(variant) failed: \(error)")
+                        }
                     }
                 }
             }

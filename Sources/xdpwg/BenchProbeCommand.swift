@@ -37,6 +37,9 @@ struct BenchProbe: ParsableCommand {
     @Flag(help: "Run this probe under callgrind and print instructions, mallocs, retains and releases per packet.")
     var callgrind = false
 
+    @Flag(help: "The crypto-off variant: everything but the AEAD (plaintext and a zero tag).")
+    var cryptoOff = false
+
     func run() throws {
         guard let direction = Direction(rawValue: direction), direction != .both else {
             throw ValidationError("--direction must be decrypt or encrypt, not \"\(self.direction)\"")
@@ -48,13 +51,14 @@ struct BenchProbe: ParsableCommand {
         let outcome: PipelineProbe.Outcome
         do {
             outcome = try PipelineProbe.run(direction: direction, size: size, packets: packets,
-                                            allocatingCanary: allocatingCanary)
+                                            allocatingCanary: allocatingCanary, cryptoOff: cryptoOff)
         } catch {
             var err = StandardError()
             print("xdpwg bench-probe: \(error)", to: &err)
             throw ExitCode.failure
         }
-        print("direction=\(outcome.direction.rawValue) size=\(outcome.innerSize) packets=\(outcome.packets) completed=\(outcome.completed)")
+        print("direction=\(outcome.direction.rawValue) size=\(outcome.innerSize) packets=\(outcome.packets) completed=\(outcome.completed)"
+              + (outcome.cryptoOff ? " crypto=off" : ""))
     }
 
     /// This very binary under callgrind (CallgrindProbe), its counts as JSON on standard output.
@@ -63,7 +67,7 @@ struct BenchProbe: ParsableCommand {
         do {
             let count = try CallgrindProbe.measure(executable: try currentExecutable(), direction: direction,
                                                    innerSize: size, packets: packets,
-                                                   allocatingCanary: allocatingCanary)
+                                                   allocatingCanary: allocatingCanary, cryptoOff: cryptoOff)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try encoder.encode(count), as: UTF8.self))

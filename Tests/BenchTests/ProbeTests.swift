@@ -219,9 +219,13 @@ struct PipelineProbeTests {
           arguments: [Direction.decrypt, .encrypt], [64, 512, 1420])
     func batch(direction: Direction, size: Int) throws {
         let outcome = try PipelineProbe.run(direction: direction, size: size, packets: 100)
-        #expect(outcome == .init(direction: direction, innerSize: size, packets: 100, completed: 100, allocatingCanary: false))
+        #expect(outcome == .init(direction: direction, innerSize: size, packets: 100, completed: 100, allocatingCanary: false,
+                                 cryptoOff: false))
         let canary = try PipelineProbe.run(direction: direction, size: size, packets: 10, allocatingCanary: true)
         #expect(canary.completed == 10)
+        // The crypto-off variant passes the same checks (plaintext and a zero tag both ways).
+        let off = try PipelineProbe.run(direction: direction, size: size, packets: 100, cryptoOff: true)
+        #expect(off.completed == 100 && off.cryptoOff)
     }
 
     @Test("bad input is refused with the reason", arguments: [

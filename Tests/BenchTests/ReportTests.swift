@@ -187,7 +187,7 @@ struct ReportTests {
         #expect(md.contains("| decrypt | 1420 B | 2.00 | AF_XDP TX (copy mode) → uplink |\n"))
         #expect(md.contains("| Operation | Size | libsodium Mpps | openssl Mpps |\n"))
         #expect(md.contains("| open | 1420 B | 0.700 | 1.00 |\n"))
-        #expect(md.contains("| decrypt | 1420 B | 9000 | 8500 (94.4%) | 500 | 0 | 0 | 0 | 1000 |\n"))
+        #expect(md.contains("| decrypt | 1420 B | libsodium | 9000 | 8500 (94.4%) | 500 | 0 | 0 | 0 | 1000 |\n"))
         #expect(md.contains("## Notes\n\n- A 2-CPU machine cannot show 2 workers and a generator on separate cores.\n"))
     }
 
@@ -251,6 +251,17 @@ struct ReportTests {
         let task = try #require(parseTaskStat("1234 (xdpwg-w0 x) R 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0", ticksPerSecond: 100))
         #expect(task.name == "xdpwg-w0 x" && task.cpuSeconds == 3.0)
         #expect(parseTaskStat("garbage", ticksPerSecond: 100) == nil)
+    }
+
+    @Test("the AEAD backend a gateway chose is read from its log; a skipped one is not it")
+    func cipherFromLog() {
+        let log = """
+            [warning] crypto: openssl skipped: self-test failed (OpenSSL 3.0)
+            [notice] crypto: ipsec-mb (auto: ipsec-mb 0.54 Mpps at 1420 B, 2.71 Mpps at 64 B)
+            [info] up: uplink uplink0 (native XDP), queues 0 on cores 1, 1 tenant(s), 1 peer(s), crypto ipsec-mb
+            """
+        #expect(BenchRunner.cipherInUse(log: log) == "ipsec-mb")
+        #expect(BenchRunner.cipherInUse(log: "[info] up: uplink uplink0, crypto OFF") == nil)
     }
 
     @Test("an empty report renders and says what is missing")

@@ -55,11 +55,13 @@ public enum CallgrindProbe {
     /// The command `measure` runs (for the report: how the figures were made). `executable`
     /// is run as a copy without debug information (see `measure`).
     public static func command(executable: String, direction: Direction, innerSize: Int, packets: Int,
-                               allocatingCanary: Bool = false, outputFile: String = "callgrind.out") -> [String] {
+                               allocatingCanary: Bool = false, cryptoOff: Bool = false,
+                               outputFile: String = "callgrind.out") -> [String] {
         ["valgrind"] + valgrindOptions(outputFile: outputFile)
             + [executable, "bench-probe", "--direction", direction.rawValue, "--size", "\(innerSize)",
                "--packets", "\(packets)"]
             + (allocatingCanary ? ["--allocating-canary"] : [])
+            + (cryptoOff ? ["--crypto-off"] : [])
     }
 
     /// Runs `executable bench-probe` under callgrind and returns the measured batch's counts per
@@ -73,7 +75,7 @@ public enum CallgrindProbe {
     /// a copy made by `objcopy --strip-debug`: callgrind needs only the symbol table, which
     /// the copy keeps.
     public static func measure(executable: String, direction: Direction, innerSize: Int, packets: Int,
-                               allocatingCanary: Bool = false) throws -> InstructionCount {
+                               allocatingCanary: Bool = false, cryptoOff: Bool = false) throws -> InstructionCount {
         guard direction != .both else {
             throw ProbeError("callgrind probe: measure decrypt and encrypt separately (the probe runs one direction)")
         }
@@ -95,7 +97,7 @@ public enum CallgrindProbe {
         }
         let outputFile = scratch.path + "/callgrind.out"
         var arguments = command(executable: stripped, direction: direction, innerSize: innerSize, packets: packets,
-                                allocatingCanary: allocatingCanary, outputFile: outputFile)
+                                allocatingCanary: allocatingCanary, cryptoOff: cryptoOff, outputFile: outputFile)
         arguments[0] = valgrind
         let run = try Command.runAllowingFailure(arguments)
         guard run.status == 0 else {
@@ -108,7 +110,9 @@ public enum CallgrindProbe {
         }
         let text = try regionDump(in: scratch.path, standardError: run.standardError)
         let profile = try CallgrindProfile.parse(text)
-        return try count(profile, direction: direction, innerSize: innerSize, packets: packets)
+        var count = try count(profile, direction: direction, innerSize: innerSize, packets: packets)
+        count.cryptoOff = cryptoOff
+        return count
     }
 
     /// The one dump callgrind wrote when the measured batch returned (its `desc: Trigger:`

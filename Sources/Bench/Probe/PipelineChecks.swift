@@ -64,7 +64,7 @@ extension PipelineFixture {
             do {
                 n = try receiver.open(frame(i) + outerLength, length: messageLength, into: inner,
                                       capacity: Self.frameCapacity - Wire.ethernetHeaderSize, now: Self.now,
-                                      cipher: TransportCipher())
+                                      cipher: TransportCipher(), crypto: crypto)
             } catch {
                 throw PipelineCheckFailed("Keypair.open of message \(i): \(error)")
             }
@@ -105,7 +105,8 @@ extension PipelineFixture {
         let sealed: SealedMessage
         do {
             sealed = try sender.seal(tenantFrame + Wire.ethernetHeaderSize, length: length, into: reference,
-                                     capacity: Self.frameCapacity, now: Self.now, cipher: TransportCipher(), mtu: Self.mtu)
+                                     capacity: Self.frameCapacity, now: Self.now, cipher: TransportCipher(), mtu: Self.mtu,
+                                     crypto: crypto)
         } catch {
             throw PipelineCheckFailed("Keypair.seal (\(length) B): \(error)")
         }
@@ -118,7 +119,7 @@ extension PipelineFixture {
         let n: Int
         do {
             n = try peer.open(output + outerLength, length: messageLength, into: reference,
-                              capacity: Self.frameCapacity, now: Self.now, cipher: TransportCipher())
+                              capacity: Self.frameCapacity, now: Self.now, cipher: TransportCipher(), crypto: crypto)
         } catch {
             throw PipelineCheckFailed("the peer cannot open the pipeline's message: \(error)")
         }

@@ -54,6 +54,8 @@ public final class PipelineFixture {
 
     public let state: DataPlaneState
     public var processor: PacketProcessor
+    /// `.off` in the crypto-off variant (see `init`).
+    public let crypto: TransportCrypto
     public let counters: WorkerCounters
     /// Kept alive here: the processor holds it without a reference count.
     public let control: ControlQueue
@@ -82,7 +84,11 @@ public final class PipelineFixture {
     /// pipeline and a plain `Keypair` encrypt the same bytes. `random` supplies the session
     /// keys and the inner packets' payload: the CSPRNG unless a caller (the fuzzers) needs the
     /// same fixture in every run.
-    public init(length: Int, count: Int, outerIPv6: Bool = false,
+    ///
+    /// `crypto: .off` builds the perf lab's crypto-off variant: the peer's frames and the
+    /// pipeline carry plaintext and a zero tag (everything but the AEAD), for the cost of the
+    /// pipeline around the cipher.
+    public init(length: Int, count: Int, outerIPv6: Bool = false, crypto: TransportCrypto = .on,
                 random: (UnsafeMutableRawBufferPointer) -> Void = PipelineFixture.systemRandom) throws(PipelineCheckFailed) {
         guard (Self.minimumLength...Self.mtu).contains(length) else {
             throw PipelineCheckFailed("inner packet size \(length) B: must be \(Self.minimumLength)...\(Self.mtu) B")
@@ -93,6 +99,7 @@ public final class PipelineFixture {
         guard sodium_init() >= 0 else { throw PipelineCheckFailed("sodium_init failed: libsodium cannot be used") }
         self.count = count
         self.length = length
+        self.crypto = crypto
         messageLength = Keypair.messageLength(plaintextLength: length, mtu: Self.mtu)
         guard messageLength == WireGuardProtocol.keepaliveSize + length else {
             throw PipelineCheckFailed(
@@ -148,7 +155,7 @@ public final class PipelineFixture {
 
         counters = WorkerCounters.allocate()
         control = ControlQueue(capacity: 8)
-        processor = PacketProcessor(state: state, counters: counters, control: control, workerIndex: 0)
+        processor = PacketProcessor(state: state, counters: counters, control: control, workerIndex: 0, crypto: crypto)
 
         frames = .allocate(byteCount: count * stride, alignment: 64)
         frames.initializeMemory(as: UInt8.self, repeating: 0, count: count * stride)
@@ -165,7 +172,8 @@ public final class PipelineFixture {
             do {
                 sealed = try uplinkInner.withUnsafeBytes { src in
                     try peer.seal(src.baseAddress!, length: length, into: f + outerLength,
-                                  capacity: stride - outerLength, now: Self.now, cipher: TransportCipher(), mtu: Self.mtu)
+                                  capacity: stride - outerLength, now: Self.now, cipher: TransportCipher(), mtu: Self.mtu,
+                                  crypto: crypto)
                 }
             } catch {
                 throw PipelineCheckFailed("the peer's Keypair.seal of frame \(i) failed: \(error)")

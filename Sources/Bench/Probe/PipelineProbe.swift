@@ -38,14 +38,16 @@ public enum PipelineProbe {
         public var packets: Int
         public var completed: Int
         public var allocatingCanary: Bool
+        public var cryptoOff: Bool
     }
 
     /// Builds the fixture for `size`-byte inner packets, checks it, warms up, then runs the
     /// measured batch of `packets` packets. `allocatingCanary` adds one heap allocation and one
     /// retain/release pair per packet inside the measured region: a self-check that the
     /// counting counts (the pipeline itself should show none).
-    public static func run(direction: Direction, size: Int, packets: Int,
-                           allocatingCanary: Bool = false) throws(PipelineCheckFailed) -> Outcome {
+    /// `cryptoOff`: the crypto-off variant (everything but the AEAD; see `PipelineFixture`).
+    public static func run(direction: Direction, size: Int, packets: Int, allocatingCanary: Bool = false,
+                           cryptoOff: Bool = false) throws(PipelineCheckFailed) -> Outcome {
         guard direction != .both else {
             throw PipelineCheckFailed("the probe measures one direction at a time: decrypt or encrypt")
         }
@@ -53,7 +55,8 @@ public enum PipelineProbe {
             throw PipelineCheckFailed("packets \(packets): must be 1...1000000")
         }
         // Decrypt needs a distinct counter per packet: one frame each. Encrypt reads one tenant frame.
-        let fixture = try PipelineFixture(length: size, count: direction == .decrypt ? packets : 1).checked()
+        let fixture = try PipelineFixture(length: size, count: direction == .decrypt ? packets : 1,
+                                          crypto: cryptoOff ? .off : .on).checked()
         let canary = CanaryBox()
         let tenantLength = Wire.ethernetHeaderSize + fixture.length
         let warmUp = min(packets, warmUpPackets)
@@ -83,7 +86,7 @@ public enum PipelineProbe {
             throw PipelineCheckFailed("measured batch: \(completed) of \(packets) packets went through the \(direction) path")
         }
         return Outcome(direction: direction, innerSize: size, packets: packets, completed: completed,
-                       allocatingCanary: allocatingCanary)
+                       allocatingCanary: allocatingCanary, cryptoOff: cryptoOff)
     }
 }
 

@@ -183,12 +183,14 @@ extension BenchReport {
         out += "into a tenant frame, or encrypt into an uplink frame), counted by `valgrind --tool=callgrind`; "
         out += "no rings, syscalls or kernel work (the sampled profiles above show those). Under valgrind the "
         out += "AEAD runs the code valgrind's CPU offers (AVX2 at most).\n\n"
-        out += "| Direction | Inner size | Instructions | in the AEAD | rest (pipeline) | mallocs | retains | releases | batch |\n"
-        out += "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-        let sorted = instructions.sorted { ($0.direction.sortKey, $0.innerSize) < ($1.direction.sortKey, $1.innerSize) }
+        out += "| Direction | Inner size | Crypto | Instructions | in the AEAD | rest (pipeline) | mallocs | retains | releases | batch |\n"
+        out += "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        let sorted = instructions.sorted {
+            ($0.direction.sortKey, $0.innerSize, $0.cryptoOff ? 1 : 0) < ($1.direction.sortKey, $1.innerSize, $1.cryptoOff ? 1 : 0)
+        }
         for i in sorted {
             let rest = i.instructionsPerPacket - i.cryptoInstructionsPerPacket
-            out += "| \(i.direction.rawValue) | \(i.innerSize) B | \(format(i.instructionsPerPacket, "%.0f")) "
+            out += "| \(i.direction.rawValue) | \(i.innerSize) B | \(i.cryptoOff ? "off" : "libsodium") | \(format(i.instructionsPerPacket, "%.0f")) "
             out += "| \(format(i.cryptoInstructionsPerPacket, "%.0f")) (\(share(i.cryptoInstructionsPerPacket, of: i.instructionsPerPacket))) "
             out += "| \(format(rest, "%.0f")) | \(format(i.mallocsPerPacket, "%g")) | \(format(i.retainsPerPacket, "%g")) "
             out += "| \(format(i.releasesPerPacket, "%g")) | \(i.packets) |\n"
@@ -196,7 +198,7 @@ extension BenchReport {
         out += "\nHottest functions (own instructions per packet):\n\n"
         for i in sorted where !i.hotFunctions.isEmpty {
             let list = i.hotFunctions.prefix(5).map { "`\($0.name)` \(format($0.instructionsPerPacket, "%.0f"))" }
-            out += "- \(i.direction.rawValue) \(i.innerSize) B: " + list.joined(separator: ", ") + "\n"
+            out += "- \(i.direction.rawValue) \(i.innerSize) B\(i.cryptoOff ? ", crypto off" : ""): " + list.joined(separator: ", ") + "\n"
         }
         return out + "\n"
     }
@@ -324,13 +326,12 @@ extension BenchReport {
     private func timeAccount(_ direction: Direction, size: Int, cryptoOff: Bool) -> String? {
         let probes = direction == .both ? [Direction.decrypt, .encrypt] : [direction]
         let parts = probes.compactMap { d -> String? in
-            guard let i = instructionCount(d, size: size), i.instructionsPerPacket > 0 else { return nil }
+            guard let i = instructionCount(d, size: size, cryptoOff: cryptoOff), i.instructionsPerPacket > 0 else { return nil }
             let rest = i.instructionsPerPacket - i.cryptoInstructionsPerPacket
             var text = "callgrind, \(d.rawValue) \(size) B: \(format(i.instructionsPerPacket, "%.0f")) instructions per packet"
             if cryptoOff {
-                text += ", of which \(format(rest, "%.0f")) outside the cipher (the pipeline work crypto-off still does); "
-                text += "the AF_XDP rings, the kicks (syscalls) and the kernel's side of each frame are not in the probe, "
-                text += "so the rest of a crypto-off packet's cost is there"
+                text += " with crypto off; the AF_XDP rings, the kicks (syscalls) and the kernel's side of each frame "
+                text += "are not in the probe (the sampled profile has them)"
             } else {
                 text += ", \(share(i.cryptoInstructionsPerPacket, of: i.instructionsPerPacket)) in the AEAD, "
                 text += "\(format(rest, "%.0f")) in the pipeline around it"

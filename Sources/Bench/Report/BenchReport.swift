@@ -277,6 +277,8 @@ public struct HotFunction: Codable, Sendable, Equatable {
 public struct InstructionCount: Codable, Sendable {
     public var direction: Direction
     public var innerSize: Int
+    /// The crypto-off variant (everything but the AEAD: plaintext and a zero tag).
+    public var cryptoOff: Bool
     public var instructionsPerPacket: Double
     /// Heap allocations per packet (calls into malloc & co. or swift_allocObject from outside
     /// the allocators themselves: one per allocation).
@@ -294,12 +296,14 @@ public struct InstructionCount: Codable, Sendable {
     /// The functions that called an allocator inside the region (empty when none did).
     public var allocatingFunctions: [String]
 
-    public init(direction: Direction, innerSize: Int, instructionsPerPacket: Double, mallocsPerPacket: Double,
+    public init(direction: Direction, innerSize: Int, cryptoOff: Bool = false, instructionsPerPacket: Double,
+                mallocsPerPacket: Double,
                 retainsPerPacket: Double, releasesPerPacket: Double, packets: Int = 0,
                 cryptoInstructionsPerPacket: Double = 0, hotFunctions: [HotFunction] = [],
                 allocatingFunctions: [String] = []) {
         self.direction = direction
         self.innerSize = innerSize
+        self.cryptoOff = cryptoOff
         self.instructionsPerPacket = instructionsPerPacket
         self.mallocsPerPacket = mallocsPerPacket
         self.retainsPerPacket = retainsPerPacket
@@ -313,6 +317,7 @@ public struct InstructionCount: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case direction
         case innerSize = "inner_size"
+        case cryptoOff = "crypto_off"
         case instructionsPerPacket = "instructions_per_packet"
         case mallocsPerPacket = "mallocs_per_packet"
         case retainsPerPacket = "retains_per_packet"
@@ -459,9 +464,9 @@ public struct BenchReport: Codable, Sendable {
         return 1 / (1 / cipher + 1 / engine)
     }
 
-    /// Callgrind's count in `direction` at `size`, if measured.
-    public func instructionCount(_ direction: Direction, size: Int) -> InstructionCount? {
-        instructions.first { $0.direction == direction && $0.innerSize == size }
+    /// Callgrind's count in `direction` at `size` (with crypto or, `cryptoOff`, without), if measured.
+    public func instructionCount(_ direction: Direction, size: Int, cryptoOff: Bool = false) -> InstructionCount? {
+        instructions.first { $0.direction == direction && $0.innerSize == size && $0.cryptoOff == cryptoOff }
     }
 }
 
