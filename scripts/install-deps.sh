@@ -18,6 +18,8 @@ packages=(
   valgrind binutils
   # the perf lab: where a worker core's time goes (perf record -e cpu-clock)
   linux-perf
+  # the perf lab: the reference forwarder's Makefile (Benchmarks/reference-forwarder)
+  make
   # the perf lab: the report's PNG chart (Agg backend, run by /usr/bin/python3)
   python3-matplotlib
   # systemd-analyze verify for contrib/xdpwg.service (SystemdUnitTests)

@@ -279,9 +279,10 @@ public final class BenchRunner: @unchecked Sendable {
     /// pool must not run dry before the window ends).
     static let warmupSeconds = 0.3
     static let slack = 0.4
-    /// The offered load for sealed frames, as a multiple of the rate the device showed in a
-    /// calibration burst: enough above it to keep it saturated through the window.
-    static let overload = 1.3
+    /// The offered load for transport frames, as a multiple of the rate the device showed in a
+    /// calibration burst (at most the generator's ceiling): enough above it to keep it
+    /// saturated through the window.
+    static let overload = 1.5
 
     /// What the device delivered and cost up to one instant; two readings bound the window.
     struct Reading {

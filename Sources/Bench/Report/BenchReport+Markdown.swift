@@ -284,16 +284,32 @@ extension BenchReport {
         }
         func show(_ v: Double) -> String { asPercent ? "\(format(v * 100, "%.1f"))%" : format(v, "%.2f") }
         func at(_ s: Scenario) -> String { "\(s.workers) worker\(s.workers == 1 ? "" : "s"), \(s.peers) peer\(s.peers == 1 ? "" : "s")" }
+        func bounded(_ r: ScenarioResult?) -> Bool { r.map { $0.boundedByGenerator || $0.boundedByOffer } ?? false }
         var text = "Worst \(show(worst.1)) (\(at(worst.0.scenario)))"
         if measured.count > 1 { text += ", best \(show(best.1)) (\(at(best.0.scenario)))" }
         text += " over \(measured.count) scenario\(measured.count == 1 ? "" : "s")"
+        // A figure the load set (not the device) is a lower bound of the device's rate: as the
+        // numerator it makes the ratio a lower bound, as the denominator an upper bound. Met
+        // needs a denominator that is the device's own; missed a numerator that is.
+        let numeratorBounded = bounded(worst.0)
+        let denominatorBounded = bounded(other.flatMap { result($0, worst.0.scenario) })
         if worst.1 >= goal {
-            return TargetCheck(target: target, verdict: .met, measured: text, whereTimeGoes: nil)
+            if denominatorBounded {
+                return TargetCheck(target: target, verdict: .notMeasured(
+                    "not decidable here: the \(other?.rawValue ?? "") figure is bounded by the load (the device was not "
+                        + "saturated), so the ratio \(show(worst.1)) is only an upper bound"), measured: text, whereTimeGoes: nil)
+            }
+            return TargetCheck(target: target, verdict: .met, measured: text + (numeratorBounded ? " (a lower bound)" : ""),
+                               whereTimeGoes: nil)
+        }
+        if numeratorBounded {
+            return TargetCheck(target: target, verdict: .notMeasured(
+                "not decidable here: the \(device.rawValue) figure is bounded by the load (the device was not saturated), "
+                    + "so the ratio \(show(worst.1)) is only a lower bound"), measured: text, whereTimeGoes: nil)
         }
         // Where the time goes: the sampled profile of the worst figure's cores (kernel included),
         // then callgrind's instruction count of the per-packet work.
         var account: [String] = []
-        if worst.0.boundedByGenerator { account.append("this figure is bounded by the generator, not the device") }
         if let profile = worst.0.profile { account.append("perf on the \(device.rawValue) core(s): \(profile)") }
         if let other, let profile = result(other, worst.0.scenario)?.profile {
             account.append("perf on the \(other.rawValue) core(s): \(profile)")
