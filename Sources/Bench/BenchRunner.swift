@@ -329,7 +329,11 @@ public final class BenchRunner: @unchecked Sendable {
                                         gateway: gatewayEndpoint)
                 return
             }
-            try emulator.handshake(over: socket, gateway: gatewayEndpoint, gatewayPublicKey: key, timeout: .seconds(120))
+            // From the generator's core: a veth picks the far end's RX queue by the sending CPU
+            // (XPS), and a gateway with one worker serves queue 0 only.
+            _ = try runInNamespace(internet, cpu: BenchRunner.generatorCPU) {
+                try emulator.handshake(over: socket, gateway: gatewayEndpoint, gatewayPublicKey: key, timeout: .seconds(120))
+            }
         }
         try handshake()
 
@@ -375,7 +379,10 @@ public final class BenchRunner: @unchecked Sendable {
             if scenario.direction != .decrypt {
                 if device.gatewayPublicKey != nil {
                     // The gateway, as responder, sends only after the peer's first message.
-                    try emulator.sendKeepalives(over: socket, crypto: device.sealed ? .on : .off)
+                    let crypto: TransportCrypto = device.sealed ? .on : .off
+                    try runInNamespace(internet, cpu: BenchRunner.generatorCPU) {
+                        try emulator.sendKeepalives(over: socket, crypto: crypto)
+                    }
                     usleep(100_000)
                 }
                 plain = try plainGenerator(device, scenario: scenario, innerSources: innerSources)

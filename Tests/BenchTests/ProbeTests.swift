@@ -367,6 +367,31 @@ struct CallgrindProbeTests {
                 "\(canary.allocatingFunctions)")
     }
 
+    /// The hot path's promise, on the build that runs in production: no allocation, retain or
+    /// release per packet, either direction, with and without the cipher. CI (which sets
+    /// XDPWG_REQUIRE_PRIVILEGED) must have the release build; elsewhere it runs when one exists.
+    @Test("a release build allocates, retains and releases nothing per packet",
+          .enabled(if: Command.releaseXdpwg != nil || ProcessInfo.processInfo.environment["XDPWG_REQUIRE_PRIVILEGED"] == "1"),
+          arguments: [Direction.decrypt, .encrypt], [false, true])
+    func releaseAllocatesNothing(direction: Direction, cryptoOff: Bool) throws {
+        let xdpwg = try #require(Command.releaseXdpwg, "no release build of xdpwg: run `swift build -c release` (scripts/test.sh does)")
+        for size in [64, 1420] {
+            let count = try CallgrindProbe.measure(executable: xdpwg, direction: direction, innerSize: size,
+                                                   packets: Self.packets, cryptoOff: cryptoOff)
+            let name = "\(direction) \(size) B\(cryptoOff ? " crypto off" : "")"
+            #expect(count.mallocsPerPacket == 0, "\(name): allocating \(count.allocatingFunctions)")
+            #expect(count.retainsPerPacket == 0, "\(name)")
+            #expect(count.releasesPerPacket == 0, "\(name)")
+            #expect(count.cryptoOff == cryptoOff)
+            // Crypto off, the cipher's instructions are gone and the rest is the pipeline's.
+            if cryptoOff { #expect(count.cryptoInstructionsPerPacket == 0, "\(name)") }
+        }
+        // The canary still shows up in the release build: the counting counts.
+        let canary = try CallgrindProbe.measure(executable: xdpwg, direction: direction, innerSize: 64,
+                                                packets: Self.packets, allocatingCanary: true, cryptoOff: cryptoOff)
+        #expect(canary.mallocsPerPacket == 1)
+    }
+
     @Test("what cannot be measured says why")
     func errors() throws {
         let both = #expect(throws: ProbeError.self) {

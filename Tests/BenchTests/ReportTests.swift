@@ -242,11 +242,12 @@ struct ReportTests {
         let noGo = try #require(withoutGo.targetChecks().first { $0.target == "xdpwg ≥ 3× wireguard-go per core, decrypt 1420 B" })
         #expect(noGo.verdict == .notMeasured("no wireguard-go decrypt result at 1420 B to compare"))
 
-        let mallocs = try check("zero mallocs per packet")
+        let mallocs = try check("zero mallocs, retains and releases per packet")
         #expect(mallocs.verdict == .met)
         #expect(mallocs.measured == "0 in every probe (decrypt 1420 B, encrypt 64 B)")
         let allocating = try #require(knownReport(mallocsPerPacket: 0.5).targetChecks().first { $0.target.hasPrefix("zero mallocs") })
         #expect(allocating.verdict == .missed(shortfallPercent: nil))
+        #expect(allocating.measured == "0.5 mallocs, 0 retains, 0 releases per packet at decrypt 1420 B (1 of 2 probes)")
         #expect(allocating.whereTimeGoes == "allocations called from `OuterFrame.endpointKey(in:)`")
 
         let md = knownReport().markdown()
@@ -289,7 +290,7 @@ struct ReportTests {
         let md = report.markdown()
         #expect(md.contains("No scenario results in this report."))
         #expect(md.contains("## Generator ceilings\n\nNot measured in this run"))
-        #expect(md.contains("zero mallocs per packet in the steady state (callgrind, worker's per-packet work): **not measured**: no callgrind counts in this report"))
+        #expect(md.contains("zero mallocs, retains and releases per packet in the steady state (callgrind, worker's per-packet work): **not measured**: no callgrind counts in this report"))
     }
 
     @Test("the machine description reads this machine")

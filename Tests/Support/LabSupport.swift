@@ -22,7 +22,17 @@ extension Command {
             }
             return candidate
         }
-    }}
+    }
+
+    /// The release build of `xdpwg` beside the debug one (`swift build -c release`; scripts/test.sh
+    /// builds it), nil when there is none.
+    public static var releaseXdpwg: String? {
+        guard let debug = try? xdpwg else { return nil }
+        let candidate = URL(fileURLWithPath: debug).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("release/xdpwg").path
+        return FileManager.default.isExecutableFile(atPath: candidate) ? candidate : nil
+    }
+}
 
 extension NetworkNamespace {
     /// An IPv4 UDP socket inside this namespace, bound to `port` on `address` (default: every

@@ -320,20 +320,23 @@ extension BenchReport {
     }
 
     private func mallocCheck() -> TargetCheck {
-        let target = "zero mallocs per packet in the steady state (callgrind, worker's per-packet work)"
+        let target = "zero mallocs, retains and releases per packet in the steady state (callgrind, worker's per-packet work)"
         guard !instructions.isEmpty else {
             return TargetCheck(target: target, verdict: .notMeasured("no callgrind counts in this report"),
                                measured: "", whereTimeGoes: nil)
         }
-        let allocating = instructions.filter { $0.mallocsPerPacket > 0 }
-        let checked = instructions.map { "\($0.direction.rawValue) \($0.innerSize) B" }.joined(separator: ", ")
+        let allocating = instructions.filter { $0.mallocsPerPacket > 0 || $0.retainsPerPacket > 0 || $0.releasesPerPacket > 0 }
+        let checked = instructions.map { "\($0.direction.rawValue) \($0.innerSize) B\($0.cryptoOff ? " crypto off" : "")" }
+            .joined(separator: ", ")
         guard let worst = allocating.max(by: { $0.mallocsPerPacket < $1.mallocsPerPacket }) else {
             return TargetCheck(target: target, verdict: .met, measured: "0 in every probe (\(checked))", whereTimeGoes: nil)
         }
         let sites = Set(allocating.flatMap(\.allocatingFunctions)).sorted()
         return TargetCheck(
             target: target, verdict: .missed(shortfallPercent: nil),
-            measured: "\(format(worst.mallocsPerPacket, "%g")) per packet at \(worst.direction.rawValue) \(worst.innerSize) B (\(allocating.count) of \(instructions.count) probes allocate)",
+            measured: "\(format(worst.mallocsPerPacket, "%g")) mallocs, \(format(worst.retainsPerPacket, "%g")) retains, "
+                + "\(format(worst.releasesPerPacket, "%g")) releases per packet at \(worst.direction.rawValue) \(worst.innerSize) B "
+                + "(\(allocating.count) of \(instructions.count) probes)",
             whereTimeGoes: sites.isEmpty ? nil : "allocations called from " + sites.map { "`\($0)`" }.joined(separator: ", "))
     }
 
