@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 swift build -c release --product xdpwg
-bin="$(swift build -c release --show-bin-path)"
+# Relative paths: the report quotes the command line.
+bin="$(realpath --relative-to=. "$(swift build -c release --show-bin-path)")"
 make -s -C Benchmarks/reference-forwarder OUT="$bin/reference-forwarder"
 exec "$bin/xdpwg" bench --output "Benchmarks/results/$(date -u +%Y-%m-%d)" \
   --reference-forwarder "$bin/reference-forwarder/xdpwg-refwd" \

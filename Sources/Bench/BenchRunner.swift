@@ -291,6 +291,7 @@ public final class BenchRunner: @unchecked Sendable {
         var delivered: UInt64
         var threadSeconds: Double
         var softirqSeconds: Double
+        var coreBusySeconds: Double
     }
 
     private func read(_ device: Device, sinks: [PacketSink], offered: () throws -> UInt64?) throws -> Reading {
@@ -299,9 +300,10 @@ public final class BenchRunner: @unchecked Sendable {
             throw Failure("the device under test (pid \(device.pid)) is gone")
         }
         let softirq = device.cores.reduce(0.0) { $0 + (cpus[$1].map { $0.softirq + $0.irq } ?? 0) }
+        let busy = device.cores.reduce(0.0) { $0 + (cpus[$1]?.busy ?? 0) }
         let delivered = try sinks.reduce(UInt64(0)) { $0 + (try $1.read().packets) }
         return Reading(time: monotonicSeconds(), offered: try offered(), delivered: delivered, threadSeconds: threads,
-                       softirqSeconds: softirq)
+                       softirqSeconds: softirq, coreBusySeconds: busy)
     }
 
     private func runDevice(_ kind: DeviceUnderTest, workers: Int, peers: Int, scenarios: [Scenario]) throws -> [ScenarioResult] {
@@ -457,7 +459,8 @@ public final class BenchRunner: @unchecked Sendable {
                 device: kind, scenario: scenario, offeredPackets: offeredPackets,
                 deliveredPackets: last.delivered &- first.delivered, seconds: seconds,
                 warmupSeconds: BenchRunner.warmupSeconds, cpuSeconds: last.threadSeconds - first.threadSeconds,
-                softirqSeconds: last.softirqSeconds - first.softirqSeconds, generator: generator,
+                softirqSeconds: last.softirqSeconds - first.softirqSeconds,
+                coreBusySeconds: last.coreBusySeconds - first.coreBusySeconds, generator: generator,
                 generatorCeilingMpps: ceiling, aead: device.aead, profile: profile)
             say("    \(scenario.direction.rawValue) \(scenario.innerSize) B: "
                 + String(format: "%.3f Mpps delivered of %.3f offered (%.1f%% lost) in %.2f s, %.3f CPU-µs per packet",

@@ -33,6 +33,8 @@ struct BenchCommandTests {
             #expect(Double(result.deliveredPackets) <= Double(result.offeredPackets) * 1.1 + 3000,
                     "\(name): delivered more than offered")
             #expect(result.cpuSeconds > 0 && result.softirqSeconds >= 0 && result.seconds > 0.2)
+            // The device's core is busy at most the window's length (each tick counted once).
+            #expect(result.coreBusySeconds > 0 && result.coreBusySeconds <= result.seconds * 1.05, "\(name)")
             #expect(!result.generator.isEmpty)
             #expect(result.scenario.direction == .both || result.generatorCeilingMpps != nil, "\(name): no ceiling")
         }

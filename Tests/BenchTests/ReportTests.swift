@@ -20,28 +20,28 @@ func knownReport(mallocsPerPacket: Double = 0) -> BenchReport {
             // 0.6 Mpps delivered of 0.8 offered (25% lost); 6.816 Gbps; 8 + 2 CPU-s for 6 Mpkt:
             // 1.667 µs per packet, 0.6 Mpps per core.
             ScenarioResult(device: .xdpwg, scenario: d1420, offeredPackets: 8_000_000, deliveredPackets: 6_000_000,
-                           seconds: 10, warmupSeconds: 0.3, cpuSeconds: 8, softirqSeconds: 2, generator: generator,
+                           seconds: 10, warmupSeconds: 0.3, cpuSeconds: 8, softirqSeconds: 2, coreBusySeconds: 10, generator: generator,
                            generatorCeilingMpps: 2.0, aead: "openssl",
                            profile: "AEAD 60%, kernel 30% (veth_xmit 5%), xdpwg 10%"),
             // 2.7 Mpps per core (27 Mpkt, 10 CPU-s).
             ScenarioResult(device: .xdpwgCryptoOff, scenario: d1420, offeredPackets: 31_000_000,
-                           deliveredPackets: 27_000_000, seconds: 10, cpuSeconds: 9, softirqSeconds: 1, generator: generator,
+                           deliveredPackets: 27_000_000, seconds: 10, cpuSeconds: 9, softirqSeconds: 1, coreBusySeconds: 10, generator: generator,
                            generatorCeilingMpps: 5.0),
             // The engine: 3 Mpps per core. Crypto-off / engine = 0.9.
             ScenarioResult(device: .referenceForwarder, scenario: d1420, offeredPackets: 31_000_000,
-                           deliveredPackets: 30_000_000, seconds: 10, cpuSeconds: 10, softirqSeconds: 0,
+                           deliveredPackets: 30_000_000, seconds: 10, cpuSeconds: 10, softirqSeconds: 0, coreBusySeconds: 10,
                            generator: generator, generatorCeilingMpps: 5.0),
             // 0.1 Mpps on 20 CPU-seconds: 0.05 Mpps per core; xdpwg / wireguard-go = 12.
             ScenarioResult(device: .wireguardGo, scenario: d1420, offeredPackets: 7_000_000, deliveredPackets: 1_000_000,
-                           seconds: 10, cpuSeconds: 18, softirqSeconds: 2, generator: generator, generatorCeilingMpps: 2.0),
+                           seconds: 10, cpuSeconds: 18, softirqSeconds: 2, coreBusySeconds: 20, generator: generator, generatorCeilingMpps: 2.0),
             .notRun(.xdpwg, e1420, reason: "tenant AF_XDP TX is not wired up in this build"),
             // Delivered 0.95 of a 1.0 Mpps ceiling: the generator's figure, not the device's.
             ScenarioResult(device: .xdpwg, scenario: d64, offeredPackets: 1_000_000, deliveredPackets: 950_000,
-                           seconds: 1, cpuSeconds: 0.5, softirqSeconds: 0.1, generator: generator,
+                           seconds: 1, cpuSeconds: 0.5, softirqSeconds: 0.1, coreBusySeconds: 0.6, generator: generator,
                            generatorCeilingMpps: 1.0, aead: "openssl"),
             // Everything offered delivered, well below the ceiling: bounded by the offer.
             ScenarioResult(device: .wireguardGo, scenario: d64, offeredPackets: 100_000, deliveredPackets: 100_000,
-                           seconds: 1, cpuSeconds: 0.9, softirqSeconds: 0.1, generator: generator,
+                           seconds: 1, cpuSeconds: 0.9, softirqSeconds: 0.1, coreBusySeconds: 1.0, generator: generator,
                            generatorCeilingMpps: 1.0),
         ],
         generatorCeilings: [
@@ -80,7 +80,7 @@ struct ReportTests {
         #expect(abs(try #require(x.loss) - 0.25) < 1e-12)
         #expect(abs(try #require(x.gbps) - 6.816) < 1e-9)
         #expect(abs(try #require(x.cpuMicrosecondsPerPacket) - 10.0 / 6.0) < 1e-12)
-        // Threads plus softirq on its cores, the same rule for every device.
+        // The busy time of its cores, the same rule for every device.
         #expect(abs(try #require(x.mppsPerCore) - 0.6) < 1e-12)
         #expect(abs(try #require(report.results[3].mppsPerCore) - 0.05) < 1e-12)
         #expect(!x.boundedByGenerator && !x.boundedByOffer)
@@ -123,7 +123,7 @@ struct ReportTests {
         #expect(machine["commit"] as? String == "abc1234")
         let results = try #require(object["results"] as? [[String: Any]])
         #expect(Set(results[0].keys) == ["device", "scenario", "offered_packets", "delivered_packets", "seconds",
-                                         "warmup_seconds", "cpu_seconds", "softirq_seconds", "generator",
+                                         "warmup_seconds", "cpu_seconds", "softirq_seconds", "core_busy_seconds", "generator",
                                          "generator_ceiling_mpps", "aead", "profile", "not_run", "mpps", "offered_mpps",
                                          "loss", "gbps", "cpu_microseconds_per_packet", "mpps_per_core",
                                          "bounded_by_generator", "bounded_by_offer"])
@@ -182,7 +182,7 @@ struct ReportTests {
         #expect(md.contains("| 64 B | 1 | 1 | 0.950 † | 0.49 | 1.58 † | — | — | ≥ 0.100 | — | — | 15.83× |\n"))
         #expect(md.contains("## Not run\n\n1. tenant AF_XDP TX is not wired up in this build\n"))
         #expect(!md.contains("| 0.000 "))
-        #expect(md.contains("| xdpwg | decrypt | 1420 B | 1 | 1 | 0.800 | 0.600 | 25.0% | 10.00 | 1.667 (8.00 + 2.00 s) | AF_XDP TX (copy mode) → uplink (2.00) | openssl |\n"))
+        #expect(md.contains("| xdpwg | decrypt | 1420 B | 1 | 1 | 0.800 | 0.600 | 25.0% | 10.00 | 1.667 | 10.00 (8.00, 2.00) | AF_XDP TX (copy mode) → uplink (2.00) | openssl |\n"))
         #expect(md.contains("- xdpwg decrypt 1420 B: AEAD 60%, kernel 30% (veth_xmit 5%), xdpwg 10%\n"))
         #expect(md.contains("| decrypt | 1420 B | 2.00 | AF_XDP TX (copy mode) → uplink |\n"))
         #expect(md.contains("| Operation | Size | libsodium Mpps | openssl Mpps |\n"))
@@ -230,10 +230,9 @@ struct ReportTests {
         var slowXdpwg = saturatedGo
         slowXdpwg.results[5].deliveredPackets = 300_000
         slowXdpwg.results[5].offeredPackets = 300_000
-        slowXdpwg.results[5].cpuSeconds = 0.4
-        slowXdpwg.results[5].softirqSeconds = 0.1
+        slowXdpwg.results[5].coreBusySeconds = 0.5
         slowXdpwg.results[6].deliveredPackets = 300_000
-        slowXdpwg.results[6].cpuSeconds = 0.9
+        slowXdpwg.results[6].coreBusySeconds = 1.0
         let undecided = try #require(slowXdpwg.targetChecks().first { $0.target == "xdpwg ≥ 4× wireguard-go per core, decrypt 64 B" })
         guard case .notMeasured(let reason) = undecided.verdict else { Issue.record("\(undecided.verdict)"); return }
         #expect(reason.contains("the xdpwg figure is bounded by the load"))

@@ -86,8 +86,14 @@ public struct ScenarioResult: Codable, Sendable {
     /// xdpwg's workers, the reference forwarder's and wireguard-go's whole process.
     public var cpuSeconds: Double
     /// Softirq and interrupt time on the cores the device runs on, in the window: work the
-    /// kernel does for it there (copy-mode transmit's far end, NAPI) outside its threads.
+    /// kernel does there (copy-mode transmit's far end, NAPI), in the device's threads or not.
     public var softirqSeconds: Double
+    /// Busy time (user, system, irq, softirq) of the cores the device is pinned to, in the
+    /// window: what the device cost, each tick counted once whoever ran there. Threads' CPU
+    /// plus softirq would count twice the softirq that interrupted the device's own threads
+    /// (tick-based accounting charges it to both: the thread's system time and the core's
+    /// softirq), and miss nothing this does not.
+    public var coreBusySeconds: Double
     /// The generator and path the load took ("XDP live frames → uplink XDP", ...).
     public var generator: String
     /// That generator's ceiling on that path at this size (nil: not measured).
@@ -101,6 +107,7 @@ public struct ScenarioResult: Codable, Sendable {
 
     public init(device: DeviceUnderTest, scenario: Scenario, offeredPackets: UInt64, deliveredPackets: UInt64,
                 seconds: Double, warmupSeconds: Double = 0, cpuSeconds: Double, softirqSeconds: Double = 0,
+                coreBusySeconds: Double? = nil,
                 generator: String = "", generatorCeilingMpps: Double? = nil, aead: String? = nil,
                 profile: String? = nil, notRun: String? = nil) {
         self.device = device
@@ -111,6 +118,7 @@ public struct ScenarioResult: Codable, Sendable {
         self.warmupSeconds = warmupSeconds
         self.cpuSeconds = cpuSeconds
         self.softirqSeconds = softirqSeconds
+        self.coreBusySeconds = coreBusySeconds ?? cpuSeconds
         self.generator = generator
         self.generatorCeilingMpps = generatorCeilingMpps
         self.aead = aead
@@ -150,19 +158,17 @@ public struct ScenarioResult: Codable, Sendable {
         ran ? Double(deliveredPackets) * Double(scenario.innerSize) * 8 / seconds / 1e9 : nil
     }
 
-    /// Like-for-like CPU cost: the device's threads plus the softirq time on its cores.
-    public var deviceCPUSeconds: Double { cpuSeconds + softirqSeconds }
-
-    /// CPU microseconds the device spent per delivered packet.
+    /// CPU microseconds the device's cores spent per delivered packet.
     public var cpuMicrosecondsPerPacket: Double? {
-        ran && deliveredPackets > 0 ? deviceCPUSeconds / Double(deliveredPackets) * 1e6 : nil
+        ran && deliveredPackets > 0 ? coreBusySeconds / Double(deliveredPackets) * 1e6 : nil
     }
 
-    /// Delivered Mpps per CPU-second the device used (threads + softirq on its cores): the
-    /// rate of one fully busy core, measured the same way for every device.
+    /// Delivered Mpps per busy second of the device's cores (its threads, and the kernel's
+    /// work there, softirq included): the rate of one fully busy core, measured the same way
+    /// for every device.
     public var mppsPerCore: Double? {
-        guard ran, deviceCPUSeconds > 0 else { return nil }
-        return Double(deliveredPackets) / deviceCPUSeconds / 1e6
+        guard ran, coreBusySeconds > 0 else { return nil }
+        return Double(deliveredPackets) / coreBusySeconds / 1e6
     }
 
     /// Whether the figure says more about the load than the device: the device delivered
@@ -188,6 +194,7 @@ public struct ScenarioResult: Codable, Sendable {
         case warmupSeconds = "warmup_seconds"
         case cpuSeconds = "cpu_seconds"
         case softirqSeconds = "softirq_seconds"
+        case coreBusySeconds = "core_busy_seconds"
         case generator
         case generatorCeilingMpps = "generator_ceiling_mpps"
         case aead, profile
@@ -214,6 +221,7 @@ public struct ScenarioResult: Codable, Sendable {
         try c.encode(warmupSeconds, forKey: .warmupSeconds)
         try c.encode(cpuSeconds, forKey: .cpuSeconds)
         try c.encode(softirqSeconds, forKey: .softirqSeconds)
+        try c.encode(coreBusySeconds, forKey: .coreBusySeconds)
         try c.encode(generator, forKey: .generator)
         try c.encode(generatorCeilingMpps, forKey: .generatorCeilingMpps)
         try c.encode(aead, forKey: .aead)
