@@ -80,7 +80,8 @@ struct BenchCommand: ParsableCommand {
         options.peers = peers
         options.seconds = seconds
         options.callgrind = !noCallgrind
-        options.referenceForwarder = referenceForwarder
+        // Absolute: it is started from inside a namespace, and the report quotes it as given.
+        options.referenceForwarder = referenceForwarder.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
         options.commit = commit
         #if DEBUG
         options.build = "debug"
