@@ -327,8 +327,7 @@ public final class BenchRunner: @unchecked Sendable {
         let gatewayEndpoint = Endpoint(address: IPAddress(GatewayTopology.gatewayAddress)!, port: BenchRunner.listenPort)
         func handshake() throws {
             guard let key = device.gatewayPublicKey else {
-                emulator.assumeSessions(local: socket.local,
-                                        gateway: gatewayEndpoint)
+                emulator.assumeSessions(local: socket.local, gateway: gatewayEndpoint)
                 return
             }
             // From the generator's core: a veth picks the far end's RX queue by the sending CPU
