@@ -159,7 +159,7 @@ for ax, direction in zip(axes[0], directions):
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
 
-fig.text(0.01, 0.01, "per core: delivered packets per CPU-second of the device's threads plus softirq on its cores; the AEAD alone on one pinned core",
+fig.text(0.01, 0.01, "per core: delivered packets per busy second of the core the device is pinned to (/proc/stat); the AEAD alone on one pinned core",
          fontsize=7, color="#555")
 fig.tight_layout(rect=(0, 0.03, 1, 1))
 fig.savefig(png_path, dpi=110)
