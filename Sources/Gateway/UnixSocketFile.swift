@@ -1,3 +1,4 @@
+import Engine
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -36,14 +37,14 @@ enum UnixSocketFile {
 
     /// bind(2) under umask 177, so the socket file is created 0600 (wireguard-go's umask 077
     /// gives 0700; the x bit means nothing on a socket). The umask is the process's, so it
-    /// is restored at once. Returns 0 or the errno.
+    /// is restored at once (`withProcessUmask`). Returns 0 or the errno.
     private static func bindPrivately(_ fd: Int32, _ address: inout sockaddr_un) -> Int32 {
-        let saved = umask(0o177)
-        defer { umask(saved) }
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        withProcessUmask(0o177) {
+            let rc = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            return rc == 0 ? 0 : errno
         }
-        return rc == 0 ? 0 : errno
     }
 
     /// Returns when the file at `path` is a socket nobody answers on; throws otherwise.

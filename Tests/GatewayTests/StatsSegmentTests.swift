@@ -338,11 +338,11 @@ struct StatsSegmentTests {
     @Test("the directory is created 0755 and the segment 0644 whatever the umask")
     func modes() throws {
         try withStatsDirectory { dir in
-            let old = umask(0o077)
-            defer { umask(old) }
             let sub = dir + "/run"
-            let segment = try StatsSegment.create(name: "modes", directory: sub, workers: [], tenantCapacity: 1,
-                                                  peerCapacity: 1, rxQueueCount: 0)
+            let segment = try withProcessUmask(0o077) {
+                try StatsSegment.create(name: "modes", directory: sub, workers: [], tenantCapacity: 1,
+                                        peerCapacity: 1, rxQueueCount: 0)
+            }
             defer { segment.close() }
             var st = stat()
             #expect(stat(sub, &st) == 0 && st.st_mode & 0o7777 == 0o755)

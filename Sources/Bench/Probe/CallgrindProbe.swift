@@ -95,6 +95,11 @@ public enum CallgrindProbe {
         guard copy.status == 0 else {
             throw ProbeError("`objcopy --strip-debug \(executable)` exited \(copy.status): \(tail(copy.standardError))")
         }
+        // objcopy creates its output under the process's umask, which another thread may hold
+        // at 077 or 177 for a moment (a private socket or file being made): set the mode.
+        guard chmod(stripped, 0o700) == 0 else {
+            throw ProbeError("chmod 700 \(stripped): \(errnoText())")
+        }
         let outputFile = scratch.path + "/callgrind.out"
         var arguments = command(executable: stripped, direction: direction, innerSize: innerSize, packets: packets,
                                 allocatingCanary: allocatingCanary, cryptoOff: cryptoOff, outputFile: outputFile)
