@@ -105,6 +105,8 @@ public final class BenchRunner: @unchecked Sendable {
                     }
                     do {
                         report.results += try runDevice(device, workers: workers, peers: peers, scenarios: scenarios)
+                    } catch let interrupted as LabRun.Interrupted {
+                        throw interrupted   // Ctrl-C ends the run (the signal was taken: nothing else sees it)
                     } catch {
                         say("  \(device.rawValue), \(workers) worker(s), \(peers) peers: FAILED: \(error)")
                         report.results += scenarios.map { .notRun(device, $0, reason: "failed: \(error)") }
@@ -640,20 +642,6 @@ public final class BenchRunner: @unchecked Sendable {
             last = now
         }
         return last
-    }
-
-    /// User plus system time of every thread of `pid` so far (/proc/PID/stat fields 14, 15).
-    static func cpuSeconds(pid: Int32) throws -> Double {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = text.lastIndex(of: ")") else {
-            throw Failure("cannot read /proc/\(pid)/stat: the device under test is gone")
-        }
-        // Fields after the command name (which may hold spaces) start at field 3.
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else {
-            throw Failure("unreadable /proc/\(pid)/stat")
-        }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 }
 

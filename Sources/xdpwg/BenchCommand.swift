@@ -20,8 +20,9 @@ struct BenchCommand: ParsableCommand {
             (real handshakes), and offers a constant load from a generator pinned to CPU 0: \
             pre-encrypted transport packets for the decrypt direction (paced a little above what the \
             device takes), plain packets for the encrypt direction, both at once for "both". After a \
-            warm-up, XDP sinks count what each device delivers over the window; the CPU time of its \
-            threads plus the softirq time on its cores is what it cost. Also measures every \
+            warm-up, XDP sinks count what each device delivers over the window; the busy time of the \
+            core it is pinned to (its threads and the kernel's work there) is what it cost, and perf \
+            samples where that time went. Also measures every \
             generator's ceiling on its path, every AEAD backend on one core and, under callgrind, \
             instructions and mallocs per packet of the worker's per-packet path (run a release build \
             for those). Writes report.md, report.json and chart.png into --output. Ctrl-C stops it \

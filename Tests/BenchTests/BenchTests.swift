@@ -33,8 +33,10 @@ struct BenchCommandTests {
             #expect(Double(result.deliveredPackets) <= Double(result.offeredPackets) * 1.1 + 3000,
                     "\(name): delivered more than offered")
             #expect(result.cpuSeconds > 0 && result.softirqSeconds >= 0 && result.seconds > 0.2)
-            // The device's core is busy at most the window's length (each tick counted once).
-            #expect(result.coreBusySeconds > 0 && result.coreBusySeconds <= result.seconds * 1.05, "\(name)")
+            // The device's core is busy at most the window's length (each tick counted once; ticks
+            // are 10 ms, and the two readings may each fall a tick off the window's edges).
+            #expect(result.coreBusySeconds > 0 && result.coreBusySeconds <= result.seconds + 0.03,
+                    "\(name): \(result.coreBusySeconds) s busy in \(result.seconds) s")
             #expect(!result.generator.isEmpty)
             #expect(result.scenario.direction == .both || result.generatorCeilingMpps != nil, "\(name): no ceiling")
         }
