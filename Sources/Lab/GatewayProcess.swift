@@ -16,6 +16,8 @@ public final class GatewayProcess: @unchecked Sendable {
     private let process: Process
     private let lock = NSLock()
     private var stopped = false
+    /// The log as it was when `stop` removed the directory (the final counters are in it).
+    private var finalLog: String?
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
@@ -56,8 +58,21 @@ public final class GatewayProcess: @unchecked Sendable {
 
     public var processIdentifier: Int32 { process.processIdentifier }
     public var isRunning: Bool { process.isRunning }
-    /// Everything the gateway logged so far.
-    public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    /// Everything the gateway logged so far (after `stop`, everything it logged).
+    public var log: String {
+        lock.lock()
+        defer { lock.unlock() }
+        return finalLog ?? (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+    }
+
+    /// Keeps the log, then removes the private directory.
+    private func removeDirectory() {
+        let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+        lock.lock()
+        finalLog = text
+        lock.unlock()
+        try? FileManager.default.removeItem(at: directory)
+    }
 
     /// Polls the log until `condition` holds; throws (with the log) if the gateway exits first
     /// or `timeout` passes.
@@ -88,10 +103,10 @@ public final class GatewayProcess: @unchecked Sendable {
             if process.isRunning {
                 kill(process.processIdentifier, SIGKILL)
                 process.waitUntilExit()
-                try? FileManager.default.removeItem(at: directory)
+                removeDirectory()
                 return nil
             }
-            try? FileManager.default.removeItem(at: directory)
+            removeDirectory()
         }
         process.waitUntilExit()
         return process.terminationReason == .exit ? process.terminationStatus : nil

@@ -22,83 +22,35 @@ import Glibc
 ///   and shown in `xdpwg stats`, traffic comes back, and the peer keeps its session.
 @Suite(.serialized, .enabled(if: Privileged.shouldRun))
 struct GatewayFaultTests {
-    /// Two tenants with one wireguard-go peer each. Tenant B's peer has an endpoint in the
-    /// configuration (so the gateway can initiate to it); tenant A's peer is learned.
+    /// The two overlapping tenants of `TwoTenantGateway` (peer B's endpoint configured, so the
+    /// gateway can initiate to it; peer A's learned), and what these tests ask of the gateway.
     final class Fixture {
-        let topology: GatewayTopology
-        let tag = getpid() % 100_000
-        let name: String
-        let tenantA: String, tenantB: String
-        let namespaceA: String, namespaceB: String
+        let setup: TwoTenantGateway
         /// The tenant namespaces, to run things in (the gateway makes them; the topology
         /// removes them on every exit path: a killed gateway leaves them behind).
         let a: NetworkNamespace, b: NetworkNamespace
-        let keyA = PrivateKey.generate(), keyB = PrivateKey.generate()
-        let portA: UInt16 = 51820, portB: UInt16 = 51821
-        var peerA: GatewayTopology.Peer { topology.peers[0] }
-        var peerB: GatewayTopology.Peer { topology.peers[1] }
+        var topology: GatewayTopology { setup.topology }
+        var name: String { setup.name }
+        var tenantA: String { setup.a.name }
+        var tenantB: String { setup.b.name }
+        var namespaceA: String { setup.a.namespaceName }
+        var namespaceB: String { setup.b.namespaceName }
+        var peerA: GatewayTopology.Peer { setup.a.peer }
+        var peerB: GatewayTopology.Peer { setup.b.peer }
 
         init(prefix: String) throws {
-            topology = try GatewayTopology(peers: [
-                .init(tenant: "a", innerAddress: "10.10.1.2/32", tenantRange: "10.10.0.0/24", queue: 0),
-                .init(tenant: "b", innerAddress: "10.10.1.2/32", tenantRange: "10.10.0.0/24", queue: 1),
-            ])
-            name = "\(prefix)\(tag)"
-            tenantA = "\(prefix)a\(tag)"
-            tenantB = "\(prefix)b\(tag)"
-            namespaceA = topology.namespaceName(tag: "\(prefix)a")
-            namespaceB = topology.namespaceName(tag: "\(prefix)b")
-            a = topology.adoptNamespace(named: namespaceA)
-            b = topology.adoptNamespace(named: namespaceB)
+            setup = try .overlapping(prefix: prefix)
+            a = setup.namespace(setup.a)
+            b = setup.namespace(setup.b)
         }
 
-        var configuration: String {
-            """
-            # written by GatewayFaultTests
-            [Gateway]
-            Uplink = \(topology.uplinkName)
-            Name = \(name)
-
-            [Tenant]
-            Name = \(tenantA)
-            PrivateKey = \(keyA.secret.base64ForDisplay)
-            ListenPort = \(portA)
-            Namespace = \(namespaceA)
-            Address = 10.10.0.1/24
-
-            [Peer]
-            PublicKey = \(peerA.publicKey)
-            AllowedIPs = 10.10.1.2/32
-
-            [Tenant]
-            Name = \(tenantB)
-            PrivateKey = \(keyB.secret.base64ForDisplay)
-            ListenPort = \(portB)
-            Namespace = \(namespaceB)
-            Address = 10.10.0.1/24
-
-            [Peer]
-            PublicKey = \(peerB.publicKey)
-            AllowedIPs = 10.10.1.2/32
-            Endpoint = \(peerB.endpoint)
-            """
-        }
-
-        /// `xdpwg up` with this configuration; the topology stops it at close.
+        /// `xdpwg up` with both tenants; the topology stops it at close.
         func start() throws -> GatewayProcess {
-            let gateway = try GatewayProcess(executable: try Command.xdpwg, in: topology.gateway,
-                                             configuration: configuration)
-            topology.atClose { gateway.stop() }
-            return gateway
+            try setup.start(setup.configuration(writtenBy: "GatewayFaultTests"))
         }
 
         /// Tells both peers about the gateway.
-        func configurePeers() throws {
-            try topology.configurePeer(0, gatewayPublicKey: keyA.publicKey.description,
-                                       endpoint: "\(GatewayTopology.gatewayAddress):\(portA)", allowedIPs: "10.10.0.0/24")
-            try topology.configurePeer(1, gatewayPublicKey: keyB.publicKey.description,
-                                       endpoint: "\(GatewayTopology.gatewayAddress):\(portB)", allowedIPs: "10.10.0.0/24")
-        }
+        func configurePeers() throws { try setup.configurePeers() }
 
         /// `xdpwg stats --name NAME --json`, parsed.
         func statsJSON() throws -> [String: Any] {

@@ -14,73 +14,26 @@ import Glibc
 struct GatewayReloadTests {
     @Test func tenantsComeAndGoWhileAnotherCarriesTraffic() throws {
         try Privileged.require()
-        let topology = try GatewayTopology(peers: [
-            .init(tenant: "a", innerAddress: "10.10.1.2/32", tenantRange: "10.10.0.0/24", queue: 0),
-            .init(tenant: "b", innerAddress: "10.10.1.2/32", tenantRange: "10.10.0.0/24", queue: 1),
-        ])
+        let setup = try TwoTenantGateway.overlapping(prefix: "r")
+        let topology = setup.topology
         defer { topology.close() }
-        let tag = getpid() % 100_000
-        let name = "rl\(tag)"
-        let keyA = PrivateKey.generate(), keyB = PrivateKey.generate()
-        let namespaceA = topology.namespaceName(tag: "ra"), namespaceB = topology.namespaceName(tag: "rb")
-        let tenantAName = "ra\(tag)", tenantBName = "rb\(tag)"
-        let peerA = topology.peers[0], peerB = topology.peers[1]
+        let name = setup.name
+        let tenantAName = setup.a.name, tenantBName = setup.b.name
+        let namespaceA = setup.a.namespaceName, namespaceB = setup.b.namespaceName
+        let keyA = setup.a.key, keyB = setup.b.key
+        let peerA = setup.a.peer
 
-        func file(gateway: String = "Uplink = \(topology.uplinkName)", tenantB: String?) -> String {
-            var text = """
-                [Gateway]
-                \(gateway)
-                Name = \(name)
-
-                [Tenant]
-                Name = \(tenantAName)
-                PrivateKey = \(keyA.secret.base64ForDisplay)
-                ListenPort = 51820
-                Namespace = \(namespaceA)
-                Address = 10.10.0.1/24
-
-                [Peer]
-                PublicKey = \(peerA.publicKey)
-                AllowedIPs = 10.10.1.2/32
-
-                """
-            if let tenantB {
-                text += """
-                    [Tenant]
-                    Name = \(tenantBName)
-                    PrivateKey = \(keyB.secret.base64ForDisplay)
-                    Namespace = \(namespaceB)
-                    Address = 10.10.0.1/24
-                    \(tenantB)
-                    """
-            }
-            return text
+        func file(uplink: String? = nil, tenantB: String?) -> String {
+            setup.configuration(writtenBy: "GatewayReloadTests", uplink: uplink,
+                                tenants: [setup.a.section()] + (tenantB.map { [$0] } ?? []))
         }
-        let tenantBFirst = """
-            ListenPort = 51821
-            [Peer]
-            PublicKey = \(peerB.publicKey)
-            AllowedIPs = 10.10.1.2/32
-            Endpoint = \(peerB.endpoint)
-            """
-        let tenantBChanged = """
-            ListenPort = 51821
-            [Peer]
-            PublicKey = \(peerB.publicKey)
-            AllowedIPs = 10.10.1.2/32, 10.10.2.0/24
-            Endpoint = \(peerB.endpoint)
-            PersistentKeepalive = 5
-            """
-        let tenantBBroken = """
-            ListenPort = 99999
-            [Peer]
-            PublicKey = \(peerB.publicKey)
-            """
+        let tenantBFirst = setup.b.section(peerEndpoint: true)
+        let tenantBChanged = setup.b.section(peerEndpoint: true, allowedIPs: "10.10.1.2/32, 10.10.2.0/24",
+                                             peerLines: ["PersistentKeepalive = 5"])
+        let tenantBBroken = setup.b.section(listenPort: "99999")
 
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("xdpwg-reload-\(getpid())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let configPath = directory.appendingPathComponent("gateway.conf").path
+        let gateway = try setup.start(file(tenantB: nil))
+        let configPath = gateway.configurationPath
         func write(_ text: String) {
             _ = FileManager.default.createFile(atPath: configPath, contents: Data(text.utf8),
                                                attributes: [.posixPermissions: 0o600])
@@ -89,20 +42,10 @@ struct GatewayReloadTests {
             let (status, stdout, stderr) = try Command.runAllowingFailure([try Command.xdpwg, "reload", "--name", name])
             return (status, stdout, stderr)
         }
-        let log = directory.appendingPathComponent("gateway.log")
-
-        write(file(tenantB: nil))
-        let gateway = try topology.gateway.spawn([try Command.xdpwg, "up", "--config", configPath], log: log,
-                                                 sharedMounts: true)
-        defer { if gateway.isRunning { NetworkNamespace.stop(gateway) } }
-        let tenantA = topology.adoptNamespace(named: namespaceA)
-        try GatewayUpTests.waitFor("the gateway to come up", log: log, process: gateway) { $0.contains("up: uplink") }
-        try topology.configurePeer(0, gatewayPublicKey: keyA.publicKey.description,
-                                   endpoint: "\(GatewayTopology.gatewayAddress):51820", allowedIPs: "10.10.0.0/24")
-        try topology.configurePeer(1, gatewayPublicKey: keyB.publicKey.description,
-                                   endpoint: "\(GatewayTopology.gatewayAddress):51821", allowedIPs: "10.10.0.0/24")
+        let tenantA = setup.namespace(setup.a)
+        try setup.configurePeers()
         let first = try topology.ping(from: 0, to: "10.10.0.1", count: 3, interval: 0.2)
-        #expect(first.allReceived, "peer A → tenant A before any reload: \(first)\n\(GatewayUpTests.text(log))")
+        #expect(first.allReceived, "peer A → tenant A before any reload: \(first)\n\(gateway.log)")
 
         // Tenant A carries TCP for the whole sequence.
         let seconds = 20
@@ -118,7 +61,7 @@ struct GatewayReloadTests {
         #expect(added.stdout.contains("tenant \(tenantBName): added with 1 peer(s)"), "\(added.stdout)")
         let tenantB = topology.adoptNamespace(named: namespaceB)
         let toB = try topology.ping(from: 1, to: "10.10.0.1", count: 5, interval: 0.2)
-        #expect(toB.received >= 3, "peer B → the added tenant B: \(toB)\n\(GatewayUpTests.text(log))")
+        #expect(toB.received >= 3, "peer B → the added tenant B: \(toB)\n\(gateway.log)")
 
         // 2. Tenant B's peer changed: another prefix (routed in its namespace), a keepalive.
         write(file(tenantB: tenantBChanged))
@@ -137,7 +80,7 @@ struct GatewayReloadTests {
         #expect(broken.stderr.contains("\(configPath):"), "no file:line in \(broken.stderr)")
         #expect(broken.stderr.contains("ListenPort: '99999' is not a port number"), "\(broken.stderr)")
         #expect(broken.stderr.contains("the running configuration stays"), "\(broken.stderr)")
-        write(file(gateway: "Uplink = lo", tenantB: tenantBChanged))
+        write(file(uplink: "lo", tenantB: tenantBChanged))
         let uplinkChange = try reload()
         #expect(uplinkChange.status == 1 && uplinkChange.stderr.contains("Uplink cannot change while the gateway runs"),
                 "\(uplinkChange)")
@@ -155,14 +98,14 @@ struct GatewayReloadTests {
         // 5. SIGHUP does the same: tenant B comes back.
         write(file(tenantB: tenantBFirst))
         kill(gateway.processIdentifier, SIGHUP)
-        try GatewayUpTests.waitFor("the SIGHUP reload", log: log, process: gateway) {
+        try gateway.waitForLog(what: "the SIGHUP reload") {
             $0.components(separatedBy: "reload: tenant \(tenantBName): added").count == 3
         }
         // Peer B still holds a session with the tenant B that was removed: the new tenant B
         // speaks first, so the gateway initiates a new one.
         let newB = topology.adoptNamespace(named: namespaceB)
         let backB = try GatewayTopology.ping(in: newB, to: "10.10.1.2", count: 5, interval: 0.2)
-        #expect(backB.received >= 3, "tenant B re-added by SIGHUP → peer B: \(backB)\n\(GatewayUpTests.text(log))")
+        #expect(backB.received >= 3, "tenant B re-added by SIGHUP → peer B: \(backB)\n\(gateway.log)")
 
         // Tenant A's iperf3 run never stalled, and its session was never rebuilt.
         let run = try #require(try traffic.wait(seconds: Double(seconds + 30)), "the iperf3 run through tenant A hung")
@@ -173,10 +116,9 @@ struct GatewayReloadTests {
         #expect(run.server.intervalBytes.dropLast().allSatisfy { $0 > 0 },
                 "a second without traffic: \(run.server.intervalBytes)")
 
-        kill(gateway.processIdentifier, SIGTERM)
-        #expect(GatewayUpTests.wait(for: gateway, seconds: 15), "xdpwg up did not exit after SIGTERM")
-        #expect(gateway.terminationStatus == 0, "exit status \(gateway.terminationStatus)\n\(GatewayUpTests.text(log))")
-        let text = GatewayUpTests.text(log)
+        let status = gateway.stop()
+        let text = gateway.log
+        #expect(status == 0, "xdpwg up did not exit cleanly after SIGTERM (status \(status.map(String.init) ?? "killed"))\n\(text)")
         let peerLine = text.split(separator: "\n").first { $0.hasPrefix("stats: peer") && $0.contains(peerA.publicKey) }
         #expect(peerLine?.contains(" handshakes=1 ") == true, "tenant A's peer did not keep its one session: \(peerLine ?? "")\n\(text)")
         #expect(!text.contains(keyA.secret.base64ForDisplay) && !text.contains(keyB.secret.base64ForDisplay))
@@ -246,20 +188,14 @@ struct GatewayOperatorToolsTests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("xdpwg-tools-\(getpid())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let configPath = directory.appendingPathComponent("gateway.conf").path
-        _ = FileManager.default.createFile(atPath: configPath, contents: Data(config.utf8),
-                                           attributes: [.posixPermissions: 0o600])
-        let log = directory.appendingPathComponent("gateway.log")
-        let gateway = try topology.gateway.spawn([try Command.xdpwg, "up", "--config", configPath], log: log,
-                                                 sharedMounts: true)
-        defer { if gateway.isRunning { NetworkNamespace.stop(gateway) } }
+        let gateway = try GatewayProcess(executable: try Command.xdpwg, in: topology.gateway, configuration: config)
+        topology.atClose { gateway.stop() }
         let inner = topology.adoptNamespace(named: namespace)
-        try GatewayUpTests.waitFor("the gateway to come up", log: log, process: gateway) { $0.contains("up: uplink") }
         try topology.configurePeer(0, gatewayPublicKey: key.publicKey.description,
                                    endpoint: "\(GatewayTopology.gatewayAddress):51820", allowedIPs: "10.10.0.0/24",
                                    presharedKey: psk)
         let ping = try topology.ping(from: 0, to: "10.10.0.1", count: 3, interval: 0.2)
-        #expect(ping.allReceived, "peer → tenant: \(ping)\n\(GatewayUpTests.text(log))")
+        #expect(ping.allReceived, "peer → tenant: \(ping)\n\(gateway.log)")
         usleep(300_000)   // the stats segment is published four times a second
 
         // `wg show` and `wg showconf`: what the tenant is, and what it has seen.
@@ -329,16 +265,15 @@ struct GatewayOperatorToolsTests {
                                    endpoint: "\(GatewayTopology.gatewayAddress):51820", allowedIPs: "10.10.0.0/24",
                                    presharedKey: psk)
         let rekeyed = try topology.ping(from: 0, to: "10.10.0.1", count: 5, interval: 0.2)
-        #expect(rekeyed.received >= 3, "peer → tenant after the tenant's new private key: \(rekeyed)\n\(GatewayUpTests.text(log))")
+        #expect(rekeyed.received >= 3, "peer → tenant after the tenant's new private key: \(rekeyed)\n\(gateway.log)")
 
-        kill(gateway.processIdentifier, SIGTERM)
-        #expect(GatewayUpTests.wait(for: gateway, seconds: 15))
-        #expect(gateway.terminationStatus == 0, "\(GatewayUpTests.text(log))")
+        let status = gateway.stop()
+        #expect(status == 0, "\(gateway.log)")
         #expect(!FileManager.default.fileExists(atPath: "/var/run/wireguard/\(tenant).sock"))
         #expect(!FileManager.default.fileExists(atPath: "/run/xdpwg/\(name).stats"))
         let gone = try Command.runAllowingFailure([try Command.xdpwg, "stats", "--name", name])
         #expect(gone.0 == 1 && gone.2.contains("no gateway named"), "\(gone)")
-        let text = GatewayUpTests.text(log)
+        let text = gateway.log
         for secret in [key.secret, newKey.secret] {
             #expect(!text.contains(secret.base64ForDisplay) && !text.contains(secret.hexForDisplay))
         }

@@ -23,88 +23,30 @@ import Glibc
 /// - All of it once per transport cipher backend, forced with `[Gateway] Crypto`.
 @Suite(.serialized, .enabled(if: Privileged.shouldRun))
 struct GatewayUpTests {
-    struct Tenant {
-        let name: String
-        let namespace: String
-        let key: PrivateKey
-        let port: UInt16
-    }
-
     @Test(arguments: AEADBackend.allCases)
     func twoOverlappingTenantsThroughTheGateway(backend: AEADBackend) throws {
         try Privileged.require()
-        let topology = try GatewayTopology(peers: [
-            .init(tenant: "a", innerAddress: "10.10.1.2/32", tenantRange: "10.10.0.0/24", queue: 0),
-            .init(tenant: "b", innerAddress: "10.10.1.2/32", tenantRange: "10.10.0.0/24", queue: 1),
-        ])
+        let setup = try TwoTenantGateway.overlapping(prefix: "t")
+        let topology = setup.topology
         defer { topology.close() }
-        let tag = getpid() % 100_000
-        let a = Tenant(name: "ta\(tag)", namespace: topology.namespaceName(tag: "ta"), key: .generate(), port: 51820)
-        let b = Tenant(name: "tb\(tag)", namespace: topology.namespaceName(tag: "tb"), key: .generate(), port: 51821)
+        let a = setup.a, b = setup.b
         let coreKey = PrivateKey.generate()
-        let peerA = topology.peers[0], peerB = topology.peers[1]
-
-        let config = """
-            # written by GatewayUpTests
-            [Gateway]
-            Uplink = \(topology.uplinkName)
-            Name = up\(tag)
-            Crypto = \(backend.name)
-
-            [Tenant]
-            Name = \(a.name)
-            PrivateKey = \(a.key.secret.base64ForDisplay)
-            ListenPort = \(a.port)
-            Namespace = \(a.namespace)
-            Address = 10.10.0.1/24
-
-            [Peer]
-            PublicKey = \(peerA.publicKey)
-            AllowedIPs = 10.10.1.2/32
-
-            [Peer]
-            # the core-based peer that spoofs and replays
-            PublicKey = \(coreKey.publicKey)
-            AllowedIPs = 10.10.1.9/32
-
-            [Tenant]
-            Name = \(b.name)
-            PrivateKey = \(b.key.secret.base64ForDisplay)
-            ListenPort = \(b.port)
-            Namespace = \(b.namespace)
-            Address = 10.10.0.1/24
-
-            [Peer]
-            PublicKey = \(peerB.publicKey)
-            AllowedIPs = 10.10.1.2/32
-            Endpoint = \(peerB.endpoint)
-            """
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("xdpwg-up-\(getpid())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let configPath = directory.appendingPathComponent("gateway.conf").path
-        _ = FileManager.default.createFile(atPath: configPath, contents: Data(config.utf8), attributes: [.posixPermissions: 0o600])
-        let log = directory.appendingPathComponent("gateway.log")
-
-        let gateway = try topology.gateway.spawn([try Command.xdpwg, "up", "--config", configPath], log: log,
-                                                 sharedMounts: true)
-        let tenantA = topology.adoptNamespace(named: a.namespace)
-        let tenantB = topology.adoptNamespace(named: b.namespace)
-        try Self.waitFor("the gateway to come up", log: log, process: gateway) { $0.contains("up: uplink") }
-        #expect(Self.text(log).contains("crypto: \(backend.name) (forced"), "the log does not name the backend\n\(Self.text(log))")
-        #expect(try StatsReader.open(name: "up\(tag)").snapshot().crypto == backend.name, "xdpwg stats names another backend")
-
-        try topology.configurePeer(0, gatewayPublicKey: a.key.publicKey.description,
-                                   endpoint: "\(GatewayTopology.gatewayAddress):\(a.port)", allowedIPs: "10.10.0.0/24")
-        try topology.configurePeer(1, gatewayPublicKey: b.key.publicKey.description,
-                                   endpoint: "\(GatewayTopology.gatewayAddress):\(b.port)", allowedIPs: "10.10.0.0/24")
+        let peerA = a.peer, peerB = b.peer
+        let corePeer = TwoTenantGateway.peerSection(coreKey.publicKey, allowedIPs: "10.10.1.9/32",
+                                                    comment: "the core-based peer that spoofs and replays")
+        let gateway = try setup.start(setup.configuration(writtenBy: "GatewayUpTests", gatewayLines: ["Crypto = \(backend.name)"],
+                                                          extraPeersOfA: [corePeer]))
+        let tenantA = setup.namespace(a), tenantB = setup.namespace(b)
+        #expect(gateway.log.contains("crypto: \(backend.name) (forced"), "the log does not name the backend\n\(gateway.log)")
+        #expect(try StatsReader.open(name: setup.name).snapshot().crypto == backend.name, "xdpwg stats names another backend")
+        try setup.configurePeers()
 
         // Tenant B speaks first: the gateway holds the packets, initiates, then delivers.
         let fromB = try GatewayTopology.ping(in: tenantB, to: "10.10.1.2", count: 5, interval: 0.2)
-        #expect(fromB.received >= 3, "tenant B → peer B with the gateway initiating: \(fromB)\n\(Self.text(log))")
+        #expect(fromB.received >= 3, "tenant B → peer B with the gateway initiating: \(fromB)\n\(gateway.log)")
         // Tenant A's peer speaks first: the gateway responds.
         let toA = try topology.ping(from: 0, to: "10.10.0.1", count: 5, interval: 0.1)
-        #expect(toA.allReceived, "peer A → tenant A: \(toA)\n\(Self.text(log))")
+        #expect(toA.allReceived, "peer A → tenant A: \(toA)\n\(gateway.log)")
         let fromA = try GatewayTopology.ping(in: tenantA, to: "10.10.1.2", count: 5, interval: 0.1)
         #expect(fromA.allReceived, "tenant A → peer A: \(fromA)")
         let toB = try topology.ping(from: 1, to: "10.10.0.1", count: 5, interval: 0.1)
@@ -127,7 +69,7 @@ struct GatewayUpTests {
                 print("\(name): \(result.client.receiverBitsPerSecond / 1e6) Mbit/s")
                 #expect(result.server.receivedBytes > 0, "\(name)")
             } catch {
-                Issue.record("\(name): \(error)\n\(Self.text(log))")
+                Issue.record("\(name): \(error)\n\(gateway.log)")
             }
         }
 
@@ -139,7 +81,7 @@ struct GatewayUpTests {
         core.send(Packets.icmpEcho(source: "10.10.1.9", destination: "10.10.0.1", identifier: 7, sequence: 1,
                                    payload: Array(repeating: 0x42, count: 32)))
         let reply = core.waitForPacket(timeout: 10) { $0.source == "10.10.0.1" && $0.destination == "10.10.1.9" }
-        #expect(reply != nil, "the core peer's ping was not answered\n\(Self.text(log))")
+        #expect(reply != nil, "the core peer's ping was not answered\n\(gateway.log)")
         core.send(Packets.icmpEcho(source: "10.10.9.9", destination: "10.10.0.1", identifier: 7, sequence: 2,
                                    payload: Array(repeating: 0x42, count: 32)))
         usleep(300_000)
@@ -149,17 +91,15 @@ struct GatewayUpTests {
         usleep(300_000)
 
         // Stop: SIGTERM, clean exit, final counters in the log.
-        kill(gateway.processIdentifier, SIGTERM)
-        let exited = Self.wait(for: gateway, seconds: 15)
-        #expect(exited, "xdpwg up did not exit after SIGTERM")
-        if !exited { NetworkNamespace.stop(gateway) }
-        #expect(gateway.terminationStatus == 0, "exit status \(gateway.terminationStatus)\n\(Self.text(log))")
-        let stats = Self.stats(Self.text(log))
-        print(Self.text(log).split(separator: "\n").filter { $0.hasPrefix("stats:") }.joined(separator: "\n"))
+        let status = gateway.stop()
+        let log = gateway.log
+        #expect(status == 0, "xdpwg up did not exit cleanly after SIGTERM (status \(status.map(String.init) ?? "killed"))\n\(log)")
+        let stats = Self.stats(log)
+        print(log.split(separator: "\n").filter { $0.hasPrefix("stats:") }.joined(separator: "\n"))
 
         // Both uplink queues carried traffic, by the worker's count and by the XDP program's.
         let q0 = stats["queue=0"]?["uplink_rx_packets"] ?? 0, q1 = stats["queue=1"]?["uplink_rx_packets"] ?? 0
-        #expect(q0 > 100 && q1 > 100, "uplink RX per queue: \(q0), \(q1)\n\(Self.text(log))")
+        #expect(q0 > 100 && q1 > 100, "uplink RX per queue: \(q0), \(q1)\n\(gateway.log)")
         let redirects = stats["xdp_redirects"] ?? [:]
         #expect((redirects["queue0"] ?? 0) > 100 && (redirects["queue1"] ?? 0) > 100, "XDP redirects per queue: \(redirects)")
         let drops = stats.filter { $0.key.hasPrefix("drops") }.values
@@ -172,7 +112,7 @@ struct GatewayUpTests {
         let link = try topology.gateway.exec(["ip", "-j", "-d", "link", "show", topology.uplinkName])
         #expect(!link.contains("\"xdp\""), "an XDP program is still attached: \(link)")
         let namespaces = try Command.run(["ip", "netns", "list"])
-        #expect(!namespaces.contains(a.namespace) && !namespaces.contains(b.namespace), "tenant namespaces left: \(namespaces)")
+        #expect(!namespaces.contains(a.namespaceName) && !namespaces.contains(b.namespaceName), "tenant namespaces left: \(namespaces)")
         #expect(!gateway.isRunning)
     }
 
@@ -214,28 +154,6 @@ struct GatewayUpTests {
 
     // MARK: Helpers
 
-    static func text(_ url: URL) -> String { (try? String(contentsOf: url, encoding: .utf8)) ?? "" }
-
-    static func waitFor(_ what: String, log: URL, process: Process, seconds: Double = 20,
-                        _ condition: (String) -> Bool) throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if condition(text(log)) { return }
-            guard process.isRunning else {
-                throw Failure(description: "xdpwg exited (\(process.terminationStatus)) before \(what):\n\(text(log))")
-            }
-            usleep(100_000)
-        }
-        throw Failure(description: "timed out waiting for \(what):\n\(text(log))")
-    }
-
-    static func wait(for process: Process, seconds: Double) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while process.isRunning && Date() < deadline { usleep(50_000) }
-        if !process.isRunning { process.waitUntilExit() }
-        return !process.isRunning
-    }
-
     /// The `stats:` lines of the gateway's log: subject (`queue=0`, `drops queue=1`, `xdp`,
     /// `xdp_redirects`, ...) → key → value. Later lines replace earlier ones.
     static func stats(_ log: String) -> [String: [String: UInt64]] {
@@ -255,6 +173,4 @@ struct GatewayUpTests {
         }
         return result
     }
-
-    struct Failure: Error, CustomStringConvertible { var description: String }
 }

@@ -24,17 +24,24 @@ import Glibc
 /// Counters come from the gateway's stats segment (`StatsReader`, what `xdpwg stats` reads).
 /// `close()` (idempotent, also from deinit) stops the gateway and removes every namespace.
 final class WireAttackLab: @unchecked Sendable {
+    /// A tenant of `TwoTenantGateway.distinct` and the core peer this lab gives it.
     struct Tenant {
-        let name: String
-        let namespaceName: String
-        let key: PrivateKey
-        let port: UInt16
-        /// The tenant's own address in its namespace.
-        let address: String
+        let setup: TwoTenantGateway.Tenant
         let corePeerKey: PrivateKey
         let corePeerAddress: String
+        var name: String { setup.name }
+        var namespaceName: String { setup.namespaceName }
+        var key: PrivateKey { setup.key }
+        var port: UInt16 { setup.port }
+        /// The tenant's own address in its namespace.
+        var address: String { setup.address }
         /// The interface inside the tenant's namespace (the configuration's tenant name).
         var interface: String { name }
+
+        /// The tenant's section: its wireguard-go peer and its core peer.
+        var section: String {
+            setup.section(extraPeers: [TwoTenantGateway.peerSection(corePeerKey.publicKey, allowedIPs: "\(corePeerAddress)/32")])
+        }
     }
 
     static let attackerBase = 100
@@ -60,17 +67,12 @@ final class WireAttackLab: @unchecked Sendable {
     /// Builds everything, establishes both wireguard-go tunnels (a ping each way) and checks
     /// the gateway counted no drop doing so.
     init(attackers: Int = 32) throws {
-        topology = try GatewayTopology(peers: [
-            .init(tenant: "a", innerAddress: "10.10.1.2/32", tenantRange: "10.10.0.0/24", queue: 0),
-            .init(tenant: "b", innerAddress: "10.20.1.2/32", tenantRange: "10.20.0.0/24", queue: 1),
-        ])
+        let setup = try TwoTenantGateway.distinct(prefix: "k")
+        topology = setup.topology
         do {
-            let tag = getpid() % 100_000
-            gatewayName = "atk\(tag)"
-            a = Tenant(name: "ka\(tag)", namespaceName: topology.namespaceName(tag: "ka"), key: .generate(), port: 51820,
-                       address: "10.10.0.1", corePeerKey: .generate(), corePeerAddress: "10.10.1.9")
-            b = Tenant(name: "kb\(tag)", namespaceName: topology.namespaceName(tag: "kb"), key: .generate(), port: 51821,
-                       address: "10.20.0.1", corePeerKey: .generate(), corePeerAddress: "10.20.1.9")
+            gatewayName = setup.name
+            a = Tenant(setup: setup.a, corePeerKey: .generate(), corePeerAddress: "10.10.1.9")
+            b = Tenant(setup: setup.b, corePeerKey: .generate(), corePeerAddress: "10.20.1.9")
             attackerAddresses = (0..<attackers).map { "192.0.2.\(WireAttackLab.attackerBase + $0)" }
             // One `ip -batch` for all of them: 32 `ip` processes would cost a second.
             let link = topology.internetLinkName
@@ -78,53 +80,13 @@ final class WireAttackLab: @unchecked Sendable {
                 .joined(separator: "\n") + "\n"
             try topology.internet.exec(["ip", "-batch", "-"], input: batch)
 
-            tenantA = topology.adoptNamespace(named: a.namespaceName)
-            tenantB = topology.adoptNamespace(named: b.namespaceName)
-            let peerA = topology.peers[0], peerB = topology.peers[1]
-            let configuration = """
-                # written by WireAttackTests
-                [Gateway]
-                Uplink = \(topology.uplinkName)
-                Name = \(gatewayName)
-
-                [Tenant]
-                Name = \(a.name)
-                PrivateKey = \(a.key.secret.base64ForDisplay)
-                ListenPort = \(a.port)
-                Namespace = \(a.namespaceName)
-                Address = \(a.address)/24
-
-                [Peer]
-                PublicKey = \(peerA.publicKey)
-                AllowedIPs = \(peerA.spec.innerAddress)
-
-                [Peer]
-                PublicKey = \(a.corePeerKey.publicKey)
-                AllowedIPs = \(a.corePeerAddress)/32
-
-                [Tenant]
-                Name = \(b.name)
-                PrivateKey = \(b.key.secret.base64ForDisplay)
-                ListenPort = \(b.port)
-                Namespace = \(b.namespaceName)
-                Address = \(b.address)/24
-
-                [Peer]
-                PublicKey = \(peerB.publicKey)
-                AllowedIPs = \(peerB.spec.innerAddress)
-
-                [Peer]
-                PublicKey = \(b.corePeerKey.publicKey)
-                AllowedIPs = \(b.corePeerAddress)/32
-                """
-            gateway = try GatewayProcess(executable: try Command.xdpwg, in: topology.gateway,
-                                         configuration: configuration)
+            tenantA = setup.namespace(setup.a)
+            tenantB = setup.namespace(setup.b)
+            gateway = try setup.start(setup.configuration(writtenBy: "WireAttackTests", tenants: [a.section, b.section]))
         } catch {
             topology.close()
             throw error
         }
-        let gateway = self.gateway
-        topology.atClose { gateway.stop() }
         do {
             stats = try StatsReader.open(name: gatewayName)
         } catch {
@@ -132,11 +94,7 @@ final class WireAttackLab: @unchecked Sendable {
             throw error
         }
         do {
-            for (index, tenant) in [(0, a), (1, b)] {
-                try topology.configurePeer(index, gatewayPublicKey: tenant.key.publicKey.description,
-                                           endpoint: "\(GatewayTopology.gatewayAddress):\(tenant.port)",
-                                           allowedIPs: topology.peers[index].spec.tenantRange)
-            }
+            try setup.configurePeers()
             try expectTunnelsCarryTraffic("before any attack")
         } catch {
             close()
