@@ -92,6 +92,13 @@ let package = Package(
         ),
         .testTarget(name: "IntegrationTests", dependencies: ["WireGuard", "Gateway", "CXDPWG", "TestSupport"]),
         .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing", "WireGuard"]),
+        // The `xdpwg` commands as an operator runs them (the built binary), and the unit file.
+        .testTarget(
+            name: "CLITests",
+            dependencies: ["Gateway", "Engine", "WireGuard", "TestSupport"]
+        ),
+        // The repository itself: ARCHITECTURE.md names only what exists.
+        .testTarget(name: "RepositoryTests", dependencies: ["TestSupport"]),
         .testTarget(name: "BenchTests", dependencies: ["Bench", "Lab", "Engine", "Gateway", "WireGuard", "TestSupport"]),
     ]
 )

@@ -128,7 +128,7 @@ import Glibc
     /// The project rule, checked where it has to hold: no `Log` call in Sources mentions a
     /// secret key, a key's full text, or the display forms that exist only for `wg showconf`.
     @Test func noLogCallInTheSourcesMentionsKeyMaterial() throws {
-        let calls = try logCalls(inSourcesOf: repositoryRoot())
+        let calls = try logCalls(inSourcesOf: Repository.root)
         #expect(calls.count >= 10, "found only \(calls.count) Log calls: the scan is broken")
         for call in calls {
             #expect(Self.mentionsKeyMaterial(call.text) == nil,
@@ -341,11 +341,6 @@ private func unescape(_ scalars: ArraySlice<Unicode.Scalar>, quoted: Bool = fals
         }
     }
     return String(out)
-}
-
-/// The repository's root, from this file's path (Tests/GatewayTests/LogTests.swift).
-func repositoryRoot(filePath: String = #filePath) -> URL {
-    URL(fileURLWithPath: filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 }
 
 /// Every `Log.<level>(…)` call in Sources, with its arguments up to the matching parenthesis.

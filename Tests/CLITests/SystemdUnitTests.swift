@@ -11,7 +11,7 @@ import Glibc
 /// hide the tenants' namespaces from the host), commands that the built `xdpwg` really
 /// accepts, and systemd's own verdict (`systemd-analyze verify`). Unprivileged.
 @Suite struct SystemdUnitTests {
-    static var unitURL: URL { repositoryRoot().appendingPathComponent("contrib/xdpwg.service") }
+    static var unitURL: URL { Repository.root.appendingPathComponent("contrib/xdpwg.service") }
 
     static func unit() throws -> UnitFile {
         try UnitFile(parsing: String(contentsOf: unitURL, encoding: .utf8))
