@@ -6,7 +6,7 @@ import WireGuard
 import Glibc
 #endif
 
-// The stats segment (DESIGN §3, VPP's idea): one file in /run/xdpwg (tmpfs), mapped shared by
+// The stats segment (VPP's idea; ARCHITECTURE.md, "Shared memory"): one file in /run/xdpwg (tmpfs), mapped shared by
 // the gateway, which writes it, and by `xdpwg stats` and the metrics server, which read it.
 // Reading costs the data path nothing: workers keep their counters in the segment itself and
 // nobody ever asks them for anything.
