@@ -81,8 +81,8 @@ let package = Package(
             ]
         ),
 
-        // Helpers shared by the privileged test targets: namespaces, external commands, the
-        // protocol core as a UDP peer, inner packets.
+        // Fixtures shared by the test targets: namespaces, external commands, the protocol core
+        // as a UDP peer, inner packets, the two-tenant gateway, stats segments.
         .target(name: "TestSupport", dependencies: ["WireGuard", "Lab", "CXDPWG"], path: "Tests/Support"),
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard", "CSodium"], exclude: ["Vectors"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "WireGuard", "CXDPWG", "CLibBPF", "TestSupport"]),

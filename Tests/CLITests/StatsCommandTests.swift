@@ -12,6 +12,9 @@ import Glibc
 /// `xdpwg stats` end to end: the built binary reads segments this test process writes.
 @Suite("Stats command")
 struct StatsCommandTests {
+    static let keyA = PrivateKey.generate().publicKey
+    static let keyB = PrivateKey.generate().publicKey
+
     /// A segment as a gateway would have it: two queues, a tenant, two peers.
     static func withSegment(_ body: (String, String, StatsSegment) throws -> Void) throws {
         try withStatsDirectory { dir in
@@ -25,12 +28,12 @@ struct StatsCommandTests {
             segment.publish(xdpVerdicts: [.redirected: 21, .passed: 4], redirectsPerQueue: [21, 0])
             segment.publishTenant(slot: 0, TenantStatsRecord(name: "acme", listenPort: 51820, peerCount: 2, rxPackets: 5,
                                                              rxBytes: 500, txPackets: 6, txBytes: 600))
-            segment.publishPeer(slot: 0, PeerStatsRecord(tenantSlot: 0, publicKey: StatsSegmentTests.keyA,
+            segment.publishPeer(slot: 0, PeerStatsRecord(tenantSlot: 0, publicKey: Self.keyA,
                                                          endpoint: Endpoint(address: IPAddress("198.51.100.7")!, port: 51820),
                                                          lastHandshakeNanoseconds: StatsSegment.wallNanoseconds(),
                                                          keypairCreatedNanoseconds: StatsSegment.wallNanoseconds(),
                                                          rxPackets: 5, rxBytes: 500, txPackets: 6, txBytes: 600, handshakes: 1))
-            segment.publishPeer(slot: 1, PeerStatsRecord(tenantSlot: 0, publicKey: StatsSegmentTests.keyB))
+            segment.publishPeer(slot: 1, PeerStatsRecord(tenantSlot: 0, publicKey: Self.keyB))
             segment.heartbeat()
             try body(dir, name, segment)
         }
@@ -75,8 +78,8 @@ struct StatsCommandTests {
             #expect(lines.contains("mean_batch_fill                   3.0        -    3.0"))
             #expect(lines.contains("  replayed                          0        2      2"))
             #expect(lines.contains("acme    up           51820      2           5       500           6       600      0"))
-            #expect(lines.contains { $0.hasPrefix(StatsSegmentTests.keyA.base64 + "  acme    198.51.100.7:51820  ") })
-            #expect(lines.contains { $0.hasPrefix(StatsSegmentTests.keyB.base64 + "  acme    (none)              never") })
+            #expect(lines.contains { $0.hasPrefix(Self.keyA.base64 + "  acme    198.51.100.7:51820  ") })
+            #expect(lines.contains { $0.hasPrefix(Self.keyB.base64 + "  acme    (none)              never") })
         }
     }
 
@@ -111,7 +114,7 @@ struct StatsCommandTests {
             let (status, out, err) = try Self.stats(["--directory", dir, "--name", name, "--prometheus"])
             #expect(status == 0, "\(err)")
             let parsed = try PrometheusText(parsing: out)
-            let key = StatsSegmentTests.keyA.base64
+            let key = Self.keyA.base64
             #expect(parsed.samples.contains(.init(name: "wireguard_sent_bytes_total",
                                                   labels: ["interface": "acme", "public_key": key], value: 600)))
             #expect(parsed.samples.contains(.init(name: "xdpwg_drops_total", labels: ["queue": "1", "reason": "replayed"], value: 2)))

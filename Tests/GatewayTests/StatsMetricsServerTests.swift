@@ -3,6 +3,7 @@ import Foundation
 @testable import Gateway
 import Synchronization
 import Testing
+import TestSupport
 import WireGuard
 
 #if canImport(Glibc)

@@ -3,30 +3,12 @@ import Foundation
 @testable import Gateway
 import Synchronization
 import Testing
+import TestSupport
 import WireGuard
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A fresh directory for stats segments (instead of /run/xdpwg), removed with everything in
-/// it when `body` returns or throws.
-func withStatsDirectory<R>(_ body: (String) throws -> R) throws -> R {
-    var template = Array("/tmp/xdpwg-stats-test-\(getpid())-XXXXXX".utf8CString)
-    guard let made = mkdtemp(&template) else { throw GatewayError("mkdtemp", errno: errno) }
-    let dir = String(cString: made)
-    defer { try? FileManager.default.removeItem(atPath: dir) }
-    chmod(dir, 0o755)
-    return try body(dir)
-}
-
-/// Unique segment names within this test process.
-enum SegmentNames {
-    private static let counter = Atomic<Int>(0)
-    static func next(_ prefix: String) -> String {
-        "\(prefix)-\(getpid())-\(counter.add(1, ordering: .relaxed).newValue)"
-    }
-}
 
 final class Flag: Sendable {
     let value = Atomic<Bool>(false)
