@@ -1,6 +1,7 @@
 // Targets `handshakeInitiation`, `handshakeResponse` and `handshakeCookie`: the handshake
 // messages as the control plane handles them (ControlPlane.handleHandshake): the cookie and
-// rate-limit gate, then the Noise responder or initiator of the protocol core.
+// rate-limit gate, then the Noise responder (a peer's `Session` answers) or initiator of the
+// protocol core.
 //
 // The fuzzer cannot compute a MAC, so a flag in the control byte lets the harness write a
 // valid mac1 (and mac2, with a cookie the sender really got) over the mutated body: mutations
@@ -59,6 +60,15 @@ struct HandshakeGate {
     }
 }
 
+/// A responder that always answers with the transcript's index (no table of its own).
+struct FixedIndexHost: SessionHost {
+    let index: UInt32
+    func allocateIndex() -> UInt32? { index }
+    func releaseIndex(_ index: UInt32) {}
+    func keypairsChanged(installed: Keypair?, dropped: DroppedKeypairs) {}
+    func stagedPacketsExpired(_ count: Int) {}
+}
+
 /// `generator` takes `reply`, a cookie reply to the last message it wrote MACs for; false
 /// when it refuses it.
 func takeCookie(_ generator: inout CookieGenerator, _ reply: [UInt8]) -> Bool {
@@ -94,8 +104,9 @@ final class InitiationHarness {
 
     let transcript = Transcript.shared
     let gate: HandshakeGate
-    /// The responder's peers: rebuilt after every accepted initiation.
-    var peers: [PeerHandshake]
+    /// The responder's peers, as the gateway holds them (a `Session` each): rebuilt after
+    /// every accepted initiation.
+    var peers: [Session]
     /// The initiator's generators towards the responder: without, and with, a cookie.
     let plainMACs: CookieGenerator
     let cookieMACs: CookieGenerator
@@ -103,10 +114,12 @@ final class InitiationHarness {
     let senders: [PeerHandshake]
     let message = Scratch(FuzzTarget.maxPacketInput)
     let response = Scratch(ResponseMessage.size)
+    let sealed = Scratch(WireGuardProtocol.keepaliveSize)
+    let opened = Scratch(64)
 
     private init() {
         gate = HandshakeGate(checker: transcript.responderCookies)
-        peers = Transcript.makeResponderPeers()
+        peers = Self.makeResponderSessions()
         plainMACs = CookieGenerator(peer: FuzzKeys.responder.publicKey)
         var withCookie = CookieGenerator(peer: FuzzKeys.responder.publicKey)
         var initiation = transcript.initiation
@@ -140,36 +153,69 @@ final class InitiationHarness {
         return consume(parsed)
     }
 
-    /// The responder consumes an admitted initiation and answers it (ControlPlane's type 1).
-    /// `rebuild`: make the peers afresh after an acceptance (constructed runs rebuild at their end).
+    /// The responder's peers A and B as sessions whose ephemeral key is always
+    /// `FuzzKeys.responderEphemeral` (their "random" bytes are its 32 copies of 0x66).
+    static func makeResponderSessions() -> [Session] {
+        Transcript.makeResponderPeers().map { handshake in
+            Session(handshake: handshake, random: { buffer in
+                for i in buffer.indices { buffer[i] = 0x66 }
+            })
+        }
+    }
+
+    /// The tenant's identity matches an admitted initiation to a peer, whose session answers
+    /// it (ControlPlane's initiation case). `rebuild`: make the peers afresh after an
+    /// acceptance (constructed runs rebuild at their end).
     private func consume(_ message: InitiationMessage, now: Instant = FuzzClock.now, rebuild: Bool = true) -> FuzzResult {
-        let peer: PeerHandshake
+        let session: Session
         do throws(HandshakeError) {
-            peer = try Transcript.responderIdentity.consumeInitiation(message, now: now) { key in
-                self.peers.first { $0.remoteStatic == key }
+            let peer = try Transcript.responderIdentity.consumeInitiation(message, now: now) { key in
+                self.peers.first { $0.handshake.remoteStatic == key }?.handshake
             }
+            guard let found = peers.first(where: { $0.handshake === peer }) else {
+                harnessFailure("consumeInitiation returned a handshake of no session")
+            }
+            session = found
         } catch {
             return .rejected("\(error)")
         }
-        defer { if rebuild { peers = Transcript.makeResponderPeers() } }
-        let keys: SessionKeys
-        do throws(HandshakeError) {
-            keys = try peer.createResponse(ephemeral: FuzzKeys.responderEphemeral, localIndex: Transcript.responderIndex,
-                                           now: now, into: response.buffer)
-        } catch {
-            finding("the responder accepted an initiation but cannot answer it: \(error)")
+        defer { if rebuild { peers = Self.makeResponderSessions() } }
+        let output = session.respond(now: now, into: response.buffer, host: FixedIndexHost(index: Transcript.responderIndex))
+        guard output == .writeToNetwork(ResponseMessage.size), let keypair = session.slots.next else {
+            finding("the responder accepted an initiation but cannot answer it: \(output)")
         }
         // Only the sender index and the MACs of the transcript's initiation are not
         // authenticated: an accepted initiation with its ephemeral gives its session keys.
-        if peer.remoteStatic == FuzzKeys.initiator.publicKey
+        if session.handshake.remoteStatic == FuzzKeys.initiator.publicKey
             && message.ephemeral == FuzzKeys.initiatorEphemeral.publicKey {
-            guard keys.sendKey == transcript.responderKeys.sendKey,
-                  keys.receiveKey == transcript.responderKeys.receiveKey else {
+            guard holdsTranscriptKeys(keypair) else {
                 finding("the transcript's initiation accepted with different session keys")
             }
             return .accepted("response to the transcript's initiation, same session keys")
         }
         return .accepted("response")
+    }
+
+    /// Whether the responder's `keypair` has the transcript's session keys: it opens the
+    /// initiator's first transport message (its receive key), and the initiator's keys open a
+    /// keepalive it seals (its send key).
+    private func holdsTranscriptKeys(_ keypair: Keypair) -> Bool {
+        let cipher = TransportCipher()
+        let first = transcript.transport[0]
+        let received: Int? = first.withUnsafeBytes { m in
+            try? keypair.open(m.baseAddress!, length: m.count, into: opened.buffer.baseAddress!,
+                              capacity: opened.buffer.count, now: FuzzClock.now, cipher: cipher)
+        }
+        guard received != nil else { return false }
+        guard let message = try? keypair.seal(sealed.buffer.baseAddress!, length: 0, into: sealed.buffer.baseAddress!,
+                                              capacity: sealed.buffer.count, now: FuzzClock.now, cipher: cipher)
+        else { return false }
+        var keys = transcript.initiatorKeys
+        let initiator = Keypair(consuming: &keys)
+        let back = try? initiator.open(sealed.buffer.baseAddress!, length: message.length,
+                                       into: opened.buffer.baseAddress!, capacity: opened.buffer.count,
+                                       now: FuzzClock.now, cipher: cipher)
+        return back != nil
     }
 
     /// Body: sender (0 peer A, 1 peer B, 2 a stranger), ephemeral private key (32), timestamp
@@ -198,7 +244,7 @@ final class InitiationHarness {
             return m
         }
 
-        defer { peers = Transcript.makeResponderPeers() }
+        defer { peers = Self.makeResponderSessions() }
         let initiation = initiate(timestamp)
         let first = consume(initiation, rebuild: false)
         let expectAccepted = which != 2 && timestamp > .zero

@@ -70,8 +70,8 @@ final class PipelineHarness {
         guard (version == 4 && etherType == Wire.etherTypeIPv4) || (version == 6 && etherType == Wire.etherTypeIPv6) else {
             finding("delivered an IPv\(version) packet as EtherType \(etherType)")
         }
-        guard Tunnel.innerPacketLength(inner) == inner.count else {
-            finding("delivered \(inner.count) B of a packet that declares \(String(describing: Tunnel.innerPacketLength(inner)))")
+        guard InnerPacket(inner)?.length == inner.count else {
+            finding("delivered \(inner.count) B of a packet that declares \(String(describing: InnerPacket(inner)?.length))")
         }
         guard PipelineHarness.isPeerAddress(inner, sourceOf: true) else {
             finding("delivered a packet whose inner source is outside the peer's AllowedIPs")
@@ -126,7 +126,7 @@ final class PipelineHarness {
             finding("the encrypt path sent a \(length)-byte frame its own parser refuses")
         }
         let inner = UnsafeRawBufferPointer(rebasing: tenantFrame[Wire.ethernetHeaderSize...])
-        guard let packetLength = Tunnel.innerPacketLength(inner) else {
+        guard let packetLength = InnerPacket(inner)?.length else {
             finding("the encrypt path sent a packet that declares no length")
         }
         guard PipelineHarness.isPeerAddress(inner, sourceOf: false) else {

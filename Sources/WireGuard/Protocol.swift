@@ -51,4 +51,29 @@ public enum MessageType: UInt8, Sendable {
     case response = 2
     case cookieReply = 3
     case transport = 4
+
+    /// The type of a message whose first four bytes, read as a little-endian word, are
+    /// `typeWord`: the type byte and three zero reserved bytes. nil for anything else. The
+    /// values are spelled out (not `rawValue`) so the data path inlines a plain compare.
+    @inlinable @inline(__always)
+    public init?(typeWord: UInt32) {
+        switch typeWord {
+        case 1: self = .initiation
+        case 2: self = .response
+        case 3: self = .cookieReply
+        case 4: self = .transport
+        default: return nil
+        }
+    }
+
+    /// The first four bytes of a message of this type, as a little-endian word.
+    @inlinable @inline(__always)
+    public var typeWord: UInt32 {
+        switch self {
+        case .initiation: 1
+        case .response: 2
+        case .cookieReply: 3
+        case .transport: 4
+        }
+    }
 }

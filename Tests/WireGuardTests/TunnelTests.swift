@@ -319,9 +319,9 @@ import Testing
                               [0x45, 0, 0, 10] + [UInt8](repeating: 0, count: 16),   // total < header
                               [0x45, 0, 0x05, 0xdc] + [UInt8](repeating: 0, count: 60), // total > plaintext
                               [0x20] + [UInt8](repeating: 0, count: 63)]
-        for b in bad { #expect(b.withUnsafeBytes { Tunnel.innerPacketLength($0) } == nil) }
+        for b in bad { #expect(b.withUnsafeBytes { InnerPacket($0) } == nil) }
         var v6 = [UInt8](repeating: 0, count: 64)
         v6[0] = 0x60; v6[5] = 8
-        #expect(v6.withUnsafeBytes { Tunnel.innerPacketLength($0) } == 48)
+        #expect(v6.withUnsafeBytes { InnerPacket($0)?.length } == 48)
     }
 }

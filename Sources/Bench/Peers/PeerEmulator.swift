@@ -28,8 +28,10 @@ public final class PeerEmulator: @unchecked Sendable {
     private let presharedKey: PresharedKey
     private let hasPresharedKey: Bool
 
-    /// Per peer, the Noise state with the gateway key of the last `handshake` (nil before).
-    private var handshakes: [PeerHandshake] = []
+    /// Per peer, the session with the gateway key of the last `handshake` (none before). Only
+    /// its handshake is driven (initiations paced here, not by its timers); its keypair is
+    /// copied into `keypairs`.
+    private var sessions: [Session] = []
     private var gatewayKey: PublicKey?
     /// Per peer, the greatest TAI64N timestamp sent: each initiation's must be greater.
     private var lastTimestamps: [TAI64N]
@@ -179,8 +181,8 @@ public final class PeerEmulator: @unchecked Sendable {
         }
         guard pacing.window >= 1 else { throw PeerEmulatorError("peer emulator: pacing window must be at least 1") }
         if gatewayKey != gatewayPublicKey {
-            handshakes = identities.map {
-                PeerHandshake(identity: $0, remoteStatic: gatewayPublicKey, presharedKey: presharedKey)
+            sessions = identities.map {
+                Session(handshake: PeerHandshake(identity: $0, remoteStatic: gatewayPublicKey, presharedKey: presharedKey))
             }
             gatewayKey = gatewayPublicKey
         }
@@ -238,11 +240,10 @@ public final class PeerEmulator: @unchecked Sendable {
 
             // Fill the window.
             while inFlight.count < window, let i = queue.popFront() {
-                do throws(HandshakeError) {
-                    try handshakes[i].createInitiation(ephemeral: .generate(), localIndex: indexBase &+ UInt32(i),
-                                                       timestamp: nextTimestamp(i), now: now, into: buffer)
-                } catch {
-                    trouble[i] = .initiationFailed(error)
+                let output = sessions[i].initiate(now: now, wallClock: nextTimestamp(i), into: buffer,
+                                                  host: EmulatedPeerHost(index: indexBase &+ UInt32(i)))
+                guard case .writeToNetwork = output else {
+                    if case .dropped(.handshake(let error)) = output { trouble[i] = .initiationFailed(error) }
                     continue   // nothing will change that: the peer stays out
                 }
                 try socket.send(UnsafeRawBufferPointer(rebasing: buffer[0..<InitiationMessage.size]), to: gateway)
@@ -272,8 +273,10 @@ public final class PeerEmulator: @unchecked Sendable {
                 switch type {
                 case MessageType.response.rawValue:
                     do throws(HandshakeError) {
-                        var keys = try handshakes[i].consumeResponse(bytes, now: now)
-                        keypairs[i] = Keypair(consuming: &keys)
+                        let message: ResponseMessage
+                        do throws(MessageError) { message = try ResponseMessage(bytes) } catch { throw .malformed(error) }
+                        try sessions[i].consumeResponse(message, now: now, host: EmulatedPeerHost(index: index))
+                        keypairs[i] = sessions[i].slots.current
                         progress[i] = .done
                         trouble[i] = nil
                         inFlight.removeAll { $0 == i }
@@ -284,7 +287,7 @@ public final class PeerEmulator: @unchecked Sendable {
                     }
                 case MessageType.cookieReply.rawValue:
                     do throws(HandshakeError) {
-                        try handshakes[i].consumeCookieReply(bytes, now: now)
+                        try sessions[i].handshake.consumeCookieReply(bytes, now: now)
                         report.cookieReplies += 1
                         progress[i] = .queued
                         inFlight.removeAll { $0 == i }
@@ -334,6 +337,16 @@ public final class PeerEmulator: @unchecked Sendable {
         let i = Int(index &- indexBase)
         return i < peerCount ? i : nil
     }
+}
+
+/// An emulated peer's one index (`indexBase + i`, the same for every initiation of a pass).
+/// The emulator keeps no table of its own: a peer's keypair is found by that index.
+private struct EmulatedPeerHost: SessionHost {
+    let index: UInt32
+    func allocateIndex() -> UInt32? { index }
+    func releaseIndex(_ index: UInt32) {}
+    func keypairsChanged(installed: Keypair?, dropped: DroppedKeypairs) {}
+    func stagedPacketsExpired(_ count: Int) {}
 }
 
 /// A small FIFO with a front door (the handshake's queue of peers).

@@ -176,12 +176,13 @@ public struct PacketProcessor: ~Copyable {
         let message = frame + outer.payloadOffset
         guard outer.payloadLength >= 4 else { return .done(.dropped(.messageMalformed)) }
         let typeWord = UInt32(littleEndian: message.loadUnaligned(as: UInt32.self))
-        switch typeWord {
-        case TransportHeader.typeWord:
+        switch MessageType(typeWord: typeWord) {
+        case .transport:
             return .transport(outer, tenant: tenant)
-        case 1, 2, 3:
-            return .done(forwardHandshake(outer, frame: frame, tenant: tenant, isInitiation: typeWord == 1))
-        default:
+        case .initiation, .response, .cookieReply:
+            return .done(forwardHandshake(outer, frame: frame, tenant: tenant,
+                                          isInitiation: typeWord == MessageType.initiation.typeWord))
+        case nil:
             return .done(.dropped(.messageMalformed))
         }
     }
@@ -250,24 +251,20 @@ public struct PacketProcessor: ~Copyable {
             peers.noteReceived(peer, bytes: messageLength, keepalive: true, now: now)
             return .consumed
         }
-        guard let packetLength = Tunnel.innerPacketLength(UnsafeRawBufferPointer(start: inner, count: plaintextLength))
-        else {
+        guard let packet = InnerPacket(inner, count: plaintextLength) else {
             peers.noteDrop(peer)
             return .dropped(.innerMalformed)
         }
         // Cryptokey routing: the inner source must be one of this peer's AllowedIPs.
-        let isIPv6 = inner.load(as: UInt8.self) >> 4 == 6
-        let owner = route.pointee.allowedIPs.lookup(
-            ipv4OrIPv6: UnsafeRawPointer(inner + (isIPv6 ? 8 : 12)), isIPv6: isIPv6)
-        guard owner == peer else {
+        guard route.pointee.allowedIPs.lookup(sourceOf: packet) == peer else {
             peers.noteDrop(peer)
             return .dropped(.innerSourceNotAllowed)
         }
         peers.noteReceived(peer, bytes: messageLength, keepalive: false, now: now)
         route.pointee.innerMAC.store(to: tenantFrame)
         route.pointee.hostMAC.store(to: tenantFrame + 6)
-        Wire.store16(tenantFrame, 12, isIPv6 ? Wire.etherTypeIPv6 : Wire.etherTypeIPv4)
-        return .deliver(tenant: tenant, length: Wire.ethernetHeaderSize + packetLength)
+        Wire.store16(tenantFrame, 12, packet.isIPv6 ? Wire.etherTypeIPv6 : Wire.etherTypeIPv4)
+        return .deliver(tenant: tenant, length: Wire.ethernetHeaderSize + packet.length)
     }
 
     public enum EncryptResult: Equatable {
@@ -288,15 +285,13 @@ public struct PacketProcessor: ~Copyable {
         let etherType = Wire.load16(frame, 12)
         guard etherType == Wire.etherTypeIPv4 || etherType == Wire.etherTypeIPv6 else { return .dropped(.tenantMalformed) }
         let inner = frame + Wire.ethernetHeaderSize
-        guard let packetLength = Tunnel.innerPacketLength(
-            UnsafeRawBufferPointer(start: inner, count: length - Wire.ethernetHeaderSize))
-        else { return .dropped(.tenantMalformed) }
-        let isIPv6 = inner.load(as: UInt8.self) >> 4 == 6
-        guard isIPv6 == (etherType == Wire.etherTypeIPv6) else { return .dropped(.tenantMalformed) }
+        guard let packet = InnerPacket(inner, count: length - Wire.ethernetHeaderSize) else {
+            return .dropped(.tenantMalformed)
+        }
+        let packetLength = packet.length
+        guard packet.isIPv6 == (etherType == Wire.etherTypeIPv6) else { return .dropped(.tenantMalformed) }
         guard let tenantRoute = route(tenant) else { return .dropped(.tenantDown) }
-        guard let peer = tenantRoute.pointee.allowedIPs.lookup(
-            ipv4OrIPv6: inner + (isIPv6 ? 24 : 16), isIPv6: isIPv6)
-        else { return .dropped(.noRoute) }
+        guard let peer = tenantRoute.pointee.allowedIPs.lookup(destinationOf: packet) else { return .dropped(.noRoute) }
 
         guard let entry = peers.sendingEntry(peer) else {
             return stage(inner, length: packetLength, tenant: tenant, peer: peer)
@@ -412,13 +407,5 @@ public struct PacketProcessor: ~Copyable {
         slot.header.pointee.setOuter(outer, frame: frame)
         control.commit()
         controlPending = true
-    }
-}
-
-extension AllowedIPs {
-    /// The peer owning the 4- or 16-byte address at `address`.
-    @inline(__always)
-    func lookup(ipv4OrIPv6 address: UnsafeRawPointer, isIPv6: Bool) -> UInt32? {
-        isIPv6 ? lookup(ipv6: address) : lookup(ipv4: address)
     }
 }
