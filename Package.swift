@@ -48,7 +48,8 @@ let package = Package(
             dependencies: ["WireGuard", "CLibXDP", "CLibBPF", "CNUMA", "CXDPWG"],
             plugins: ["EmbedBPFObjects"]
         ),
-        // Build-tool plugin: clang -target bpf for every bpf/*.bpf.c, object embedded in Engine.
+        // Build-tool plugin: clang -target bpf for every *.bpf.c of a target's folder (bpf/ for
+        // Engine, bpf/bench/ for Bench), objects embedded in that target.
         .plugin(name: "EmbedBPFObjects", capability: .buildTool()),
         // The control plane: configuration, tenants, handshakes, timers.
         .target(
@@ -62,9 +63,12 @@ let package = Package(
             dependencies: ["WireGuard", "Engine", "Gateway", "CXDPWG"]
         ),
         // The perf lab (`xdpwg bench`): generator, sinks, devices under test, baselines, report.
+        // Its own XDP programs (bpf/bench/*.bpf.c: the packet sink, the live-frame blaster) are
+        // embedded here, not in the data plane.
         .target(
             name: "Bench",
-            dependencies: ["Lab", "WireGuard", "Engine", "Gateway", "CSodium", "CLibBPF", "CXDPWG"]
+            dependencies: ["Lab", "WireGuard", "Engine", "Gateway", "CSodium", "CLibBPF", "CXDPWG"],
+            plugins: ["EmbedBPFObjects"]
         ),
         // The fuzz targets as plain Swift (deterministic, no I/O): the Fuzz/ package wraps each
         // in a libFuzzer executable; FuzzingTests replays the corpora through them.
