@@ -5,7 +5,8 @@
 // baselines on exactly the same bytes.
 //
 // Shared by `xdpwg bench-probe` (callgrind's fixed batch) and the Benchmarks package's
-// PipelineBenchmarks (package-benchmark), so both time the same thing.
+// PipelineBenchmarks (package-benchmark), so both time the same thing, and by the fuzzers
+// (the transport targets run on it).
 
 import CSodium
 import Engine
