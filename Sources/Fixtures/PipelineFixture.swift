@@ -172,9 +172,8 @@ public final class PipelineFixture {
             let sealed: SealedMessage
             do {
                 sealed = try uplinkInner.withUnsafeBytes { src in
-                    try peer.seal(src.baseAddress!, length: length, into: f + outerLength,
-                                  capacity: stride - outerLength, now: Self.now, cipher: TransportCipher(), mtu: Self.mtu,
-                                  crypto: crypto)
+                    try crypto.seal(peer, src.baseAddress!, length: length, into: f + outerLength,
+                                    capacity: stride - outerLength, now: Self.now, cipher: TransportCipher(), mtu: Self.mtu)
                 }
             } catch {
                 throw PipelineCheckFailed("the peer's Keypair.seal of frame \(i) failed: \(error)")

@@ -89,9 +89,11 @@ public final class Gateway {
     public var uapiDirectory = "/var/run/wireguard"
     /// Where the control and stats files go (tests use their own).
     public var runtimeDirectory = ControlSocket.defaultDirectory
-    /// `.off` only for the perf lab (`xdpwg up --bench-crypto-off`): the workers copy instead
-    /// of encrypting and decrypting, and authenticate nothing. Set before `start`.
-    public var transportCrypto: TransportCrypto = .on
+    /// `.off` only for the perf lab's crypto-off device (`Bench.CryptoOffGateway`): the
+    /// workers copy instead of encrypting and decrypting, and authenticate nothing. Set
+    /// before `start`. Perf-lab interface: visible only to `@_spi(PerfLab) import Gateway`,
+    /// which nothing of the product does.
+    @_spi(PerfLab) public var transportCrypto: TransportCrypto = .on
     /// The transport AEAD backend the workers and the control thread run (set by `start`).
     public private(set) var cipherBackend: AEADBackend?
 

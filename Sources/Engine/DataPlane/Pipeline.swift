@@ -117,8 +117,8 @@ public struct PacketProcessor: ~Copyable {
     public let counters: WorkerCounters
     public let control: ControlQueue.Producer
     public let workerIndex: UInt16
-    /// `.on` except in the perf lab's crypto-off mode (`xdpwg up --bench-crypto-off`). Chosen
-    /// once per worker and kept in this value (which the worker loop holds locally), so the
+    /// `.on` except in the perf lab's crypto-off mode (see `TransportCrypto`). Chosen once
+    /// per worker and kept in this value (which the worker loop holds locally), so the
     /// per-packet test is a register compare, never a load of shared state.
     public let crypto: TransportCrypto
     /// The worker's own transport AEAD contexts (never shared with another thread).
@@ -218,9 +218,9 @@ public struct PacketProcessor: ~Copyable {
         let inner = tenantFrame + Wire.ethernetHeaderSize
         let result: Result<Int, TransportRejection> = entry.pointee.keypair._withUnsafeGuaranteedRef { keypair in
             do throws(TransportRejection) {
-                return .success(try keypair.open(message, length: messageLength, into: inner,
-                                                 capacity: tenantCapacity - Wire.ethernetHeaderSize, now: now,
-                                                 cipher: cipher, crypto: crypto))
+                return .success(try crypto.open(keypair, message, length: messageLength, into: inner,
+                                                capacity: tenantCapacity - Wire.ethernetHeaderSize, now: now,
+                                                cipher: cipher))
             } catch {
                 return .failure(error)
             }
@@ -309,9 +309,9 @@ public struct PacketProcessor: ~Copyable {
         let mtu = tenantRoute.pointee.mtu
         let result: Result<SealedMessage, SealFailure> = entry.pointee.keypair._withUnsafeGuaranteedRef { keypair in
             do throws(SealFailure) {
-                return .success(try keypair.seal(inner, length: packetLength, into: uplinkFrame + headerLength,
-                                                 capacity: uplinkCapacity - headerLength, now: now,
-                                                 cipher: cipher, mtu: mtu, crypto: crypto))
+                return .success(try crypto.seal(keypair, inner, length: packetLength, into: uplinkFrame + headerLength,
+                                                capacity: uplinkCapacity - headerLength, now: now,
+                                                cipher: cipher, mtu: mtu))
             } catch {
                 return .failure(error)
             }
