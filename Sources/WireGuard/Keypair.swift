@@ -291,9 +291,10 @@ public final class Keypair: @unchecked Sendable {
 
     /// Everything `seal` does but the payload: checks the length and the room, checks the
     /// keypair may send and takes the next counter, and writes the header at `message`.
-    /// Returns the message as `seal` reports it; its payload (the padded plaintext sealed,
-    /// then the tag: `length - 16` bytes at `message + 16`) is the caller's to write. Public for
-    /// a data plane that fills the payload by other means; protocol code calls `seal`.
+    /// Returns the message as `seal` reports it; its payload (what `seal` puts there: the padded
+    /// plaintext sealed, then the tag, the returned length minus 16 bytes at `message + 16`) is
+    /// the caller's to write. Public for a data plane that fills the payload by other means;
+    /// protocol code calls `seal`.
     @inline(__always)
     public func beginSeal(into message: UnsafeMutableRawPointer, plaintextLength length: Int, capacity: Int,
                           now: Instant, mtu: Int = 0) throws(SealFailure) -> SealedMessage {
