@@ -10,9 +10,9 @@ let package = Package(
         .executable(name: "xdpwg", targets: ["xdpwg"]),
         .library(name: "WireGuard", targets: ["WireGuard"]),
         // For the benchmark package (Benchmarks/), which times the per-packet pipeline
-        // (Bench: the pipeline fixture it shares with `xdpwg bench-probe`).
+        // (Fixtures: the pipeline fixture it shares with `xdpwg bench-probe` and the fuzzers).
         .library(name: "Engine", targets: ["Engine"]),
-        .library(name: "Bench", targets: ["Bench"]),
+        .library(name: "Fixtures", targets: ["Fixtures"]),
         // For the fuzzing package (Fuzz/): one libFuzzer executable per target.
         .library(name: "Fuzzing", targets: ["Fuzzing"]),
     ],
@@ -48,7 +48,8 @@ let package = Package(
             dependencies: ["WireGuard", "CLibXDP", "CLibBPF", "CNUMA", "CXDPWG"],
             plugins: ["EmbedBPFObjects"]
         ),
-        // Build-tool plugin: clang -target bpf for every bpf/*.bpf.c, object embedded in Engine.
+        // Build-tool plugin: clang -target bpf for every *.bpf.c of a target's folder (bpf/ for
+        // Engine, bpf/bench/ for Bench), objects embedded in that target.
         .plugin(name: "EmbedBPFObjects", capability: .buildTool()),
         // The control plane: configuration, tenants, handshakes, timers.
         .target(
@@ -61,16 +62,27 @@ let package = Package(
             name: "Lab",
             dependencies: ["WireGuard", "Engine", "Gateway", "CXDPWG"]
         ),
+        // What the perf lab, the benchmarks and the fuzzers share, built on the protocol core
+        // and the data plane only: the pipeline fixture (one tenant, one peer, frames) and its
+        // checks.
+        .target(
+            name: "Fixtures",
+            dependencies: ["WireGuard", "Engine", "CSodium"]
+        ),
         // The perf lab (`xdpwg bench`): generator, sinks, devices under test, baselines, report.
+        // Its own XDP programs (bpf/bench/*.bpf.c: the packet sink, the live-frame blaster) are
+        // embedded here, not in the data plane.
         .target(
             name: "Bench",
-            dependencies: ["Lab", "WireGuard", "Engine", "Gateway", "CSodium", "CLibBPF", "CXDPWG"]
+            dependencies: ["Lab", "WireGuard", "Engine", "Gateway", "Fixtures", "CSodium", "CLibBPF", "CXDPWG"],
+            plugins: ["EmbedBPFObjects"]
         ),
         // The fuzz targets as plain Swift (deterministic, no I/O): the Fuzz/ package wraps each
-        // in a libFuzzer executable; FuzzingTests replays the corpora through them.
+        // in a libFuzzer executable; FuzzingTests replays the corpora through them. Gateway for
+        // the configuration and UAPI parsers; no lab, no perf lab.
         .target(
             name: "Fuzzing",
-            dependencies: ["WireGuard", "Engine", "Gateway", "Bench"]
+            dependencies: ["WireGuard", "Engine", "Gateway", "Fixtures"]
         ),
         .executableTarget(
             name: "xdpwg",
@@ -99,6 +111,9 @@ let package = Package(
         ),
         // The repository itself: ARCHITECTURE.md names only what exists.
         .testTarget(name: "RepositoryTests", dependencies: ["TestSupport"]),
-        .testTarget(name: "BenchTests", dependencies: ["Bench", "Lab", "Engine", "Gateway", "WireGuard", "TestSupport"]),
+        .testTarget(
+            name: "BenchTests",
+            dependencies: ["Bench", "Fixtures", "Lab", "Engine", "Gateway", "WireGuard", "TestSupport"]
+        ),
     ]
 )

@@ -65,14 +65,14 @@ let package = Package(
         ),
         // The gateway's per-packet pipeline (Engine's PacketProcessor: decrypt and encrypt of
         // whole frames) next to the core Keypair.open/seal on the same bytes. The fixture (one
-        // tenant, one peer, frames) comes from the main package's Bench, which `xdpwg
+        // tenant, one peer, frames) comes from the main package's Fixtures, which `xdpwg
         // bench-probe` counts with callgrind: both measure the same thing.
         .executableTarget(
             name: "PipelineBenchmarks",
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
                 "BenchSupport",
-                .product(name: "Bench", package: "xdpwg"),
+                .product(name: "Fixtures", package: "xdpwg"),
                 .product(name: "Engine", package: "xdpwg"),
                 .product(name: "WireGuard", package: "xdpwg"),
                 "BenchSodium",

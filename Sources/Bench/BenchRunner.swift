@@ -529,8 +529,9 @@ public final class BenchRunner: @unchecked Sendable {
 
                 \(peerSections)
                 """
-            let gateway = try GatewayProcess(executable: options.executable, in: topology.gateway, configuration: configuration,
-                                             arguments: kind == .xdpwgCryptoOff ? ["--bench-crypto-off"] : [], timeout: 120)
+            let gateway = try GatewayProcess(executable: options.executable,
+                                             command: kind == .xdpwgCryptoOff ? CryptoOffGateway.commandName : "up",
+                                             in: topology.gateway, configuration: configuration, timeout: 120)
             topology.atClose { gateway.stop() }
             let hostMAC = try interfaceMAC(namespace: topology.gateway.name, interface: Gateway.hostLinkName(tenant))
             return Device(kind: kind, pid: gateway.processIdentifier, threadPrefix: "xdpwg-w", cores: cores,

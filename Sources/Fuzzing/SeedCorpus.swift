@@ -3,7 +3,7 @@
 // FuzzingTests suite checks that the committed files are exactly these, and rewrites them
 // when XDPWG_WRITE_FUZZ_SEEDS=1 is set.
 
-import Bench
+import Fixtures
 import Engine
 import WireGuard
 

@@ -3,7 +3,7 @@
 // per-packet pipeline (Engine's PacketProcessor), driven in memory by Bench's
 // PipelineFixture with repeatable keys.
 
-import Bench
+import Fixtures
 import Engine
 import WireGuard
 

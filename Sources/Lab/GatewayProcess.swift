@@ -3,7 +3,8 @@ import Foundation
 import Glibc
 #endif
 
-/// `xdpwg up` as a child process in a namespace: its configuration in a private directory
+/// `xdpwg up` (or the perf lab's crypto-off gateway command) as a child process in a
+/// namespace: its configuration in a private directory
 /// (0700, file 0600: it holds private keys), its log in a file beside it, started and waited
 /// for until it says it is up, and stopped by its PID. The lab, the perf lab and the
 /// integration tests start gateways this one way.
@@ -24,11 +25,12 @@ public final class GatewayProcess: @unchecked Sendable {
         public init(description: String) { self.description = description }
     }
 
-    /// Writes `configuration` and starts `executable up --config …` in `namespace` (sharing the
-    /// caller's mount namespace, so the tenant namespaces it creates are visible to everyone),
-    /// then waits up to `timeout` seconds for its "up:" line. Throws with the log if it exits
-    /// or does not come up; nothing is left behind then.
-    public init(executable: String, in namespace: NetworkNamespace, configuration: String,
+    /// Writes `configuration` and starts `executable COMMAND --config …` in `namespace`
+    /// (sharing the caller's mount namespace, so the tenant namespaces it creates are visible
+    /// to everyone), then waits up to `timeout` seconds for its "up:" line. `command` is `up`,
+    /// or a command that runs the same gateway (the perf lab's crypto-off one). Throws with
+    /// the log if it exits or does not come up; nothing is left behind then.
+    public init(executable: String, command: String = "up", in namespace: NetworkNamespace, configuration: String,
                 arguments: [String] = [], timeout: Double = 30) throws {
         self.namespace = namespace
         directory = try GatewayProcess.privateDirectory()
@@ -40,7 +42,7 @@ public final class GatewayProcess: @unchecked Sendable {
             throw Failure(description: "cannot write the gateway's configuration to \(configurationPath)")
         }
         do {
-            process = try namespace.spawn([executable, "up", "--config", configurationPath] + arguments,
+            process = try namespace.spawn([executable, command, "--config", configurationPath] + arguments,
                                           log: URL(fileURLWithPath: logPath), sharedMounts: true)
         } catch {
             try? FileManager.default.removeItem(at: directory)

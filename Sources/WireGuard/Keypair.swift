@@ -50,20 +50,6 @@ public struct TransportHeader: Sendable, Equatable {
     }
 }
 
-/// Whether transport payloads are encrypted and authenticated (always, in WireGuard).
-///
-/// `.off` exists for one purpose: the perf lab measures the data plane's forwarding ceiling
-/// without the cipher (`xdpwg up --bench-crypto-off`, never from a configuration file). With
-/// it, `Keypair.seal` writes the plaintext and a zero tag, and `Keypair.open` copies the
-/// payload without checking anything: packets are NOT authenticated. Handshakes, indices,
-/// counters, the replay window and padding are unchanged.
-public enum TransportCrypto: Sendable, Equatable {
-    /// ChaCha20-Poly1305, as the protocol requires.
-    case on
-    /// Benchmark mode: no encryption, no authentication.
-    case off
-}
-
 /// Why a transport message was not accepted. Every drop on the receive path has one of
 /// these names (and the data plane a counter per case, indexed by `rawValue`).
 public enum TransportRejection: UInt8, Error, CaseIterable, Sendable {
@@ -269,35 +255,23 @@ public final class Keypair: @unchecked Sendable {
     /// straight from the source.
     ///
     /// `cipher` is the calling thread's own (see `TransportCipher`); the key comes from here.
-    ///
-    /// `crypto: .off` (the perf lab's crypto-off mode only) writes the padded plaintext where
-    /// the ciphertext goes and 16 zero bytes where the tag goes; everything else is the same.
     @inline(__always)
     public func seal(_ plaintext: UnsafeRawPointer, length: Int,
                      into message: UnsafeMutableRawPointer, capacity: Int,
-                     now: Instant, cipher: borrowing TransportCipher, mtu: Int = 0,
-                     crypto: TransportCrypto = .on) throws(SealFailure) -> SealedMessage {
-        guard length >= 0 else { throw .invalidLength }
-        let padded = Keypair.paddedLength(plaintextLength: length, mtu: mtu)
-        let total = WireGuardProtocol.transportHeaderSize + padded + WireGuardProtocol.authTagSize
-        guard capacity >= total else { throw .destinationTooSmall }
-        let counter = try takeCounter(now: now)
+                     now: Instant, cipher: borrowing TransportCipher, mtu: Int = 0) throws(SealFailure) -> SealedMessage {
+        let sealed = try beginSeal(into: message, plaintextLength: length, capacity: capacity, now: now, mtu: mtu)
+        let padded = sealed.length - WireGuardProtocol.transportHeaderSize - WireGuardProtocol.authTagSize
         let payload = message + WireGuardProtocol.transportHeaderSize
-        if crypto == .off {
-            payload.copyMemory(from: plaintext, byteCount: length)
-            (payload + length).initializeMemory(as: UInt8.self, repeating: 0,
-                                                count: padded - length + WireGuardProtocol.authTagSize)
-        } else if padded == length {
-            guard cipher.seal(key: sendKey, counter: counter, source: plaintext, length: length, destination: payload)
+        if padded == length {
+            guard cipher.seal(key: sendKey, counter: sealed.counter, source: plaintext, length: length, destination: payload)
             else { throw .cipherFailed }
         } else {
             payload.copyMemory(from: plaintext, byteCount: length)
             (payload + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
-            guard cipher.seal(key: sendKey, counter: counter, source: payload, length: padded, destination: payload)
+            guard cipher.seal(key: sendKey, counter: sealed.counter, source: payload, length: padded, destination: payload)
             else { throw .cipherFailed }
         }
-        TransportHeader(receiverIndex: remoteIndex, counter: counter).write(to: message)
-        return SealedMessage(length: total, counter: counter, rekeyDue: rekeyDue(after: counter, now: now))
+        return sealed
     }
 
     /// Seals in place: the plaintext already sits at `message + 16`, and `capacity` (counted
@@ -306,15 +280,29 @@ public final class Keypair: @unchecked Sendable {
     public func sealInPlace(_ message: UnsafeMutableRawPointer, plaintextLength length: Int,
                             capacity: Int, now: Instant, cipher: borrowing TransportCipher,
                             mtu: Int = 0) throws(SealFailure) -> SealedMessage {
+        let sealed = try beginSeal(into: message, plaintextLength: length, capacity: capacity, now: now, mtu: mtu)
+        let padded = sealed.length - WireGuardProtocol.transportHeaderSize - WireGuardProtocol.authTagSize
+        let payload = message + WireGuardProtocol.transportHeaderSize
+        (payload + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
+        guard cipher.seal(key: sendKey, counter: sealed.counter, source: payload, length: padded, destination: payload)
+        else { throw .cipherFailed }
+        return sealed
+    }
+
+    /// Everything `seal` does but the payload: checks the length and the room, checks the
+    /// keypair may send and takes the next counter, and writes the header at `message`.
+    /// Returns the message as `seal` reports it; its payload (what `seal` puts there: the padded
+    /// plaintext sealed, then the tag, the returned length minus 16 bytes at `message + 16`) is
+    /// the caller's to write. Public for a data plane that fills the payload by other means;
+    /// protocol code calls `seal`.
+    @inline(__always)
+    public func beginSeal(into message: UnsafeMutableRawPointer, plaintextLength length: Int, capacity: Int,
+                          now: Instant, mtu: Int = 0) throws(SealFailure) -> SealedMessage {
         guard length >= 0 else { throw .invalidLength }
         let padded = Keypair.paddedLength(plaintextLength: length, mtu: mtu)
         let total = WireGuardProtocol.transportHeaderSize + padded + WireGuardProtocol.authTagSize
         guard capacity >= total else { throw .destinationTooSmall }
         let counter = try takeCounter(now: now)
-        let payload = message + WireGuardProtocol.transportHeaderSize
-        (payload + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
-        guard cipher.seal(key: sendKey, counter: counter, source: payload, length: padded, destination: payload)
-        else { throw .cipherFailed }
         TransportHeader(receiverIndex: remoteIndex, counter: counter).write(to: message)
         return SealedMessage(length: total, counter: counter, rekeyDue: rekeyDue(after: counter, now: now))
     }
@@ -354,27 +342,17 @@ public final class Keypair: @unchecked Sendable {
     /// so forged messages cannot move the window. Safe from any thread: when two threads open
     /// copies of one message at once, both may decrypt, but only one commit succeeds and the
     /// other throws `.replayed`.
-    ///
-    /// `crypto: .off` (the perf lab's crypto-off mode only) copies the payload without its
-    /// last 16 bytes instead of opening it: nothing is authenticated, anything is accepted.
-    /// The checks and the replay window work as usual.
     @inline(__always)
     public func open(_ message: UnsafeRawPointer, length: Int,
                      into plaintext: UnsafeMutableRawPointer, capacity: Int,
-                     now: Instant, cipher: borrowing TransportCipher,
-                     crypto: TransportCrypto = .on) throws(TransportRejection) -> Int {
-        let counter = try precheck(message, length: length, now: now)
+                     now: Instant, cipher: borrowing TransportCipher) throws(TransportRejection) -> Int {
+        let counter = try beginOpen(message, length: length, capacity: capacity, now: now)
         let cipherLength = length - WireGuardProtocol.keepaliveSize
-        guard capacity >= cipherLength else { throw .destinationTooSmall }
-        if crypto == .off {
-            plaintext.copyMemory(from: message + WireGuardProtocol.transportHeaderSize, byteCount: cipherLength)
-        } else {
-            guard cipher.open(key: receiveKey, counter: counter,
-                              source: message + WireGuardProtocol.transportHeaderSize, length: cipherLength,
-                              destination: plaintext)
-            else { throw .authenticationFailed }
-        }
-        guard window.pointee.commit(counter) else { throw commitRejection(counter) }
+        guard cipher.open(key: receiveKey, counter: counter,
+                          source: message + WireGuardProtocol.transportHeaderSize, length: cipherLength,
+                          destination: plaintext)
+        else { throw .authenticationFailed }
+        try finishOpen(counter)
         return cipherLength
     }
 
@@ -388,8 +366,28 @@ public final class Keypair: @unchecked Sendable {
         guard cipher.open(key: receiveKey, counter: counter, source: payload, length: cipherLength,
                           destination: payload)
         else { throw .authenticationFailed }
-        guard window.pointee.commit(counter) else { throw commitRejection(counter) }
+        try finishOpen(counter)
         return cipherLength
+    }
+
+    /// What `open` does before the cipher: the checks (shape, receiver, keypair state, the
+    /// replay pre-check) and the room for the payload (`length - 32` bytes). Returns the
+    /// message's counter, for `finishOpen`. Public, with `finishOpen`, for a data plane that
+    /// takes the payload out by other means; protocol code calls `open`.
+    @inline(__always)
+    public func beginOpen(_ message: UnsafeRawPointer, length: Int, capacity: Int,
+                          now: Instant) throws(TransportRejection) -> UInt64 {
+        let counter = try precheck(message, length: length, now: now)
+        guard capacity >= length - WireGuardProtocol.keepaliveSize else { throw .destinationTooSmall }
+        return counter
+    }
+
+    /// What `open` does after the cipher: commits `counter` to the replay window, so the same
+    /// counter is refused from now on. Only for a message whose payload was taken (in
+    /// `open`: authenticated); throws when a copy of it committed first.
+    @inline(__always)
+    public func finishOpen(_ counter: UInt64) throws(TransportRejection) {
+        guard window.pointee.commit(counter) else { throw commitRejection(counter) }
     }
 
     /// Why a commit failed after the pre-check passed: a copy of the message committed first

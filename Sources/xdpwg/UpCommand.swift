@@ -1,4 +1,5 @@
 import ArgumentParser
+import Bench
 import Gateway
 import WireGuard
 
@@ -19,6 +20,39 @@ struct Up: ParsableCommand {
             re-reads the file and applies what changed.
             """)
 
+    @OptionGroup var options: GatewayOptions
+
+    func validate() throws {
+        _ = try options.level()
+    }
+
+    func run() throws {
+        try options.serve { Gateway(configuration: $0, configurationPath: $1) }
+    }
+}
+
+/// `xdpwg bench-crypto-off-gateway`: the perf lab's crypto-off device (`CryptoOffGateway`),
+/// `up` with the workers' AEAD replaced by a copy. Hidden, and a command of its own so that
+/// `up` has no way to turn authentication off.
+struct BenchCryptoOffGateway: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: CryptoOffGateway.commandName,
+        abstract: "Run the perf lab's crypto-off gateway: `up` without encryption or authentication.",
+        shouldDisplay: false)
+
+    @OptionGroup var options: GatewayOptions
+
+    func validate() throws {
+        _ = try options.level()
+    }
+
+    func run() throws {
+        try options.serve(CryptoOffGateway.make)
+    }
+}
+
+/// What `up` and the perf lab's gateway command share: the options and the run.
+struct GatewayOptions: ParsableArguments {
     @Option(name: .long, help: "The configuration file (see `xdpwg check-config`).")
     var config: String
 
@@ -30,17 +64,8 @@ struct Up: ParsableCommand {
     @Flag(name: .long, help: "The same as --log-level debug.")
     var verbose = false
 
-    /// The perf lab's crypto-off mode (the forwarding ceiling without the cipher): packets are
-    /// neither encrypted nor authenticated. Hidden, and deliberately not a configuration key.
-    @Flag(name: .long, help: .hidden)
-    var benchCryptoOff = false
-
-    func validate() throws {
-        _ = try level()
-    }
-
     /// The level from the options and the environment (`Log.resolveLevel` says which wins).
-    private func level() throws -> Log.Level {
+    func level() throws -> Log.Level {
         do throws(GatewayError) {
             return try Log.resolveLevel(option: logLevel, verbose: verbose,
                                         environment: getenv(Log.levelEnvironmentVariable).map { String(cString: $0) })
@@ -49,7 +74,9 @@ struct Up: ParsableCommand {
         }
     }
 
-    func run() throws {
+    /// Loads the configuration, builds the gateway with `makeGateway`, starts it and runs
+    /// the control loop until a signal stops it; then removes everything.
+    func serve(_ makeGateway: (GatewayConfiguration, String) -> Gateway) throws {
         bootstrapLogging(level: try level())
         do throws(GatewayError) { try Gateway.checkPrivileges() } catch {
             Log.error("\(error)")
@@ -66,8 +93,7 @@ struct Up: ParsableCommand {
         // Before any thread exists, so every worker inherits the mask and only the control
         // loop receives these signals.
         Gateway.blockHandledSignals()
-        let gateway = Gateway(configuration: configuration, configurationPath: config)
-        if benchCryptoOff { gateway.transportCrypto = .off }
+        let gateway = makeGateway(configuration, config)
         do throws(GatewayError) {
             try gateway.start()
         } catch {

@@ -13,7 +13,7 @@ struct XDPWG: ParsableCommand {
         abstract: "An AF_XDP WireGuard gateway.",
         subcommands: [Up.self, Reload.self, Stats.self, LabCommand.self, BenchCommand.self, ScaleCommand.self, SoakCommand.self,
                       CheckConfig.self, GenKey.self,
-                      PubKey.self, GenPSK.self, Version.self, BenchProbe.self, BenchAEAD.self]
+                      PubKey.self, GenPSK.self, Version.self, BenchProbe.self, BenchAEAD.self, BenchCryptoOffGateway.self]
     )
 }
 

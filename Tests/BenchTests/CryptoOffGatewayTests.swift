@@ -10,7 +10,8 @@ import Glibc
 #endif
 
 extension PeerGatewayTests {
-    /// `xdpwg up --bench-crypto-off` end to end: it warns loudly, delivers the emulator's
+    /// The perf lab's crypto-off gateway (`xdpwg bench-crypto-off-gateway`) end to end: it
+    /// warns loudly, delivers the emulator's
     /// crypto-off frames (plaintext, zero tag) with handshakes, counters and the replay
     /// window as usual, and sends the tenant's packets back as plaintext with a zero tag.
     @Test func cryptoOffGatewayForwardsPlaintextFrames() throws {
@@ -20,7 +21,7 @@ extension PeerGatewayTests {
         let peers = 10
         let emulator = try PeerEmulator(peerCount: peers)
         let inner = try PeerEmulator.consecutiveIPv4(from: IPAddress("10.21.0.1")!, count: peers)
-        try lab.start(emulator: emulator, innerAddresses: inner, arguments: ["--bench-crypto-off"])
+        try lab.start(emulator: emulator, innerAddresses: inner, command: CryptoOffGateway.commandName)
         #expect(lab.logText.contains("crypto is OFF: benchmark mode, packets are NOT authenticated"), "\(lab.logText)")
         let sink = try lab.tenantSink(port: 5555)
         defer { sink.close() }
@@ -72,17 +73,34 @@ extension PeerGatewayTests {
             try plain.withUnsafeMutableBytes { try emulator.open(m, into: $0, crypto: .off) }
         }
         #expect(opened.peer == 4)
-        #expect(lab.stop() == 0, "xdpwg up exit status\n\(lab.logText)")
+        #expect(lab.stop() == 0, "\(CryptoOffGateway.commandName) exit status\n\(lab.logText)")
     }
 }
 
-/// The crypto-off flag is not in the help: nobody should find it by accident.
+/// The product cannot turn authentication off: `up` has no such option, and the perf lab's
+/// command for it is not in the help.
 @Suite struct CryptoOffFlagTests {
-    @Test func theFlagIsHiddenFromHelp() throws {
+    @Test func upHasNoCryptoOption() throws {
         let (status, out, err) = try Command.runAllowingFailure([try Command.xdpwg, "up", "--help"])
         #expect(status == 0, "\(err)")
         #expect(out.contains("--config") && !out.contains("crypto"), "\(out)")
         let (all, helpAll, _) = try Command.runAllowingFailure([try Command.xdpwg, "help", "up"])
         #expect(all == 0 && !helpAll.contains("crypto"), "\(helpAll)")
+    }
+
+    /// The option the perf lab once used is refused like any unknown option, before anything
+    /// is loaded (a usage error, exit status 64).
+    @Test func upRejectsBenchCryptoOff() throws {
+        let (status, out, err) = try Command.runAllowingFailure(
+            [try Command.xdpwg, "up", "--config", "/nonexistent/xdpwg.conf", "--bench-crypto-off"])
+        #expect(status == 64, "\(out)\n\(err)")
+        #expect(err.contains("Unknown option '--bench-crypto-off'"), "\(err)")
+        #expect(!err.contains("/nonexistent"), "refused before the configuration was read\n\(err)")
+    }
+
+    @Test func theCryptoOffGatewayCommandIsHidden() throws {
+        let (status, out, err) = try Command.runAllowingFailure([try Command.xdpwg, "--help"])
+        #expect(status == 0, "\(err)")
+        #expect(!out.contains(CryptoOffGateway.commandName), "\(out)")
     }
 }

@@ -146,7 +146,7 @@ import Glibc
             #expect(message[116...].allSatisfy { $0 == 0 }, "zero padding and a zero tag")
             let session = try #require(responder.session(localIndex: header.receiverIndex))
             #expect(throws: TransportRejection.authenticationFailed) { _ = try session.keypair.open(message) }
-            #expect(Array(try session.keypair.open(message, crypto: .off).prefix(100)) == expected)
+            #expect(Array(try TransportCrypto.off.open(session.keypair, message).prefix(100)) == expected)
         }
     }
 
@@ -272,7 +272,7 @@ import Glibc
                                 payload: Array(repeating: 0x5a, count: 200))
         let session = try #require(responder.sessions.first { $0.peer == emulator.publicKeys[2] })
         for crypto in [TransportCrypto.on, .off] {
-            let message = try session.keypair.seal(inner, crypto: crypto)
+            let message = try crypto.seal(session.keypair, inner)
             var plain = [UInt8](repeating: 0, count: 2048)
             let (peer, length) = try message.withUnsafeBytes { m in
                 try plain.withUnsafeMutableBytes { try emulator.open(m, into: $0, crypto: crypto) }
@@ -481,24 +481,32 @@ final class LoopbackResponder: @unchecked Sendable {
 
 extension Keypair {
     /// Opens a whole transport message into a new array (padded plaintext).
-    func open(_ message: [UInt8], crypto: TransportCrypto = .on) throws -> [UInt8] {
+    func open(_ message: [UInt8]) throws -> [UInt8] { try TransportCrypto.on.open(self, message) }
+
+    /// Seals `packet` into a new transport message.
+    func seal(_ packet: [UInt8]) throws -> [UInt8] { try TransportCrypto.on.seal(self, packet) }
+}
+
+extension TransportCrypto {
+    /// Opens a whole transport message with `keypair` into a new array (padded plaintext).
+    func open(_ keypair: Keypair, _ message: [UInt8]) throws -> [UInt8] {
         var plain = [UInt8](repeating: 0, count: message.count)
         let n = try message.withUnsafeBytes { m in
             try plain.withUnsafeMutableBytes { p in
-                try open(m.baseAddress!, length: m.count, into: p.baseAddress!, capacity: p.count, now: Engine.Clock.now(),
-                         cipher: TransportCipher(), crypto: crypto)
+                try open(keypair, m.baseAddress!, length: m.count, into: p.baseAddress!, capacity: p.count,
+                         now: Engine.Clock.now(), cipher: TransportCipher())
             }
         }
         return Array(plain.prefix(n))
     }
 
-    /// Seals `packet` into a new transport message.
-    func seal(_ packet: [UInt8], crypto: TransportCrypto = .on) throws -> [UInt8] {
+    /// Seals `packet` with `keypair` into a new transport message.
+    func seal(_ keypair: Keypair, _ packet: [UInt8]) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: packet.count + 64)
         let n = try packet.withUnsafeBytes { p in
             try out.withUnsafeMutableBytes { o in
-                try seal(p.baseAddress!, length: p.count, into: o.baseAddress!, capacity: o.count, now: Engine.Clock.now(),
-                         cipher: TransportCipher(), crypto: crypto).length
+                try seal(keypair, p.baseAddress!, length: p.count, into: o.baseAddress!, capacity: o.count,
+                         now: Engine.Clock.now(), cipher: TransportCipher()).length
             }
         }
         return Array(out.prefix(n))

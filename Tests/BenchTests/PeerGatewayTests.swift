@@ -184,7 +184,8 @@ final class PeerLab: @unchecked Sendable {
     deinit { close() }
 
     /// Writes the configuration (one tenant, the emulator's peers) and starts `xdpwg up`.
-    func start(emulator: PeerEmulator, innerAddresses: [IPAddress], arguments: [String] = []) throws {
+    /// Starts the gateway with `command` (`up`, or the perf lab's crypto-off gateway command).
+    func start(emulator: PeerEmulator, innerAddresses: [IPAddress], command: String = "up") throws {
         let config = """
             # written by PeerGatewayTests
             [Gateway]
@@ -203,7 +204,7 @@ final class PeerLab: @unchecked Sendable {
         let path = directory.appendingPathComponent("gateway.conf").path
         _ = FileManager.default.createFile(atPath: path, contents: Data(config.utf8), attributes: [.posixPermissions: 0o600])
         tenant = NetworkNamespace(adopting: tenantNamespace)
-        process = try gateway.spawn([try Command.xdpwg, "up", "--config", path] + arguments, log: log, sharedMounts: true)
+        process = try gateway.spawn([try Command.xdpwg, command, "--config", path], log: log, sharedMounts: true)
         let deadline = Date().addingTimeInterval(30)
         while !logText.contains("up: uplink") {
             guard let p = process, p.isRunning else {

@@ -4,6 +4,7 @@ import WireGuard
 import Engine
 import TestSupport
 @testable import Bench
+import Fixtures
 
 /// A small profile in callgrind's format, with every feature the parser must handle: name
 /// compression defined and referred back to (fn= and cfn= share the table), file and object

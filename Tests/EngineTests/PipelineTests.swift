@@ -78,8 +78,8 @@ import WireGuard
         var frame = [UInt8](repeating: 0, count: 2048)
         let length = frame.withUnsafeMutableBytes { f -> Int in
             let sealed = inner.withUnsafeBytes { src in
-                try! peer.seal(src.baseAddress!, length: src.count, into: f.baseAddress! + t.length,
-                               capacity: 2048 - t.length, now: .zero, cipher: TransportCipher(), crypto: crypto)
+                try! crypto.seal(peer, src.baseAddress!, length: src.count, into: f.baseAddress! + t.length,
+                                 capacity: 2048 - t.length, now: .zero, cipher: TransportCipher())
             }
             t.write(to: f.baseAddress!, payloadLength: sealed.length)
             return t.length + sealed.length
@@ -410,8 +410,8 @@ extension PipelineTests {
         for _ in 0..<8200 {
             _ = scratch.withUnsafeMutableBytes { out in
                 nothing.withUnsafeBytes { empty in
-                    try? f.peer.seal(empty.baseAddress!, length: 0, into: out.baseAddress!, capacity: 64, now: .zero,
-                                     cipher: TransportCipher(), crypto: .off)
+                    try? TransportCrypto.off.seal(f.peer, empty.baseAddress!, length: 0, into: out.baseAddress!, capacity: 64, now: .zero,
+                                                  cipher: TransportCipher())
                 }
             }
         }
@@ -453,8 +453,8 @@ extension PipelineTests {
         }
         let n = try message.withUnsafeBytes { m in
             try plain.withUnsafeMutableBytes { p in
-                try f.peer.open(m.baseAddress!, length: m.count, into: p.baseAddress!, capacity: 2048, now: .zero,
-                                cipher: TransportCipher(), crypto: .off)
+                try TransportCrypto.off.open(f.peer, m.baseAddress!, length: m.count, into: p.baseAddress!, capacity: 2048, now: .zero,
+                                             cipher: TransportCipher())
             }
         }
         #expect(n == 1040)

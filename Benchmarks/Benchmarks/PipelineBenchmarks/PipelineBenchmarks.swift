@@ -12,14 +12,14 @@
 //   Keypair seal N B       Keypair.seal of the same inner packet into the same place
 //
 // Same loop shape and metrics as the other targets (README.md): one sample = 1000 packets
-// (`.kilo`), everything built in `setup`: a `PipelineFixture` (from the main package's Bench,
+// (`.kilo`), everything built in `setup`: a `PipelineFixture` (from the main package's Fixtures,
 // shared with `xdpwg bench-probe`), checked before anything is timed (`checked()`: a drop path
 // would be faster and measure nothing). Every benchmark brackets its packet loop with
 // `startMeasurement()`/`stopMeasurement()`: decrypt and open need a receive keypair that has
 // not seen the sample's counters yet (made before the start), and the others are bracketed the
 // same way so that all rows measure the same thing: the loop alone.
 
-import Bench
+import Fixtures
 import BenchSupport
 import Benchmark
 import BenchSodium

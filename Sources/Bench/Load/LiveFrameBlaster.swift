@@ -5,7 +5,7 @@ import Glibc
 
 /// Puts a live-frame `BlastPool`'s frames on the wire through the kernel's XDP live-frames
 /// mode (BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES): an XDP program (`xdpwg_blast` in
-/// bpf/bench.bpf.c) runs on frames of the kernel's own page pool, copies the next frame of
+/// bpf/bench/bench.bpf.c) runs on frames of the kernel's own page pool, copies the next frame of
 /// the pool into each, and returns XDP_TX, which transmits it out of `interface` as an
 /// xdp_frame: no skb, no socket, no copy from user space. From its own thread pinned to
 /// `cpu`, inside `namespace`.
@@ -75,7 +75,7 @@ public final class LiveFrameBlaster: PoolBlaster, @unchecked Sendable {
     /// with a bad length).
     ///
     /// `rate` paces the blast at that many frames per second (see struct blast_control in
-    /// bpf/bench.bpf.c): a constant offered load instead of the generator's ceiling.
+    /// bpf/bench/bench.bpf.c): a constant offered load instead of the generator's ceiling.
     public func start(_ mode: BlastMode, frames: Range<Int>? = nil,
                       rate: Double? = nil) throws(LoadError) -> NamespaceThread<BlastResult> {
         let operation = "blast live frames (\(mode))"

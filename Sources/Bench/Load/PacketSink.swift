@@ -29,7 +29,7 @@ public struct SinkCounters: Sendable, Equatable, CustomStringConvertible {
     public var description: String { "\(packets) packets, \(bytes) bytes (\(passedPackets) passed)" }
 }
 
-/// Counts what arrives on an interface: an XDP program (bpf/bench.bpf.c) attached to
+/// Counts what arrives on an interface: an XDP program (bpf/bench/bench.bpf.c) attached to
 /// `interface` inside network namespace `namespace` that counts and drops the packets it
 /// matches and passes everything else to the kernel, so ARP, ping and control sockets keep
 /// working beside the load.

@@ -18,8 +18,8 @@ public struct TransportFrameLayout: Sendable {
     /// Where the inner datagrams go inside the tenant (IPv4 address and UDP port).
     public var innerDestination: Endpoint
     public var innerSourcePort: UInt16
-    /// false: the crypto-off form (for `xdpwg up --bench-crypto-off`): the plaintext stands
-    /// where the ciphertext goes, followed by 16 zero bytes where the tag goes.
+    /// false: the crypto-off form (for the crypto-off gateway, `CryptoOffGateway`): the
+    /// plaintext stands where the ciphertext goes, followed by 16 zero bytes where the tag goes.
     public var sealed: Bool
     /// The peers' tunnel MTU: plaintext is padded to a multiple of 16 but never past it, as
     /// the kernel pads (1420 B packets stay 1420 B).
@@ -137,9 +137,9 @@ extension PeerEmulator {
                     }
                     do throws(SealFailure) {
                         template.stamp(peer: i, source: sources[i], counter: keypair.messagesSent)
-                        let sealed = try keypair.seal(template.packet, length: layout.innerSize,
-                                                      into: base + header.length, capacity: messageLength, now: now,
-                                                      cipher: cipher, mtu: layout.mtu, crypto: crypto)
+                        let sealed = try crypto.seal(keypair, template.packet, length: layout.innerSize,
+                                                     into: base + header.length, capacity: messageLength, now: now,
+                                                     cipher: cipher, mtu: layout.mtu)
                         header.write(to: base, payloadLength: sealed.length)
                         return frameLength
                     } catch {
@@ -175,8 +175,8 @@ extension PeerEmulator {
             }
             let r: PeerEmulatorError? = withUnsafeMutableBytes(of: &message) { out in
                 do throws(SealFailure) {
-                    _ = try keypair.seal(out.baseAddress!, length: 0, into: out.baseAddress!, capacity: out.count,
-                                         now: now, cipher: cipher, crypto: crypto)
+                    _ = try crypto.seal(keypair, out.baseAddress!, length: 0, into: out.baseAddress!, capacity: out.count,
+                                        now: now, cipher: cipher)
                 } catch {
                     return PeerEmulatorError("keepalives: peer \(i): cannot seal (\(error))")
                 }
@@ -205,8 +205,8 @@ extension PeerEmulator {
             throw PeerEmulatorError("open: receiver index \(header.receiverIndex) is none of this pass's peers")
         }
         do throws(TransportRejection) {
-            let n = try keypair.open(base, length: message.count, into: out, capacity: plaintext.count,
-                                     now: Engine.Clock.now(), cipher: TransportCipher(), crypto: crypto)
+            let n = try crypto.open(keypair, base, length: message.count, into: out, capacity: plaintext.count,
+                                    now: Engine.Clock.now(), cipher: TransportCipher())
             return (i, n)
         } catch {
             throw PeerEmulatorError("open: peer \(i): rejected (\(error))")

@@ -18,6 +18,7 @@
 
 import CSodium
 import Engine
+import Fixtures
 import WireGuard
 
 public enum PipelineProbe {

@@ -33,7 +33,7 @@ public struct BPFError: Error, CustomStringConvertible, Sendable {
     }
 
     /// A failed call whose errno is `code` (positive), as libbpf reports it.
-    static func system(_ operation: String, interface: String? = nil, errno code: Int32) -> BPFError {
+    public static func system(_ operation: String, interface: String? = nil, errno code: Int32) -> BPFError {
         BPFError(operation, interface: interface, reason: .system(errno: code))
     }
 
@@ -78,6 +78,6 @@ public struct BPFError: Error, CustomStringConvertible, Sendable {
 /// and Swift's initializer zeroes the fields but leaves the padding as it was (an optimized
 /// build shows it).
 @inline(__always)
-func zeroAllBytes<T>(_ value: inout T) {
+public func zeroAllBytes<T>(_ value: inout T) {
     withUnsafeMutableBytes(of: &value) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
 }

@@ -1,11 +1,18 @@
 /// A compiled XDP program carried inside the binary. The EmbedBPFObjects build-tool plugin
-/// compiles each `bpf/NAME.bpf.c` during `swift build` and generates
-/// `extension EmbeddedBPFObject { static let NAME = ... }` with the ELF object in base64: a
-/// string literal compiles fast where a byte-array literal of the same size would not.
-struct EmbeddedBPFObject: Sendable {
+/// compiles each `NAME.bpf.c` of a target's folder (bpf/ for Engine, bpf/bench/ for the perf
+/// lab) during `swift build` and generates `extension EmbeddedBPFObject { static let NAME = ... }`
+/// in that target, with the ELF object in base64: a string literal compiles fast where a
+/// byte-array literal of the same size would not. `LoadedXDPObject` loads one.
+public struct EmbeddedBPFObject: Sendable {
     /// The source's base name (`uplink` for bpf/uplink.bpf.c).
-    let name: String
+    public let name: String
     let base64: StaticString
+
+    /// For the plugin's generated code.
+    public init(name: String, base64: StaticString) {
+        self.name = name
+        self.base64 = base64
+    }
 
     /// The ELF object. Decoded on every call: programs are loaded a handful of times per run.
     var elf: [UInt8] {

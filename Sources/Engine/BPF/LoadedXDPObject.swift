@@ -6,19 +6,20 @@ import Glibc
 /// One of our BPF objects loaded into the kernel from the copy embedded in the binary: its
 /// XDP program and its maps, alive until `deinit` closes the object (which closes their file
 /// descriptors; an attachment holds its own reference to the program). Nothing is pinned:
-/// bpffs may not be mounted (`ip netns exec` does not mount it).
-final class LoadedXDPObject: @unchecked Sendable {
-    let programName: String
-    let programFD: Int32
+/// bpffs may not be mounted (`ip netns exec` does not mount it). Public for the perf lab,
+/// which loads its own programs (bpf/bench/) the same way.
+public final class LoadedXDPObject: @unchecked Sendable {
+    public let programName: String
+    public let programFD: Int32
     /// The kernel's id for the program, as `bpf_xdp_query` and `bpftool prog` report it.
-    let programID: UInt32
+    public let programID: UInt32
     private let object: OpaquePointer
 
     /// Room for the verifier log of a rejected program. The kernel (since 6.4) keeps the end
     /// of the log when it overflows, and the end is where the reason is.
     private static let verifierLogSize = 1 << 20
 
-    init(_ embedded: EmbeddedBPFObject, programName: String) throws(BPFError) {
+    public init(_ embedded: EmbeddedBPFObject, programName: String) throws(BPFError) {
         self.programName = programName
         let operation = "load XDP program \(programName)"
         let elf = embedded.elf
@@ -67,7 +68,7 @@ final class LoadedXDPObject: @unchecked Sendable {
     deinit { bpf_object__close(object) }
 
     /// The file descriptor of one of the object's maps (owned by the object: do not close).
-    func mapFD(_ name: String) throws(BPFError) -> Int32 {
+    public func mapFD(_ name: String) throws(BPFError) -> Int32 {
         guard let map = bpf_object__find_map_by_name(object, name) else {
             throw BPFError("find map \(name) in \(programName)", reason: .invalidArgument("the object has no such map"))
         }

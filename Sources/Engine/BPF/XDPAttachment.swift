@@ -90,25 +90,34 @@ enum XDPFlags {
 /// when its last file descriptor closes: a crashed or killed xdpwg leaves no program behind
 /// (where a netlink attachment, `bpf_xdp_attach`, would stay and blackhole our traffic into
 /// an xsks_map with no sockets). A link also cannot be replaced by anyone else's netlink
-/// attach, and detaching it can only ever remove our own program.
-struct XDPLinkAttacher {
+/// attach, and detaching it can only ever remove our own program. Public for the perf lab's
+/// packet sink, which attaches this way too.
+public struct XDPLinkAttacher {
     let programFD: Int32
     let programName: String
     let interfaceIndex: Int32
     let interfaceName: String
 
-    struct Outcome {
-        let linkFD: Int32
-        let mode: XDPAttachMode
+    public init(programFD: Int32, programName: String, interfaceIndex: Int32, interfaceName: String) {
+        self.programFD = programFD
+        self.programName = programName
+        self.interfaceIndex = interfaceIndex
+        self.interfaceName = interfaceName
+    }
+
+    public struct Outcome {
+        /// The bpf_link: closing its last descriptor detaches the program.
+        public let linkFD: Int32
+        public let mode: XDPAttachMode
         /// Why native mode failed, when we fell back to generic.
-        let nativeError: BPFError?
+        public let nativeError: BPFError?
         /// The stale program of ours we removed first, if there was one.
-        let replacedProgramID: UInt32?
+        public let replacedProgramID: UInt32?
     }
 
     /// Removes a stale program of ours, refuses a foreign one, then attaches in `mode`; a
     /// failed native attach falls back to generic (reported in the result).
-    func attach(mode: XDPAttachMode) throws(BPFError) -> Outcome {
+    public func attach(mode: XDPAttachMode) throws(BPFError) -> Outcome {
         let replaced = try removeStaleProgram()
         let operation = "attach \(programName)"
         switch createLink(mode) {

@@ -69,3 +69,14 @@ public struct NetworkInterface: Equatable, Sendable {
             : nil
     }
 }
+
+extension NetworkInterface {
+    /// The index and link type (ARPHRD_*: 1 Ethernet, 772 loopback, 0xFFFE none, 519 raw IP)
+    /// of interface `name` in the calling thread's network namespace, also for a device
+    /// `named` refuses for having no Ethernet address (a TUN device). For the perf lab's
+    /// packet sink, which parses frames by link type.
+    public static func linkType(named name: String) throws(SystemError) -> (index: Int32, hardwareType: UInt16) {
+        let link = try RouteNetlink().link(named: name)
+        return (link.index, link.hardwareType)
+    }
+}

@@ -17,7 +17,7 @@
  *            "WireGuard transport": UDP whose payload is a WireGuard type-4 message (type byte
  *            4, three zero bytes, at least the 32 bytes of a keepalive), whatever the port.
  * Ethernet frames with a VLAN tag, IPv6 extension headers and IPv4 fragments are not parsed:
- * they never match. The loader (Sources/Engine/BPF/BenchSinkProgram.swift) knows the names.
+ * they never match. The loaders (Sources/Bench/Load/Bench*Program.swift) know the names.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>

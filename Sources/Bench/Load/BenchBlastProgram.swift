@@ -1,15 +1,15 @@
 import CLibBPF
+import Engine
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The perf lab's live-frame generator (`xdpwg_blast` in bpf/bench.bpf.c): an XDP program
+/// The perf lab's live-frame generator (`xdpwg_blast` in bpf/bench/bench.bpf.c): an XDP program
 /// that is never attached, but run through BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES:
 /// the kernel runs it on frames of its own page pool and transmits every frame it returns
 /// XDP_TX for out of the "ingress" interface given, as an xdp_frame (no skb, no socket). Each
 /// run copies the next frame of a pool — an mmapable BPF array that user space fills — into
-/// the packet. The perf lab (`Bench.LiveFrameBlaster`) drives it; the kernel interface is
-/// here, beside the loader of the embedded objects.
+/// the packet. `LiveFrameBlaster` drives it.
 public final class BenchBlastProgram: @unchecked Sendable {
     /// Which frames to send next, how, and what happened (struct blast_control).
     public struct Control: Sendable, Equatable {
@@ -138,7 +138,7 @@ public final class BenchBlastProgram: @unchecked Sendable {
         var options = bpf_map_create_opts()
         zeroAllBytes(&options)
         options.sz = MemoryLayout<bpf_map_create_opts>.size
-        // The flags must equal the template's in bpf/bench.bpf.c, or the kernel refuses the
+        // The flags must equal the template's in bpf/bench/bench.bpf.c, or the kernel refuses the
         // map as an inner map.
         options.map_flags = UInt32(BPF_F_MMAPABLE | BPF_F_INNER_MAP)
         let fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "xdpwg_blast_frm", 4, UInt32(slotSize), entries, &options)

@@ -5,7 +5,8 @@
 // baselines on exactly the same bytes.
 //
 // Shared by `xdpwg bench-probe` (callgrind's fixed batch) and the Benchmarks package's
-// PipelineBenchmarks (package-benchmark), so both time the same thing.
+// PipelineBenchmarks (package-benchmark), so both time the same thing, and by the fuzzers
+// (the transport targets run on it).
 
 import CSodium
 import Engine
@@ -171,9 +172,8 @@ public final class PipelineFixture {
             let sealed: SealedMessage
             do {
                 sealed = try uplinkInner.withUnsafeBytes { src in
-                    try peer.seal(src.baseAddress!, length: length, into: f + outerLength,
-                                  capacity: stride - outerLength, now: Self.now, cipher: TransportCipher(), mtu: Self.mtu,
-                                  crypto: crypto)
+                    try crypto.seal(peer, src.baseAddress!, length: length, into: f + outerLength,
+                                    capacity: stride - outerLength, now: Self.now, cipher: TransportCipher(), mtu: Self.mtu)
                 }
             } catch {
                 throw PipelineCheckFailed("the peer's Keypair.seal of frame \(i) failed: \(error)")

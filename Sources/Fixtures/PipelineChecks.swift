@@ -62,9 +62,9 @@ extension PipelineFixture {
         for i in 0..<count {
             let n: Int
             do {
-                n = try receiver.open(frame(i) + outerLength, length: messageLength, into: inner,
-                                      capacity: Self.frameCapacity - Wire.ethernetHeaderSize, now: Self.now,
-                                      cipher: TransportCipher(), crypto: crypto)
+                n = try crypto.open(receiver, frame(i) + outerLength, length: messageLength, into: inner,
+                                    capacity: Self.frameCapacity - Wire.ethernetHeaderSize, now: Self.now,
+                                    cipher: TransportCipher())
             } catch {
                 throw PipelineCheckFailed("Keypair.open of message \(i): \(error)")
             }
@@ -104,9 +104,8 @@ extension PipelineFixture {
         defer { reference.deallocate() }
         let sealed: SealedMessage
         do {
-            sealed = try sender.seal(tenantFrame + Wire.ethernetHeaderSize, length: length, into: reference,
-                                     capacity: Self.frameCapacity, now: Self.now, cipher: TransportCipher(), mtu: Self.mtu,
-                                     crypto: crypto)
+            sealed = try crypto.seal(sender, tenantFrame + Wire.ethernetHeaderSize, length: length, into: reference,
+                                     capacity: Self.frameCapacity, now: Self.now, cipher: TransportCipher(), mtu: Self.mtu)
         } catch {
             throw PipelineCheckFailed("Keypair.seal (\(length) B): \(error)")
         }
@@ -118,8 +117,8 @@ extension PipelineFixture {
         let peer = Keypair(consuming: &k)
         let n: Int
         do {
-            n = try peer.open(output + outerLength, length: messageLength, into: reference,
-                              capacity: Self.frameCapacity, now: Self.now, cipher: TransportCipher(), crypto: crypto)
+            n = try crypto.open(peer, output + outerLength, length: messageLength, into: reference,
+                                capacity: Self.frameCapacity, now: Self.now, cipher: TransportCipher())
         } catch {
             throw PipelineCheckFailed("the peer cannot open the pipeline's message: \(error)")
         }

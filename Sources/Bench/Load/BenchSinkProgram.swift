@@ -1,12 +1,12 @@
 import CLibBPF
+import Engine
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The perf lab's packet sink (bpf/bench.bpf.c), loaded and attached to one interface of the
-/// calling thread's network namespace: counts and drops the packets it matches, passes the
-/// rest to the kernel. The perf lab (`Bench.PacketSink`) wraps it with namespaces; it lives
-/// here because the Engine is where the embedded BPF objects and their loader are.
+/// The perf lab's packet sink (bpf/bench/bench.bpf.c, embedded in this module), loaded and
+/// attached to one interface of the calling thread's network namespace: counts and drops the
+/// packets it matches, passes the rest to the kernel. `PacketSink` wraps it with namespaces.
 ///
 /// The program is chosen from the interface's link type: on an Ethernet device (veth, a NIC)
 /// it parses the Ethernet header and is attached in native mode (generic if the driver
@@ -78,7 +78,7 @@ public final class BenchSinkProgram: @unchecked Sendable {
     private let linkFD: Int32
     private var detached = false
 
-    /// The program names in bpf/bench.bpf.c, by framing and match.
+    /// The program names in bpf/bench/bench.bpf.c, by framing and match.
     static func programName(framing: Framing, match: Match) -> String {
         switch (framing, match) {
         case (.ethernet, .innerIP): "xdpwg_sink_ip"
@@ -89,7 +89,7 @@ public final class BenchSinkProgram: @unchecked Sendable {
     }
 
     static let countersMapName = "xdpwg_sink_cnt"
-    /// Entries of the counters map (enum sink_counter in bpf/bench.bpf.c).
+    /// Entries of the counters map (enum sink_counter in bpf/bench/bench.bpf.c).
     private static let matchedKey: UInt32 = 0
     private static let passedKey: UInt32 = 1
 
@@ -104,7 +104,7 @@ public final class BenchSinkProgram: @unchecked Sendable {
     /// `BPFError` for a load or attach failure, `SystemError.invalidArgument` for a link type
     /// the sink cannot parse.
     public init(interfaceName: String, match: Match) throws {
-        let link = try RouteNetlink().link(named: interfaceName)
+        let link = try NetworkInterface.linkType(named: interfaceName)
         let framing: Framing
         let mode: XDPAttachMode
         switch link.hardwareType {
