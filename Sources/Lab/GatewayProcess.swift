@@ -27,9 +27,10 @@ public final class GatewayProcess: @unchecked Sendable {
     /// Writes `configuration` and starts `executable up --config …` in `namespace` (sharing the
     /// caller's mount namespace, so the tenant namespaces it creates are visible to everyone),
     /// then waits up to `timeout` seconds for its "up:" line. Throws with the log if it exits
-    /// or does not come up; nothing is left behind then.
+    /// or does not come up; nothing is left behind then. `environment` is added to the
+    /// caller's.
     public init(executable: String, in namespace: NetworkNamespace, configuration: String,
-                arguments: [String] = [], timeout: Double = 30) throws {
+                arguments: [String] = [], environment: [String: String] = [:], timeout: Double = 30) throws {
         self.namespace = namespace
         directory = try GatewayProcess.privateDirectory()
         configurationPath = directory.appendingPathComponent("gateway.conf").path
@@ -41,7 +42,8 @@ public final class GatewayProcess: @unchecked Sendable {
         }
         do {
             process = try namespace.spawn([executable, "up", "--config", configurationPath] + arguments,
-                                          log: URL(fileURLWithPath: logPath), sharedMounts: true)
+                                          environment: environment, log: URL(fileURLWithPath: logPath),
+                                          sharedMounts: true)
         } catch {
             try? FileManager.default.removeItem(at: directory)
             throw error
