@@ -106,6 +106,7 @@ public final class TenantLink: Sendable {
     public static func create(_ spec: TenantLinkSpec) throws(SystemError) -> TenantLink {
         try spec.validate()
         let namespacePath = NetworkNamespaceFile.path(of: spec.namespace)
+        let host = try RouteNetlink() // the calling thread's namespace, where the host end goes
 
         var createdNamespace = false
         if !SystemFiles.exists(namespacePath) {
@@ -117,15 +118,8 @@ public final class TenantLink: Sendable {
                 guard SystemFiles.exists(namespacePath) else { throw error }
             }
         }
-        var hostEnd: Int32?
+        var createdPair = false
         var reclaimed: [String] = []
-        let host: RouteNetlink
-        do throws(SystemError) {
-            host = try RouteNetlink()
-        } catch {
-            if createdNamespace { _ = try? NetworkNamespaceFile.delete(spec.namespace) }
-            throw error
-        }
         do throws(SystemError) {
             let inner = try RouteNetlink(namespace: spec.namespace)
             let innerPlace = "network namespace '\(spec.namespace)'"
@@ -146,8 +140,8 @@ public final class TenantLink: Sendable {
             defer { close(namespaceFD) }
             try host.createVeth(name: spec.hostName, peer: spec.innerName, queues: spec.queues, mtu: spec.mtu,
                                 peerNamespaceFD: namespaceFD, peerPlace: innerPlace)
+            createdPair = true
             let hostLink = try host.link(named: spec.hostName)
-            hostEnd = hostLink.index
             let innerLink = try inner.link(named: spec.innerName)
             try configureInner(spec, netlink: inner, index: innerLink.index, place: innerPlace)
             try configureHost(spec, netlink: host)
@@ -162,7 +156,9 @@ public final class TenantLink: Sendable {
             return TenantLink(spec: spec, hostIndex: hostLink.index, hostMAC: hostMAC, innerMAC: innerMAC,
                               createdNamespace: createdNamespace, reclaimed: reclaimed)
         } catch {
-            if let hostEnd { _ = try? host.deleteLink(index: hostEnd, name: spec.hostName, place: gatewayPlace) }
+            if createdPair, let hostEnd = try? host.link(named: spec.hostName) {
+                _ = try? host.deleteLink(index: hostEnd.index, name: spec.hostName, place: gatewayPlace)
+            }
             if createdNamespace { _ = try? NetworkNamespaceFile.delete(spec.namespace) }
             throw error
         }
