@@ -68,3 +68,5 @@ int cxdpwg_sendmmsg(int fd, const struct msghdr *messages, unsigned int count, i
     }
     return sendmmsg(fd, batch, count, flags);
 }
+
+int cxdpwg_unshare_net(void) { return unshare(CLONE_NEWNET); }

@@ -29,9 +29,10 @@ public final class GatewayProcess: @unchecked Sendable {
     /// (sharing the caller's mount namespace, so the tenant namespaces it creates are visible
     /// to everyone), then waits up to `timeout` seconds for its "up:" line. `command` is `up`,
     /// or a command that runs the same gateway (the perf lab's crypto-off one). Throws with
-    /// the log if it exits or does not come up; nothing is left behind then.
+    /// the log if it exits or does not come up; nothing is left behind then. `environment` is
+    /// added to the caller's.
     public init(executable: String, command: String = "up", in namespace: NetworkNamespace, configuration: String,
-                arguments: [String] = [], timeout: Double = 30) throws {
+                arguments: [String] = [], environment: [String: String] = [:], timeout: Double = 30) throws {
         self.namespace = namespace
         directory = try GatewayProcess.privateDirectory()
         configurationPath = directory.appendingPathComponent("gateway.conf").path
@@ -43,7 +44,8 @@ public final class GatewayProcess: @unchecked Sendable {
         }
         do {
             process = try namespace.spawn([executable, command, "--config", configurationPath] + arguments,
-                                          log: URL(fileURLWithPath: logPath), sharedMounts: true)
+                                          environment: environment, log: URL(fileURLWithPath: logPath),
+                                          sharedMounts: true)
         } catch {
             try? FileManager.default.removeItem(at: directory)
             throw error

@@ -185,7 +185,8 @@ import WireGuard
         #expect(!tenant.exists, "the namespace made for the failed link is removed")
     }
 
-    /// A step that fails half-way quotes the command and `ip`'s message, and rolls back.
+    /// A step that fails half-way names the step, the object and the namespace with the
+    /// kernel's reason, and rolls back.
     @Test func failureHalfWayRollsBack() throws {
         try Privileged.require()
         let gateway = try NetworkNamespace(tag: "gw")
@@ -198,18 +199,47 @@ import WireGuard
             _ = try gateway.onThread { try TenantLink.create(spec) }
             Issue.record("created a tenant link with a duplicate address")
         } catch let error as SystemError {
-            guard case .commandFailed(let command, let status, let standardError) = error else {
+            guard case .netlink(let request, let errno, _) = error else {
                 Issue.record("unexpected error \(error)")
                 return
             }
-            #expect(command == ["ip", "-n", tenant.name, "addr", "add", "10.77.0.1/24", "dev", "wg0"])
-            #expect(status != 0)
-            // iproute2 prints the kernel's reason ("Address already assigned" / "File exists").
-            #expect(standardError.contains("already") || standardError.contains("File exists"), "\(standardError)")
-            #expect(error.description.hasPrefix("`ip -n \(tenant.name) addr add 10.77.0.1/24 dev wg0` exited"))
+            #expect(request == "adding address 10.77.0.1/24 to 'wg0' in network namespace '\(tenant.name)'")
+            // The kernel's reason, as iproute2 printed it ("RTNETLINK answers: File exists").
+            #expect(errno == EEXIST)
+            #expect(error.description.hasPrefix("adding address 10.77.0.1/24 to 'wg0' in network namespace "
+                + "'\(tenant.name)': File exists"), "\(error)")
         }
         #expect(!tenant.exists)
         #expect(try !Self.linkExists(gateway.name, "xt0"))
+    }
+
+    /// A namespace made as `ip netns add` makes one: a bind mount that `ip netns` can enter,
+    /// /var/run/netns a shared mount point; the calling thread stays where it was. An existing
+    /// name is refused and left alone; deletion removes the name.
+    @Test func namespaceFileIsMadeAndRemovedAsIPNetnsDoes() throws {
+        try Privileged.require()
+        let tenant = TenantNamespaceName()
+        let before = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self/ns/net")
+        try NetworkNamespaceFile.create(tenant.name)
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self/ns/net") == before)
+        #expect(tenant.exists)
+        // mountinfo: the fifth field is the mount point, optional fields ("shared:N") follow.
+        let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).split(separator: "\n")
+            .map { $0.split(separator: " ").map(String.init) }
+        let places = { (path: String) in [path, path.replacingOccurrences(of: "/var/run/", with: "/run/")] }
+        #expect(mounts.contains { places(tenant.path).contains($0[4]) }, "no mount at \(tenant.path)")
+        let directory = mounts.filter { places(NamespaceSwitch.directory).contains($0[4]) }
+        #expect(directory.contains { $0.contains { $0.hasPrefix("shared:") } }, "\(directory)")
+        // A namespace of its own: only lo, down.
+        let links = try IPJSON.objects(["ip", "-n", tenant.name, "-j", "link", "show"])
+        #expect(links.compactMap { $0["ifname"] as? String } == ["lo"])
+        #expect(try Command.run(["ip", "netns", "exec", tenant.name, "readlink", "/proc/self/ns/net"]) != before + "\n")
+
+        #expect(throws: SystemError.self) { try NetworkNamespaceFile.create(tenant.name) }
+        #expect(tenant.exists, "a refused create removed the existing name")
+        try NetworkNamespaceFile.delete(tenant.name)
+        #expect(!tenant.exists)
+        #expect(throws: SystemError.self) { try NetworkNamespaceFile.delete(tenant.name) }
     }
 
     @Test func invalidNamesAreRefusedBeforeAnythingRuns() throws {

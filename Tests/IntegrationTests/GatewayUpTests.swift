@@ -20,6 +20,7 @@ import Glibc
 /// - A third peer in tenant A, built on the core (`CorePeer`), sends an inner packet with a
 ///   source outside its AllowedIPs and replays a transport message: both dropped, counted.
 /// - After SIGTERM: exit status 0, no XDP program on the uplink, the tenant namespaces gone.
+/// - `up` never ran iproute2's `ip` (a fake one first on its PATH would have noted it).
 /// - All of it once per transport cipher backend, forced with `[Gateway] Crypto`.
 /// (`up`'s refusals are in CLITests/UpCommandTests.)
 @Suite(.serialized, .enabled(if: Privileged.shouldRun))
@@ -35,8 +36,12 @@ struct GatewayUpTests {
         let peerA = a.peer, peerB = b.peer
         let corePeer = TwoTenantGateway.peerSection(coreKey.publicKey, allowedIPs: "10.10.1.9/32",
                                                     comment: "the core-based peer that spoofs and replays")
+        // `up` runs no `ip` (everything is rtnetlink): a fake one first on its PATH would
+        // note a call, and fail it.
+        let fakeIP = try FakeProgram(name: "ip")
         let gateway = try setup.start(setup.configuration(writtenBy: "GatewayUpTests", gatewayLines: ["Crypto = \(backend.name)"],
-                                                          extraPeersOfA: [corePeer]))
+                                                          extraPeersOfA: [corePeer]),
+                                      environment: ["PATH": fakeIP.searchPath])
         let tenantA = setup.namespace(a), tenantB = setup.namespace(b)
         #expect(gateway.log.contains("crypto: \(backend.name) (forced"), "the log does not name the backend\n\(gateway.log)")
         #expect(try StatsReader.open(name: setup.name).snapshot().crypto == backend.name, "xdpwg stats names another backend")
@@ -115,6 +120,36 @@ struct GatewayUpTests {
         let namespaces = try Command.run(["ip", "netns", "list"])
         #expect(!namespaces.contains(a.namespaceName) && !namespaces.contains(b.namespaceName), "tenant namespaces left: \(namespaces)")
         #expect(!gateway.isRunning)
+        #expect(fakeIP.calls.isEmpty, "xdpwg up ran `ip`: \(fakeIP.calls)")
+    }
+
+    /// An executable `name` in a directory of its own that appends its arguments to a file
+    /// and exits 1; `searchPath` puts that directory before the test's PATH.
+    final class FakeProgram {
+        let directory: URL
+        let record: String
+
+        init(name: String) throws {
+            directory = FileManager.default.temporaryDirectory.appendingPathComponent("xdpwg-fake-\(name)-\(getpid())")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            record = directory.appendingPathComponent("calls").path
+            let script = "#!/bin/sh\necho \"\(name) $*\" >> '\(record)'\nexit 1\n"
+            guard FileManager.default.createFile(atPath: directory.appendingPathComponent(name).path,
+                                                 contents: Data(script.utf8), attributes: [.posixPermissions: 0o755]) else {
+                throw GatewayProcess.Failure(description: "cannot write a fake \(name) into \(directory.path)")
+            }
+        }
+
+        deinit { try? FileManager.default.removeItem(at: directory) }
+
+        var searchPath: String {
+            directory.path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin")
+        }
+
+        /// One line per call: the program's name and its arguments.
+        var calls: [String] {
+            ((try? String(contentsOfFile: record, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
     }
 
     // MARK: Helpers

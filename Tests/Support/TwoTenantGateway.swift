@@ -89,11 +89,12 @@ public final class TwoTenantGateway: @unchecked Sendable {
         ])
     }
 
-    /// `xdpwg up` with `configuration`, waited for until it is up; stopped by `topology.close()`
-    /// if the test has not stopped it.
-    public func start(_ configuration: String, arguments: [String] = []) throws -> GatewayProcess {
+    /// `xdpwg up` with `configuration` (and `environment` added to the test's), waited for
+    /// until it is up; stopped by `topology.close()` if the test has not stopped it.
+    public func start(_ configuration: String, arguments: [String] = [],
+                      environment: [String: String] = [:]) throws -> GatewayProcess {
         let gateway = try GatewayProcess(executable: try Command.xdpwg, in: topology.gateway,
-                                         configuration: configuration, arguments: arguments)
+                                         configuration: configuration, arguments: arguments, environment: environment)
         topology.atClose { gateway.stop() }
         return gateway
     }

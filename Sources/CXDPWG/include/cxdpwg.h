@@ -31,3 +31,7 @@ struct msghdr;
 /// up to `count` datagrams (at most 1024), message i being `messages[i]`, in one system call.
 /// Returns how many were sent, or -1 with errno set when the first could not be.
 int cxdpwg_sendmmsg(int fd, const struct msghdr *messages, unsigned int count, int flags);
+
+/// unshare(CLONE_NEWNET): moves the calling thread into a new, empty network namespace
+/// (declared only under _GNU_SOURCE). Returns 0, or -1 with errno set.
+int cxdpwg_unshare_net(void);

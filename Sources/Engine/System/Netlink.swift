@@ -124,6 +124,22 @@ struct NetlinkMessageBuilder {
         appendAttribute(type: type, value: Array(string.utf8) + [0])
     }
 
+    mutating func appendAttribute(type: UInt16, uint8 value: UInt8) {
+        appendAttribute(type: type, value: [value])
+    }
+
+    /// A nested attribute: `body` appends its contents (attributes, or a family header and
+    /// attributes as in VETH_INFO_PEER); the nest's length then counts all of them.
+    mutating func appendNest(type: UInt16, _ body: (inout NetlinkMessageBuilder) -> Void) {
+        let start = bytes.count
+        append(UInt16(0)) // nla_len, set below
+        append(type)
+        body(&self)
+        let length = UInt16(bytes.count - start)
+        withUnsafeBytes(of: length) { bytes.replaceSubrange(start..<(start + 2), with: $0) }
+        finishAppend()
+    }
+
     private mutating func append<T: FixedWidthInteger>(_ value: T) {
         withUnsafeBytes(of: value) { bytes += $0 }
     }

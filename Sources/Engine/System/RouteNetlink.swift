@@ -302,7 +302,7 @@ public final class RouteNetlink: Sendable {
     // MARK: Socket I/O
 
     /// Sends one request and collects its replies (see `NetlinkReply`).
-    private func perform(request what: String, isDump: Bool,
+    func perform(request what: String, isDump: Bool,
                          _ build: (UInt32) -> [UInt8]) throws(SystemError) -> [NetlinkMessage] {
         try state.withLock { (state: inout State) throws(SystemError) -> [NetlinkMessage] in
             state.sequence &+= 1

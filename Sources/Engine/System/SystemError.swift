@@ -18,8 +18,6 @@ public enum SystemError: Error, Equatable, Sendable, CustomStringConvertible {
     case timedOut(request: String)
     /// A netlink reply that does not parse as the kernel's format.
     case malformed(String)
-    /// An external command (iproute2's `ip`) exited non-zero or could not start.
-    case commandFailed(command: [String], status: Int32, standardError: String)
 
     /// The errno behind the failure, when there is one.
     public var errno: Int32? {
@@ -44,9 +42,6 @@ public enum SystemError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(request): the kernel did not answer within the netlink receive timeout"
         case .malformed(let what):
             return "malformed netlink reply: \(what)"
-        case .commandFailed(let command, let status, let standardError):
-            let err = standardError.trimmingSuffixWhitespace()
-            return "`\(command.joined(separator: " "))` exited \(status)" + (err.isEmpty ? "" : ": \(err)")
         }
     }
 

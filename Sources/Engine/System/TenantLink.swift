@@ -36,8 +36,8 @@ public struct TenantLinkSpec: Sendable {
         self.mtu = mtu
     }
 
-    /// Rejects names and numbers the kernel or `ip` would refuse (or misread), before
-    /// anything is created.
+    /// Rejects names and numbers the kernel would refuse (or misread), before anything is
+    /// created.
     public func validate() throws(SystemError) {
         try Names.validateNamespace(namespace)
         try Names.validateInterface(hostName, role: "host-side veth")
@@ -59,8 +59,9 @@ public struct TenantLinkSpec: Sendable {
     public static let maxQueues = 4096
 }
 
-/// A tenant's veth pair and namespace, set up the way wg-quick sets up an interface: by
-/// running iproute2's `ip` once, at startup (never on the data path).
+/// A tenant's veth pair and namespace, set up the way wg-quick sets up an interface, once, at
+/// startup (never on the data path): over rtnetlink, the namespace made as `ip netns add`
+/// makes one. No external program is run.
 ///
 /// `destroy()` removes what `create` made; nothing is removed on deinit, because the
 /// gateway decides when a tenant goes away (and a crash must not leave it half-removed
@@ -86,6 +87,9 @@ public final class TenantLink: Sendable {
     /// namespace as its own (removed at exit), where one the operator made stays theirs.
     public static let ownershipMark = "xdpwg: namespace made by xdpwg"
 
+    /// How error messages name the gateway's namespace (the calling thread's).
+    static let gatewayPlace = "the gateway's network namespace"
+
     private init(spec: TenantLinkSpec, hostIndex: Int32, hostMAC: EthernetAddress, innerMAC: EthernetAddress,
                  createdNamespace: Bool, reclaimed: [String]) {
         self.spec = spec
@@ -101,13 +105,13 @@ public final class TenantLink: Sendable {
     /// created is removed again before the error is thrown.
     public static func create(_ spec: TenantLinkSpec) throws(SystemError) -> TenantLink {
         try spec.validate()
-        let ip = try IPCommand()
-        let namespacePath = "\(NamespaceSwitch.directory)/\(spec.namespace)"
+        let namespacePath = NetworkNamespaceFile.path(of: spec.namespace)
+        let host = try RouteNetlink() // the calling thread's namespace, where the host end goes
 
         var createdNamespace = false
         if !SystemFiles.exists(namespacePath) {
             do throws(SystemError) {
-                try ip.run(["netns", "add", spec.namespace])
+                try NetworkNamespaceFile.create(spec.namespace)
                 createdNamespace = true
             } catch {
                 // Someone else created it in the meantime: use theirs, as if it had existed.
@@ -117,42 +121,45 @@ public final class TenantLink: Sendable {
         var createdPair = false
         var reclaimed: [String] = []
         do throws(SystemError) {
+            let inner = try RouteNetlink(namespace: spec.namespace)
+            let innerPlace = "network namespace '\(spec.namespace)'"
             // The inner end first: deleting a stale host end would take it, and our mark, along.
-            if !createdNamespace,
-               let stale = try removeStaleLink(named: spec.innerName, netlink: RouteNetlink(namespace: spec.namespace),
-                                               ip: ip, namespace: spec.namespace) {
-                reclaimed.append("removed the stale veth '\(spec.innerName)' in network namespace '\(spec.namespace)'")
+            if !createdNamespace, let stale = try removeStaleLink(named: spec.innerName, netlink: inner, place: innerPlace) {
+                reclaimed.append("removed the stale veth '\(spec.innerName)' in \(innerPlace)")
                 if stale.alias == ownershipMark {
                     createdNamespace = true
                     reclaimed.append("adopted network namespace '\(spec.namespace)', which an earlier run of xdpwg "
                                      + "made (it is removed at exit)")
                 }
             }
-            if try removeStaleLink(named: spec.hostName, netlink: RouteNetlink(), ip: ip, namespace: nil) != nil {
-                reclaimed.append("removed the stale veth '\(spec.hostName)' in the gateway's network namespace")
+            if try removeStaleLink(named: spec.hostName, netlink: host, place: gatewayPlace) != nil {
+                reclaimed.append("removed the stale veth '\(spec.hostName)' in \(gatewayPlace)")
             }
-            let queues = String(spec.queues)
-            try ip.run(["link", "add", "name", spec.hostName, "numrxqueues", queues, "numtxqueues", queues,
-                        "type", "veth", "peer", "name", spec.innerName, "numrxqueues", queues,
-                        "numtxqueues", queues, "netns", spec.namespace])
+            let namespaceFD = open(namespacePath, O_RDONLY | O_CLOEXEC)
+            guard namespaceFD >= 0 else { throw .syscall(operation: "open(\(namespacePath))", errno: errno) }
+            defer { close(namespaceFD) }
+            try host.createVeth(name: spec.hostName, peer: spec.innerName, queues: spec.queues, mtu: spec.mtu,
+                                peerNamespaceFD: namespaceFD, peerPlace: innerPlace)
             createdPair = true
-            try configureInner(spec, ip: ip)
-            try configureHost(spec, ip: ip)
+            let hostLink = try host.link(named: spec.hostName)
+            let innerLink = try inner.link(named: spec.innerName)
+            try configureInner(spec, netlink: inner, index: innerLink.index, place: innerPlace)
+            try configureHost(spec, netlink: host)
 
-            let host = try RouteNetlink().link(named: spec.hostName)
-            let inner = try RouteNetlink(namespace: spec.namespace).link(named: spec.innerName)
-            guard let hostMAC = host.address.flatMap({ EthernetAddress(bytes: $0) }),
-                  let innerMAC = inner.address.flatMap({ EthernetAddress(bytes: $0) }) else {
+            guard let hostMAC = hostLink.address.flatMap({ EthernetAddress(bytes: $0) }),
+                  let innerMAC = innerLink.address.flatMap({ EthernetAddress(bytes: $0) }) else {
                 throw SystemError.malformed("veth '\(spec.hostName)' or '\(spec.innerName)' reports no Ethernet address")
             }
             if createdNamespace {
-                try ip.run(["-n", spec.namespace, "link", "set", "dev", spec.innerName, "alias", ownershipMark])
+                try inner.setAlias(name: spec.innerName, ownershipMark, place: innerPlace)
             }
-            return TenantLink(spec: spec, hostIndex: host.index, hostMAC: hostMAC, innerMAC: innerMAC,
+            return TenantLink(spec: spec, hostIndex: hostLink.index, hostMAC: hostMAC, innerMAC: innerMAC,
                               createdNamespace: createdNamespace, reclaimed: reclaimed)
         } catch {
-            if createdPair { _ = try? ip.run(["link", "del", "dev", spec.hostName]) }
-            if createdNamespace { _ = try? ip.run(["netns", "del", spec.namespace]) }
+            if createdPair, let hostEnd = try? host.link(named: spec.hostName) {
+                _ = try? host.deleteLink(index: hostEnd.index, name: spec.hostName, place: gatewayPlace)
+            }
+            if createdNamespace { _ = try? NetworkNamespaceFile.delete(spec.namespace) }
             throw error
         }
     }
@@ -167,15 +174,14 @@ public final class TenantLink: Sendable {
         }
         guard !alreadyDestroyed else { return }
         try removeHostEnd()
-        let ip = try IPCommand()
-        if createdNamespace && SystemFiles.exists("\(NamespaceSwitch.directory)/\(spec.namespace)") {
-            try ip.run(["netns", "del", spec.namespace])
+        if createdNamespace && namespaceExists {
+            try NetworkNamespaceFile.delete(spec.namespace)
         }
     }
 
     /// Whether the tenant's namespace still has its name (`ip netns delete` removes it at
     /// once, even while processes keep the namespace itself alive).
-    public var namespaceExists: Bool { SystemFiles.exists("\(NamespaceSwitch.directory)/\(spec.namespace)") }
+    public var namespaceExists: Bool { SystemFiles.exists(NetworkNamespaceFile.path(of: spec.namespace)) }
 
     /// The tenant's namespace is gone (deleted while the gateway runs): removes the host end
     /// if it is still there (a namespace deleted by name lives on while processes hold it,
@@ -193,14 +199,16 @@ public final class TenantLink: Sendable {
 
     /// Deletes the host end (which takes the inner end with it), if it is still ours.
     private func removeHostEnd() throws(SystemError) {
-        let ip = try IPCommand()
+        let netlink = try RouteNetlink()
         do {
-            let host = try RouteNetlink().link(named: spec.hostName)
+            let host = try netlink.link(named: spec.hostName)
             if host.index == hostIndex {
-                try ip.run(["link", "del", "dev", spec.hostName])
+                try netlink.deleteLink(index: hostIndex, name: spec.hostName, place: TenantLink.gatewayPlace)
             }
         } catch .noSuchInterface {
             // Already gone (deleted by hand, or with the namespace of its peer).
+        } catch .netlink(_, let e, _) where e == ENODEV {
+            // Gone between the lookup and the deletion.
         }
     }
 
@@ -208,15 +216,16 @@ public final class TenantLink: Sendable {
     /// AllowedIPs (a peer added, removed or changed while running): routes of prefixes no
     /// longer allowed go, new ones come.
     public func updateRoutes(from old: [IPPrefix], to new: [IPPrefix]) throws(SystemError) {
-        let ip = try IPCommand()
-        let inNamespace = ["-n", spec.namespace]
+        let netlink = try RouteNetlink(namespace: spec.namespace)
+        let place = "network namespace '\(spec.namespace)'"
+        let index = try netlink.link(named: spec.innerName).index
         let oldSet = Set(old.map(\.masked)), newSet = Set(new.map(\.masked))
-        try ip.batch(new.map(\.masked).filter { !oldSet.contains($0) }.map {
-            ["route", "replace", $0.description, "dev", spec.innerName]
-        }, options: inNamespace)
+        for prefix in new.map(\.masked) where !oldSet.contains(prefix) {
+            try netlink.replaceRoute(prefix, interfaceIndex: index, interfaceName: spec.innerName, place: place)
+        }
         for prefix in old.map(\.masked) where !newSet.contains(prefix) {
             // Gone already (the operator removed it, or the address's own route) is fine.
-            _ = try? ip.run(inNamespace + ["route", "del", prefix.description, "dev", spec.innerName])
+            _ = try? netlink.deleteRoute(prefix, interfaceIndex: index, interfaceName: spec.innerName, place: place)
         }
     }
 
@@ -226,34 +235,31 @@ public final class TenantLink: Sendable {
     /// any other kind of interface is the operator's to resolve, not ours to delete. Returns
     /// what was deleted (nil: nothing was there).
     @discardableResult
-    private static func removeStaleLink(named name: String, netlink: RouteNetlink, ip: IPCommand,
-                                        namespace: String?) throws(SystemError) -> LinkAttributes? {
+    private static func removeStaleLink(named name: String, netlink: RouteNetlink,
+                                        place: String) throws(SystemError) -> LinkAttributes? {
         let link: LinkAttributes
         do {
             link = try netlink.link(named: name)
         } catch .noSuchInterface {
             return nil
         }
-        let place = namespace.map { "network namespace '\($0)'" } ?? "the gateway's network namespace"
         guard link.kind == "veth" else {
             throw .invalidArgument("'\(name)' already exists in \(place) and is not a veth (it is "
                 + "\(link.kind.map { "a \($0)" } ?? "a physical device")); choose another name for the tenant link")
         }
-        try ip.run((namespace.map { ["-n", $0] } ?? []) + ["link", "del", "dev", name])
+        try netlink.deleteLink(index: link.index, name: name, place: place)
         return link
     }
 
-    private static func configureInner(_ spec: TenantLinkSpec, ip: IPCommand) throws(SystemError) {
-        let inNamespace = ["-n", spec.namespace]
+    private static func configureInner(_ spec: TenantLinkSpec, netlink: RouteNetlink, index: Int32,
+                                       place: String) throws(SystemError) {
         // Like a wg interface: no link-local address (so no router solicitations or MLD
         // reports leak to the gateway), no ARP/ND: the kernel then addresses every frame to
         // the link's own MAC, and the host end's XDP program takes them all regardless.
-        try ip.run(inNamespace + ["link", "set", "dev", spec.innerName, "addrgenmode", "none"])
-        try ip.run(inNamespace + ["link", "set", "dev", spec.innerName, "arp", "off", "mtu", String(spec.mtu)])
+        try netlink.configureAsTunnel(name: spec.innerName, mtu: spec.mtu, place: place)
         for entry in spec.addresses {
-            // nodad: the address is usable at once; there is nobody on this link to collide with.
-            try ip.run(inNamespace + ["addr", "add", "\(entry.address)/\(entry.prefixLength)", "dev", spec.innerName]
-                + (entry.address.isV4 ? [] : ["nodad"]))
+            try netlink.addAddress(entry.address, prefixLength: entry.prefixLength, interfaceIndex: index,
+                                   interfaceName: spec.innerName, place: place)
         }
         // The tenant's kernel must write complete checksums: with transmit checksum offload a
         // veth leaves TCP/UDP checksums partial (for a receiver on this host to trust), but
@@ -263,21 +269,22 @@ public final class TenantLink: Sendable {
             let rc = cxdpwg_set_transmit_checksumming(spec.innerName, 0)
             if rc != 0 { throw .syscall(operation: "ethtool: tx checksumming off on \(spec.innerName)", errno: rc) }
         }
-        try ip.run(inNamespace + ["link", "set", "dev", spec.innerName, "up"])
-        try ip.run(inNamespace + ["link", "set", "dev", "lo", "up"])
-        // `ip route` refuses a prefix with host bits set; "replace" tolerates the route an
-        // address already implies. One `ip` for all of them: a tenant may have thousands.
-        try ip.batch(spec.routes.map { ["route", "replace", $0.masked.description, "dev", spec.innerName] },
-                     options: inNamespace)
+        try netlink.setUp(name: spec.innerName, place: place)
+        try netlink.setUp(name: "lo", place: place)
+        // The kernel refuses a prefix with host bits set (masked there); "replace" tolerates
+        // the route an address already implies.
+        for prefix in spec.routes {
+            try netlink.replaceRoute(prefix, interfaceIndex: index, interfaceName: spec.innerName, place: place)
+        }
     }
 
-    private static func configureHost(_ spec: TenantLinkSpec, ip: IPCommand) throws(SystemError) {
+    private static func configureHost(_ spec: TenantLinkSpec, netlink: RouteNetlink) throws(SystemError) {
         // No IPv6 on the host end: it has no addresses and must not send ND or MLD into the
         // tenant's namespace. The sysctl exists only when IPv6 is enabled in the kernel.
         let sysctl = "/proc/sys/net/ipv6/conf/\(spec.hostName)/disable_ipv6"
         if SystemFiles.exists(sysctl) {
             try SystemFiles.write(sysctl, "1")
         }
-        try ip.run(["link", "set", "dev", spec.hostName, "mtu", String(spec.mtu), "up"])
+        try netlink.setUp(name: spec.hostName, mtu: spec.mtu, place: gatewayPlace)
     }
 }
