@@ -1,3 +1,4 @@
+import Engine
 import WireGuard
 
 #if canImport(Glibc)
@@ -84,8 +85,8 @@ extension GatewayConfiguration {
         defer { wipe(buffer); buffer.deallocate() }
         var length = 0
         while length < capacity {
-            let n = read(fd, buffer.baseAddress! + length, capacity - length)
-            if n > 0 { length += n } else if n == 0 { break } else if errno != EINTR {
+            let n = SystemCall.retryingEINTR { read(fd, buffer.baseAddress! + length, capacity - length) }
+            if n > 0 { length += n } else if n == 0 { break } else {
                 throw failure("cannot read: \(ConfigurationParser.errnoText())")
             }
         }

@@ -44,16 +44,14 @@ public final class HandshakeSocket {
         to.sin6_port = port.bigEndian
         let raw: [UInt8] = address.isV4 ? [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] + address.bytes : address.bytes
         withUnsafeMutableBytes(of: &to.sin6_addr) { $0.copyBytes(from: raw) }
-        while true {
-            let n = withUnsafePointer(to: &to) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+        let n = withUnsafePointer(to: &to) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                SystemCall.retryingEINTR {
+                    sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), address, socklen_t(MemoryLayout<sockaddr_in6>.size))
                 }
             }
-            if n >= 0 { return nil }
-            if errno == EINTR { continue }
-            return errno
         }
+        return n >= 0 ? nil : errno
     }
 }
 

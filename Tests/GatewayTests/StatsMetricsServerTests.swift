@@ -55,8 +55,7 @@ struct HTTPClient {
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 && errno == EINTR { continue }
+            let n = buffer.withUnsafeMutableBytes { b in SystemCall.retryingEINTR { recv(fd, b.baseAddress, b.count, 0) } }
             if n <= 0 { return out }
             out += buffer[0..<n]
         }

@@ -208,10 +208,6 @@ public final class FrameBlaster: PoolBlaster, @unchecked Sendable {
     /// EBUSY into success, but a blaster must count it: one EBUSY is one dropped frame.)
     @inline(__always)
     static func kick(_ fd: Int32) -> Int32 {
-        while true {
-            if sendto(fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0) >= 0 { return 0 }
-            let code = errno
-            if code != EINTR { return code }
-        }
+        SystemCall.retryingEINTR { sendto(fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0) } >= 0 ? 0 : errno
     }
 }

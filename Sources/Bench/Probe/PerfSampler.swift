@@ -10,6 +10,7 @@
 // timeout; the scratch directory (the FIFOs, perf.data) goes on every path.
 
 import Foundation
+import Engine
 import Lab
 
 #if canImport(Glibc)
@@ -312,7 +313,7 @@ private final class Child {
         if status == nil {
             kill(pid, SIGKILL)
             var raw: Int32 = 0
-            while waitpid(pid, &raw, 0) < 0 && errno == EINTR {}
+            _ = SystemCall.retryingEINTR { waitpid(pid, &raw, 0) }
         }
     }
 

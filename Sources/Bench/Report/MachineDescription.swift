@@ -1,6 +1,7 @@
 // The machine a report was measured on: without it, a rate is a number without a unit.
 
 import CSodium
+import Engine
 import Foundation
 
 #if canImport(Glibc)
@@ -144,9 +145,8 @@ func writeFileAtomically(_ bytes: [UInt8], to path: String) throws(BenchReportEr
     guard fd >= 0 else { throw .writeFailed(path: path, reason: "open(\(temporary)): \(errnoText())") }
     var written = 0
     while written < bytes.count {
-        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+        let n = bytes.withUnsafeBytes { b in SystemCall.retryingEINTR { write(fd, b.baseAddress! + written, b.count - written) } }
         if n < 0 {
-            if errno == EINTR { continue }
             let reason = "write: \(errnoText())"
             close(fd)
             unlink(temporary)

@@ -75,11 +75,7 @@ enum Subprocess {
         close(err.0)
 
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            guard errno == EINTR else {
-                throw .syscall(operation: "waitpid(\(arguments[0]))", errno: errno)
-            }
-        }
+        try SystemCall.checked("waitpid(\(arguments[0]))") { waitpid(pid, &status, 0) }
         // WIFEXITED / WEXITSTATUS / WTERMSIG are macros: the status word is
         // (code << 8) for an exit, the signal number in the low 7 bits for a kill.
         let signal = status & 0x7f
@@ -108,25 +104,25 @@ enum Subprocess {
             var fds = [pollfd(fd: open[0] ? a : -1, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: open[1] ? b : -1, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: writing ? inputFD : -1, events: Int16(POLLOUT), revents: 0)]
-            let ready = poll(&fds, 3, -1)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                break
-            }
+            guard SystemCall.retryingEINTR({ poll(&fds, 3, -1) }) >= 0 else { break }
             if writing && fds[2].revents != 0 {
-                let n = input.withUnsafeBytes { send(inputFD, $0.baseAddress! + written, $0.count - written,
-                                                               Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
+                let n = input.withUnsafeBytes { b in
+                    SystemCall.retryingEINTR {
+                        send(inputFD, b.baseAddress! + written, b.count - written, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+                    }
+                }
                 if n > 0 { written += n }
-                if written == input.count || (n < 0 && errno != EINTR && errno != EAGAIN) {
+                if written == input.count || (n < 0 && errno != EAGAIN) {
                     close(inputFD)
                     writing = false
                 }
             }
             for i in 0..<2 where open[i] && fds[i].revents != 0 {
-                let n = chunk.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
+                let fd = fds[i].fd
+                let n = chunk.withUnsafeMutableBytes { b in SystemCall.retryingEINTR { read(fd, b.baseAddress, b.count) } }
                 if n > 0 {
                     outputs[i] += chunk[..<n]
-                } else if n == 0 || errno != EINTR {
+                } else {
                     open[i] = false
                 }
             }
