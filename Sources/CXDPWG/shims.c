@@ -2,10 +2,13 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include "cxdpwg.h"
 
 int cxdpwg_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }
+
+const char *cxdpwg_errno_name(int code) { return strerrorname_np(code); }
 
 int cxdpwg_pin_current_thread(int cpu) {
     if (cpu < 0 || cpu >= CPU_SETSIZE) return EINVAL;

@@ -60,6 +60,6 @@ public struct GatewayError: Error, CustomStringConvertible, Sendable {
     public let description: String
     public init(_ message: String) { description = message }
     public init(_ message: String, errno code: Int32) {
-        description = "\(message): \(String(cString: strerror(code)))"
+        description = "\(message): \(Errno.text(code))"
     }
 }

@@ -205,7 +205,7 @@ struct StatsMetricsServerTests {
             port = server.port
             let second = MetricsServer(endpoint: Endpoint(address: IPAddress("127.0.0.1")!, port: server.port), segment: segment)
             let message = gatewayErrorMessage { try second.start() }
-            #expect(message == "metrics: cannot listen on 127.0.0.1:\(server.port) (another program uses it): Address already in use")
+            #expect(message == "metrics: cannot listen on 127.0.0.1:\(server.port) (another program uses it): Address already in use (EADDRINUSE)")
             server.stop()
             server.stop()       // idempotent
             #expect(throws: HTTPClient.Failure.self) { _ = try HTTPClient.connect(IPAddress("127.0.0.1")!, port) }

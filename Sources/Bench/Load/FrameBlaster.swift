@@ -176,7 +176,7 @@ public final class FrameBlaster: PoolBlaster, @unchecked Sendable {
                     dropped &+= 1  // the device refused one frame; it completes all the same
                 case ENETDOWN:
                     throw LoadError("blast frames", namespace: namespace, interface: interface,
-                                    reason: "the interface is down (sendto: \(LoadError.errnoText(code)))")
+                                    reason: "the interface is down (sendto: \(Errno.text(code)))")
                 default:
                     throw LoadError("blast frames: kick the TX ring (sendto)", namespace: namespace,
                                     interface: interface, errno: code)

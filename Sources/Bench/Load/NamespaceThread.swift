@@ -152,12 +152,12 @@ public final class NamespaceThread<Value: Sendable>: @unchecked Sendable {
                 let code = errno
                 let hint = code == ENOENT ? " — no network namespace of that name (see `ip netns list`)" : ""
                 return LoadError("enter the network namespace", namespace: namespace,
-                                 reason: "open(\(path)): \(LoadError.errnoText(code))\(hint)")
+                                 reason: "open(\(path)): \(Errno.text(code))\(hint)")
             }
             defer { close(fd) }
             guard cxdpwg_setns_net(fd) == 0 else {
                 return LoadError("enter the network namespace", namespace: namespace,
-                                 reason: "setns(\(path), CLONE_NEWNET): \(LoadError.errnoText(errno))")
+                                 reason: "setns(\(path), CLONE_NEWNET): \(Errno.text(errno))")
             }
         }
         if let cpu = context.cpu {

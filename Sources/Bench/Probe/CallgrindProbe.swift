@@ -3,6 +3,7 @@
 // executed instructions, which repeat run to run (this machine has no hardware counters for
 // `perf stat`); they say nothing about cache misses or cycles per instruction.
 
+import Engine
 import Foundation
 import Lab
 
@@ -87,7 +88,7 @@ public enum CallgrindProbe {
             throw ToolError.notFound(program: "objcopy", package: "binutils")
         }
         guard access(executable, X_OK) == 0 else {
-            throw ProbeError("callgrind probe: \(executable) is not an executable file: \(errnoText())")
+            throw ProbeError("callgrind probe: \(executable) is not an executable file: \(Errno.text(errno))")
         }
         let scratch = try ScratchDirectory()
         let stripped = scratch.path + "/xdpwg"
@@ -98,7 +99,7 @@ public enum CallgrindProbe {
         // objcopy creates its output under the process's umask, which another thread may hold
         // at 077 or 177 for a moment (a private socket or file being made): set the mode.
         guard chmod(stripped, 0o700) == 0 else {
-            throw ProbeError("chmod 700 \(stripped): \(errnoText())")
+            throw ProbeError("chmod 700 \(stripped): \(Errno.text(errno))")
         }
         let outputFile = scratch.path + "/callgrind.out"
         var arguments = command(executable: stripped, direction: direction, innerSize: innerSize, packets: packets,

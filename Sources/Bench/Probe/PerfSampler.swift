@@ -67,7 +67,7 @@ public final class PerfSampler: @unchecked Sendable {
         let list = cpus.map(String.init).joined(separator: ",")
         let controlPath = scratch.path + "/control", ackPath = scratch.path + "/ack"
         guard mkfifo(controlPath, 0o600) == 0, mkfifo(ackPath, 0o600) == 0 else {
-            throw PerfError("perf: cannot make its control FIFOs in \(scratch.path): \(errnoText())")
+            throw PerfError("perf: cannot make its control FIFOs in \(scratch.path): \(Errno.text(errno))")
         }
         // Read-write opens of a FIFO never block (Linux), whether or not perf has opened it yet.
         let controlFD = open(controlPath, O_RDWR | O_CLOEXEC)
@@ -75,7 +75,7 @@ public final class PerfSampler: @unchecked Sendable {
         guard controlFD >= 0, ackFD >= 0 else {
             if controlFD >= 0 { close(controlFD) }
             if ackFD >= 0 { close(ackFD) }
-            throw PerfError("perf: cannot open its control FIFOs: \(errnoText())")
+            throw PerfError("perf: cannot open its control FIFOs: \(Errno.text(errno))")
         }
         let arguments = [perf, "record", "-e", "cpu-clock", "-F", "\(options.frequency)", "-C", list]
             + (options.callGraph ? ["-g"] : [])
@@ -303,7 +303,7 @@ private final class Child {
         var pid: pid_t = 0
         let result = posix_spawn(&pid, arguments[0], &actions, &attributes, &argv, environ)
         guard result == 0 else {
-            throw PerfError("\(arguments[0]) could not be started: \(String(cString: strerror(result)))")
+            throw PerfError("\(arguments[0]) could not be started: \(Errno.text(result))")
         }
         self.pid = pid
     }

@@ -8,6 +8,7 @@
 // result (mpps, gbps, ...) are written too, for readers of the JSON (the chart script); they
 // are recomputed, not read back.
 
+import Engine
 import Foundation
 
 #if canImport(Glibc)
@@ -426,7 +427,7 @@ public struct BenchReport: Codable, Sendable {
     /// Reads a report written by `writeJSON(to:)`.
     public static func read(from path: String) throws -> BenchReport {
         guard let data = FileManager.default.contents(atPath: path) else {
-            let reason = access(path, R_OK) == 0 ? "unreadable" : errnoText()
+            let reason = access(path, R_OK) == 0 ? "unreadable" : Errno.text(errno)
             throw BenchReportError.readFailed(path: path, reason: reason)
         }
         do {

@@ -5,6 +5,10 @@
 /// setns(2) for a network namespace file descriptor (CLONE_NEWNET).
 int cxdpwg_setns_net(int fd);
 
+/// strerrorname_np(3): the symbolic name of an errno ("ENODEV"), or NULL for a number
+/// glibc has no name for.
+const char *cxdpwg_errno_name(int code);
+
 /// pthread_setaffinity_np(pthread_self()) to the one CPU `cpu` (CPU_SET is a macro Swift
 /// cannot call). Returns 0 or an errno value (EINVAL for a CPU outside CPU_SETSIZE).
 int cxdpwg_pin_current_thread(int cpu);

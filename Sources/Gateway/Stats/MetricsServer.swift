@@ -129,7 +129,7 @@ public final class MetricsServer: @unchecked Sendable {
                    pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
         while !stopping.load(ordering: .acquiring) {
             let n = SystemCall.retryingEINTR { poll(&fds, nfds_t(fds.count), -1) }
-            if n < 0 { Log.error("metrics: poll failed: \(String(cString: strerror(errno)))"); return }
+            if n < 0 { Log.error("metrics: poll failed: \(Errno.text(errno))"); return }
             if fds[1].revents != 0 { return }
             guard fds[0].revents & Int16(POLLIN) != 0 else { continue }
             // (accept4 with SOCK_CLOEXEC is not in Glibc's Swift module.)

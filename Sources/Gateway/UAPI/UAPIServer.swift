@@ -221,13 +221,13 @@ public final class UAPIServer {
                 let e = errno
                 if e == ECONNABORTED { continue }
                 if e != EAGAIN && e != EWOULDBLOCK {
-                    Log.warning("UAPI \(listener.interface): accept failed: \(String(cString: strerror(e)))")
+                    Log.warning("UAPI \(listener.interface): accept failed: \(Errno.text(e))")
                 }
                 return
             }
             let flags = fcntl(fd, F_GETFL)
             guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0, fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 else {
-                Log.warning("UAPI \(listener.interface): cannot make a connection non-blocking: \(String(cString: strerror(errno)))")
+                Log.warning("UAPI \(listener.interface): cannot make a connection non-blocking: \(Errno.text(errno))")
                 close(fd)
                 continue
             }
@@ -301,7 +301,7 @@ public final class UAPIServer {
             if n == 0 { c.sawEOF = true; return true }
             let e = errno
             if e == EAGAIN || e == EWOULDBLOCK { return true }
-            if e != ECONNRESET { Log.warning("UAPI \(c.interface): read failed: \(String(cString: strerror(e)))") }
+            if e != ECONNRESET { Log.warning("UAPI \(c.interface): read failed: \(Errno.text(e))") }
             closeConnection(c.fd)
             return false
         }
@@ -318,7 +318,7 @@ public final class UAPIServer {
             let e = errno
             if n < 0 && (e == EAGAIN || e == EWOULDBLOCK) { return true }
             if n < 0 && e != EPIPE && e != ECONNRESET {
-                Log.warning("UAPI \(c.interface): write failed: \(String(cString: strerror(e)))")
+                Log.warning("UAPI \(c.interface): write failed: \(Errno.text(e))")
             }
             closeConnection(c.fd)
             return false
