@@ -81,10 +81,10 @@ public enum CallgrindProbe {
             throw ProbeError("callgrind probe: measure decrypt and encrypt separately (the probe runs one direction)")
         }
         guard packets >= 1 else { throw ProbeError("callgrind probe: packets \(packets) must be at least 1") }
-        guard let valgrind = Command.find("valgrind", in: Command.searchPath) else {
+        guard let valgrind = Subprocess.which("valgrind") else {
             throw ToolError.notFound(program: "valgrind", package: "valgrind")
         }
-        guard let objcopy = Command.find("objcopy", in: Command.searchPath) else {
+        guard let objcopy = Subprocess.which("objcopy") else {
             throw ToolError.notFound(program: "objcopy", package: "binutils")
         }
         guard access(executable, X_OK) == 0 else {
@@ -179,7 +179,7 @@ public enum CallgrindProbe {
     /// Swift's mangled names made readable by swift-demangle (--simplified), when it is
     /// installed (it comes with the toolchain); otherwise as they are.
     static func demangled(_ names: [String]) -> [String] {
-        guard names.contains(where: { $0.hasPrefix("$s") }), let tool = Command.find("swift-demangle", in: Command.searchPath),
+        guard names.contains(where: { $0.hasPrefix("$s") }), let tool = Subprocess.which("swift-demangle"),
               let result = try? Command.runAllowingFailure([tool, "--simplified", "--compact"],
                                                            input: names.joined(separator: "\n") + "\n"),
               result.status == 0

@@ -59,7 +59,7 @@ public final class PerfSampler: @unchecked Sendable {
         guard !cpus.isEmpty, cpus.allSatisfy({ $0 >= 0 }) else {
             throw PerfError("perf: no CPUs to sample (\(cpus))")
         }
-        guard let perf = Command.find("perf", in: Command.searchPath) else {
+        guard let perf = Subprocess.which("perf") else {
             throw PerfError(ToolError.notFound(program: "perf", package: "linux-perf").description)
         }
         let scratch: ScratchDirectory
@@ -171,7 +171,7 @@ public final class PerfSampler: @unchecked Sendable {
     /// `PerfClassifier.staticAEADSymbols` when the device links its AEAD statically, e.g.
     /// libipsec-mb-dev's libIPSec_MB.a. Empty when the archive or nm is missing.
     public static func archiveSymbols(_ path: String) -> Set<String> {
-        guard FileManager.default.fileExists(atPath: path), let nm = Command.find("nm", in: Command.searchPath),
+        guard FileManager.default.fileExists(atPath: path), let nm = Subprocess.which("nm"),
               let result = try? Command.runAllowingFailure([nm, "--defined-only", path]), result.status == 0
         else { return [] }
         var symbols = Set<String>()
@@ -249,7 +249,7 @@ public final class PerfSampler: @unchecked Sendable {
     /// killed past the timeout.
     private static func run(_ arguments: [String], in scratch: ScratchDirectory,
                             timeout: Double) throws(PerfError) -> (standardOutput: String, standardError: String) {
-        guard let perf = Command.find("perf", in: Command.searchPath) else {
+        guard let perf = Subprocess.which("perf") else {
             throw PerfError(ToolError.notFound(program: "perf", package: "linux-perf").description)
         }
         let outPath = scratch.path + "/report.out", errPath = scratch.path + "/report.err"
