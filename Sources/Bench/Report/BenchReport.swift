@@ -419,11 +419,6 @@ public struct BenchReport: Codable, Sendable {
         try writeFileAtomically(Array(try jsonData()) + [0x0a], to: path)
     }
 
-    /// Writes `markdown()` to `path`, replacing the file.
-    public func writeMarkdown(to path: String) throws {
-        try writeFileAtomically(Array(markdown().utf8), to: path)
-    }
-
     /// Reads a report written by `writeJSON(to:)`.
     public static func read(from path: String) throws -> BenchReport {
         guard let data = FileManager.default.contents(atPath: path) else {

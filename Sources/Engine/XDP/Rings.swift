@@ -131,11 +131,6 @@ public struct FillRing: @unchecked Sendable {
         return xsk_ring_prod__reserve(ring, count, &index) == count ? index : nil
     }
 
-    @inlinable @inline(__always)
-    public func setAddress(_ index: UInt32, _ address: UInt64) {
-        xsk_ring_prod__fill_addr(ring, index).unsafelyUnwrapped.pointee = address
-    }
-
     /// RELEASE (inside xsk_ring_prod__submit): the addresses are written before the kernel sees them.
     @inlinable @inline(__always)
     public func submit(_ count: UInt32) {
