@@ -30,7 +30,7 @@ public final class ControlSocket {
             try UnixSocketFile.bind(fd, path: path, what: "control socket")
         } catch {
             close(fd)
-            throw GatewayError("\(error) (two gateways named '\(name)'? give this one another [Gateway] Name)")
+            throw GatewayError("\(error) (two gateways named '\(name)'? give this one another [Gateway] Name)", underlying: error)
         }
         guard listen(fd, 8) == 0 else {
             let e = errno
@@ -73,7 +73,7 @@ public final class ControlSocket {
         let path = "\(directory)/\(name).control"
         let fd: Int32
         do throws(GatewayError) { fd = try connect(path: path) } catch {
-            throw GatewayError("no gateway named '\(name)' is running (\(error))")
+            throw GatewayError("no gateway named '\(name)' is running (\(error))", underlying: error)
         }
         defer { close(fd) }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
