@@ -95,7 +95,7 @@ let package = Package(
 
         // Fixtures shared by the test targets: namespaces, external commands, the protocol core
         // as a UDP peer, inner packets, the two-tenant gateway, stats segments.
-        .target(name: "TestSupport", dependencies: ["WireGuard", "Lab", "CXDPWG"], path: "Tests/Support"),
+        .target(name: "TestSupport", dependencies: ["WireGuard", "Engine", "Lab", "CXDPWG"], path: "Tests/Support"),
         .testTarget(name: "WireGuardTests", dependencies: ["WireGuard", "CSodium"], exclude: ["Vectors"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "WireGuard", "CXDPWG", "CLibBPF", "TestSupport"]),
         .testTarget(

@@ -2,10 +2,25 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <spawn.h>
+#include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "cxdpwg.h"
 
 int cxdpwg_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }
+
+int cxdpwg_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
+
+int cxdpwg_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int cxdpwg_memfd_cloexec(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+const char *cxdpwg_errno_name(int code) { return strerrorname_np(code); }
 
 int cxdpwg_pin_current_thread(int cpu) {
     if (cpu < 0 || cpu >= CPU_SETSIZE) return EINVAL;

@@ -1,3 +1,4 @@
+import Engine
 import WireGuard
 
 #if canImport(Glibc)
@@ -62,10 +63,10 @@ extension GatewayConfiguration {
             ConfigurationError(problems: [ConfigurationProblem(fileName: path, line: nil, message: message)])
         }
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
-        guard fd >= 0 else { throw failure("cannot open: \(ConfigurationParser.errnoText())") }
+        guard fd >= 0 else { throw failure("cannot open: \(Errno.text(errno))") }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw failure("cannot stat: \(ConfigurationParser.errnoText())") }
+        guard fstat(fd, &st) == 0 else { throw failure("cannot stat: \(Errno.text(errno))") }
         guard st.st_mode & S_IFMT == S_IFREG else { throw failure("not a regular file") }
         let mode = st.st_mode & 0o7777
         guard mode & 0o077 == 0 else {
@@ -84,9 +85,9 @@ extension GatewayConfiguration {
         defer { wipe(buffer); buffer.deallocate() }
         var length = 0
         while length < capacity {
-            let n = read(fd, buffer.baseAddress! + length, capacity - length)
-            if n > 0 { length += n } else if n == 0 { break } else if errno != EINTR {
-                throw failure("cannot read: \(ConfigurationParser.errnoText())")
+            let n = SystemCall.retryingEINTR { read(fd, buffer.baseAddress! + length, capacity - length) }
+            if n > 0 { length += n } else if n == 0 { break } else {
+                throw failure("cannot read: \(Errno.text(errno))")
             }
         }
         guard length < capacity else { throw failure("the file changed while it was read") }
@@ -95,8 +96,6 @@ extension GatewayConfiguration {
 }
 
 enum ConfigurationParser {
-    static func errnoText(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
-
     /// Collects problems; sorts them by line at the end.
     struct ProblemList {
         let fileName: String

@@ -1,3 +1,4 @@
+import Engine
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -29,7 +30,7 @@ public final class ControlSocket {
             try UnixSocketFile.bind(fd, path: path, what: "control socket")
         } catch {
             close(fd)
-            throw GatewayError("\(error) (two gateways named '\(name)'? give this one another [Gateway] Name)")
+            throw GatewayError("\(error) (two gateways named '\(name)'? give this one another [Gateway] Name)", underlying: error)
         }
         guard listen(fd, 8) == 0 else {
             let e = errno
@@ -72,7 +73,7 @@ public final class ControlSocket {
         let path = "\(directory)/\(name).control"
         let fd: Int32
         do throws(GatewayError) { fd = try connect(path: path) } catch {
-            throw GatewayError("no gateway named '\(name)' is running (\(error))")
+            throw GatewayError("no gateway named '\(name)' is running (\(error))", underlying: error)
         }
         defer { close(fd) }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
@@ -81,9 +82,8 @@ public final class ControlSocket {
         var reply: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            let n = chunk.withUnsafeMutableBytes { b in SystemCall.retryingEINTR { read(fd, b.baseAddress, b.count) } }
             if n > 0 { reply += chunk[0..<n]; continue }
-            if n < 0 && errno == EINTR { continue }
             if n < 0 { throw GatewayError("no reply from the gateway on \(path)", errno: errno) }
             break
         }
@@ -120,8 +120,7 @@ public final class ControlSocket {
         var bytes: [UInt8] = []
         var byte: UInt8 = 0
         while bytes.count < 256 {
-            let n = read(fd, &byte, 1)
-            if n < 0 && errno == EINTR { continue }
+            let n = SystemCall.retryingEINTR { read(fd, &byte, 1) }
             guard n == 1 else { return nil }
             if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
             bytes.append(byte)
@@ -133,8 +132,7 @@ public final class ControlSocket {
         var bytes = Array(text.utf8)
         var offset = 0
         while offset < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if n < 0 && errno == EINTR { continue }
+            let n = bytes.withUnsafeMutableBytes { b in SystemCall.retryingEINTR { write(fd, b.baseAddress! + offset, b.count - offset) } }
             guard n > 0 else { return }
             offset += n
         }

@@ -44,24 +44,42 @@ public final class HandshakeSocket {
         to.sin6_port = port.bigEndian
         let raw: [UInt8] = address.isV4 ? [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] + address.bytes : address.bytes
         withUnsafeMutableBytes(of: &to.sin6_addr) { $0.copyBytes(from: raw) }
-        while true {
-            let n = withUnsafePointer(to: &to) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+        let n = withUnsafePointer(to: &to) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                SystemCall.retryingEINTR {
+                    sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), address, socklen_t(MemoryLayout<sockaddr_in6>.size))
                 }
             }
-            if n >= 0 { return nil }
-            if errno == EINTR { continue }
-            return errno
         }
+        return n >= 0 ? nil : errno
     }
 }
 
-/// An error that stops the gateway from starting, or a failure worth a log line.
+/// An error that stops the gateway from starting, or a failure worth a log line. Its text is
+/// what is shown; the typed error behind it (a SystemError, XDPError, BPFError, ...) stays
+/// available as `underlying`, so a caller can still ask it (an errno, a reason) instead of
+/// parsing text.
 public struct GatewayError: Error, CustomStringConvertible, Sendable {
     public let description: String
-    public init(_ message: String) { description = message }
+    public let underlying: (any Error & Sendable)?
+
+    public init(_ message: String, underlying: (any Error & Sendable)? = nil) {
+        description = message
+        self.underlying = underlying
+    }
+
+    /// `message`, then the errno: "cannot create /run/xdpwg: Permission denied (EACCES)".
     public init(_ message: String, errno code: Int32) {
-        description = "\(message): \(String(cString: strerror(code)))"
+        self.init("\(message): \(Errno.text(code))", underlying: SystemError.syscall(operation: message, errno: code))
+    }
+
+    /// `error` as it describes itself, kept as `underlying`.
+    public init(_ error: some Error & Sendable) {
+        self.init("\(error)", underlying: error)
+    }
+
+    /// "context: error", with `error` kept as `underlying`.
+    public init(_ context: String, _ error: some Error & Sendable) {
+        self.init("\(context): \(error)", underlying: error)
     }
 }

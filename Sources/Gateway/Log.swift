@@ -13,6 +13,7 @@
 // error, one per message: `LEVEL message key=value…` (metadata sorted by key), which
 // journald stores as is when xdpwg runs as a service (contrib/xdpwg.service).
 
+import Engine
 import Logging
 import WireGuard
 
@@ -135,8 +136,8 @@ extension Log {
             line.withUTF8 { bytes in
                 var done = 0
                 while done < bytes.count {
-                    let n = write(2, bytes.baseAddress! + done, bytes.count - done)
-                    if n > 0 { done += n } else if n < 0 && errno == EINTR { continue } else { break }
+                    let n = SystemCall.retryingEINTR { write(2, bytes.baseAddress! + done, bytes.count - done) }
+                    if n > 0 { done += n } else { break }
                 }
             }
         }

@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -121,7 +122,7 @@ public final class GatewayProcess: @unchecked Sendable {
         let template = FileManager.default.temporaryDirectory.appendingPathComponent("xdpwg-gateway-XXXXXX").path
         var bytes = Array(template.utf8CString)
         guard let made = mkdtemp(&bytes) else {
-            throw Failure(description: "cannot create a private directory at \(template): \(String(cString: strerror(errno)))")
+            throw Failure(description: "cannot create a private directory at \(template): \(Errno.text(errno))")
         }
         return URL(fileURLWithPath: String(cString: made))
     }

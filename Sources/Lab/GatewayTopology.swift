@@ -299,9 +299,6 @@ public final class GatewayTopology: @unchecked Sendable {
         return counters.map { $0! }
     }
 
-    /// Packets per uplink queue.
-    public func uplinkQueuePackets() throws -> [UInt64] { try uplinkQueueCounters().map(\.packets) }
-
     /// Runs `body` and returns, beside its result, what each uplink queue carried meanwhile.
     public func countingQueues<R>(_ body: () throws -> R) throws -> (result: R, queues: [QueueCounters]) {
         let before = try uplinkQueueCounters()

@@ -1,3 +1,4 @@
+import Engine
 import CXDPWG
 import Foundation
 #if canImport(Glibc)
@@ -131,20 +132,11 @@ public final class NetworkNamespace: @unchecked Sendable {
     /// Creates a socket inside this namespace: the calling thread enters the namespace for
     /// the `socket()` call only and returns to its own right after. A socket keeps the
     /// namespace it was created in, whichever thread uses it later.
-    public func socket(domain: Int32, type: Int32, protocol proto: Int32 = 0) throws -> Int32 {
-        let target = open("/var/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
-        guard target >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
-        defer { Glibc.close(target) }
-        let home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
-        guard home >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
-        defer { Glibc.close(home) }
-        guard cxdpwg_setns_net(target) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
-        let fd = Glibc.socket(domain, type, proto)
-        let socketErrno = errno
-        // Returning home must succeed, or this thread would run later tests in the wrong namespace.
-        precondition(cxdpwg_setns_net(home) == 0, "cannot return to the test's own network namespace")
-        guard fd >= 0 else { throw POSIXError(.init(rawValue: socketErrno) ?? .EIO) }
-        return fd
+    public func socket(domain: Int32, type: Int32, protocol proto: Int32 = 0) throws(SystemError) -> Int32 {
+        let path = "\(ThreadNetworkNamespace.directory)/\(name)"
+        return try ThreadNetworkNamespace.run(path: path) { () throws(SystemError) -> Int32 in
+            try SystemCall.checked("socket() in network namespace \(name)") { Glibc.socket(domain, type, proto) }
+        }.get()
     }
 
     /// Removes namespaces named by this scheme whose creating process no longer exists.

@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -31,8 +32,8 @@ public enum Prerequisites {
         if cpus < GatewayTopology.queueCount {
             problems.append("it steers \(GatewayTopology.queueCount) uplink queues from as many CPUs; \(cpus) online")
         }
-        let path = searchPath ?? Command.searchPath
-        let missing = programs.filter { Command.find($0.program, in: path) == nil }
+        let path = searchPath ?? Subprocess.searchPath
+        let missing = programs.filter { Subprocess.which($0.program, in: path) == nil }
         if !missing.isEmpty {
             var packages: [String] = []
             for entry in missing where !packages.contains(entry.package) { packages.append(entry.package) }

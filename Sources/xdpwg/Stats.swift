@@ -1,4 +1,5 @@
 import ArgumentParser
+import Engine
 import Gateway
 
 #if canImport(Glibc)
@@ -111,8 +112,7 @@ struct Stats: ParsableCommand {
         var bytes = Array(text.utf8)
         var written = 0
         while written < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { Glibc.write(1, $0.baseAddress! + written, $0.count - written) }
-            if n < 0 && errno == EINTR { continue }
+            let n = bytes.withUnsafeMutableBytes { b in SystemCall.retryingEINTR { Glibc.write(1, b.baseAddress! + written, b.count - written) } }
             guard n > 0 else { throw ExitCode.failure }   // stdout closed (a pipe to `head`)
             written += n
         }

@@ -48,8 +48,8 @@ struct PubKey: ParsableCommand {
         defer { wipe(input); input.deallocate() }
         var length = 0
         while length < input.count {
-            let n = read(0, input.baseAddress! + length, input.count - length)
-            if n > 0 { length += n } else if n == 0 || errno != EINTR { break }
+            let n = SystemCall.retryingEINTR { read(0, input.baseAddress! + length, input.count - length) }
+            if n > 0 { length += n } else { break }
         }
         // Like `wg pubkey`: the key, then optional whitespace.
         var end = length
@@ -108,8 +108,7 @@ struct StandardOutput: TextOutputStream {
         var bytes = Array(string.utf8)
         var written = 0
         while written < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { Glibc.write(1, $0.baseAddress! + written, $0.count - written) }
-            if n < 0 && errno == EINTR { continue }
+            let n = bytes.withUnsafeMutableBytes { b in SystemCall.retryingEINTR { Glibc.write(1, b.baseAddress! + written, b.count - written) } }
             guard n > 0 else { return }
             written += n
         }

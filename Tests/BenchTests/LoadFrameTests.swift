@@ -30,7 +30,7 @@ struct LoadFrameTests {
         // Version/IHL, TOS, total length 64, id 0, DF, TTL 64, UDP, checksum, addresses.
         #expect(Array(frame[14..<24]) == [0x45, 0, 0, 64, 0, 0, 0x40, 0, 64, 17])
         #expect(Array(frame[26..<34]) == [192, 0, 2, 1, 192, 0, 2, 2])
-        #expect(Packets.checksum(frame[14..<34]) == 0, "the IPv4 header checksum verifies")
+        #expect(Wire.internetChecksum(frame[14..<34]) == 0, "the IPv4 header checksum verifies")
         // Ports 40000 → 51820, UDP length 44, checksum 0 (none).
         #expect(Array(frame[34..<42]) == [0x9c, 0x40, 0xca, 0x6c, 0, 44, 0, 0])
         #expect(Array(frame[42...]) == (0..<36).map(UInt8.init))
@@ -57,7 +57,7 @@ struct LoadFrameTests {
         // Pseudo-header (addresses, UDP length, next header) plus the datagram sums to 0xffff.
         let udp = Array(bytes[54..<114])
         let pseudo = Array(bytes[22..<54]) + [0, 0, 0, 60, 0, 0, 0, 17]
-        #expect(Packets.checksum(pseudo + udp) == 0)
+        #expect(Wire.internetChecksum(pseudo + udp) == 0)
         #expect(udp[6] != 0 || udp[7] != 0)
     }
 

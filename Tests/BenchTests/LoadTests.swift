@@ -326,7 +326,7 @@ struct LoadTests {
         // Frame 0 as the kernel will see it: IPv4 header checksum right, UDP checksum 0.
         let first = Array(pool.frame(0))
         #expect(first.count == 114)
-        #expect(Packets.checksum(first[14..<34]) == 0)
+        #expect(Wire.internetChecksum(first[14..<34]) == 0)
         #expect(first[40] == 0 && first[41] == 0)
 
         // A sink that matches nothing here: the frames go through the native XDP path and on.

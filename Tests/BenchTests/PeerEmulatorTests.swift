@@ -53,7 +53,7 @@ import Glibc
         p[0] = 0x45; p[2] = UInt8(size >> 8); p[3] = UInt8(size & 0xff); p[6] = 0x40; p[8] = 64; p[9] = 17
         p.replaceSubrange(12..<16, with: source)
         p.replaceSubrange(16..<20, with: [10, 20, 0, 1])
-        let ipChecksum = Packets.checksum(p[0..<20])
+        let ipChecksum = Wire.internetChecksum(p[0..<20])
         p[10] = UInt8(ipChecksum >> 8); p[11] = UInt8(ipChecksum & 0xff)
         let udpLength = size - 20
         p.replaceSubrange(20..<26, with: [0x9c, 0x40, 0x15, 0xb3, UInt8(udpLength >> 8), UInt8(udpLength & 0xff)])
@@ -61,7 +61,7 @@ import Glibc
         for k in 0..<8 { p[32 + k] = UInt8(truncatingIfNeeded: counter >> (56 - 8 * UInt64(k))) }
         for k in 40..<size { p[k] = UInt8(truncatingIfNeeded: k - 28) }
         let pseudo = Array(p[12..<20]) + [0, 17, UInt8(udpLength >> 8), UInt8(udpLength & 0xff)]
-        var udpChecksum = Packets.checksum(pseudo + Array(p[20...]))
+        var udpChecksum = Wire.internetChecksum(pseudo + Array(p[20...]))
         if udpChecksum == 0 { udpChecksum = 0xffff }
         p[26] = UInt8(udpChecksum >> 8); p[27] = UInt8(udpChecksum & 0xff)
         return p

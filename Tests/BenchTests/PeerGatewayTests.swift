@@ -415,11 +415,7 @@ func inNamespace<T: Sendable>(_ name: String, _ body: @escaping @Sendable () thr
     let box = ResultBox<T>()
     Thread {
         box.result = Result {
-            let path = "/var/run/netns/\(name)"
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw PeerLab.Failure("open \(path): \(String(cString: strerror(errno)))") }
-            defer { Glibc.close(fd) }
-            guard cxdpwg_setns_net(fd) == 0 else { throw PeerLab.Failure("setns \(path): \(String(cString: strerror(errno)))") }
+            try ThreadNetworkNamespace.enter(path: "\(ThreadNetworkNamespace.directory)/\(name)")
             return try body()
         }
         box.done.signal()

@@ -202,14 +202,14 @@ struct ToolTests {
 
     @Test("Command.runAllowingFailure: exit status, both outputs, standard input; a missing program is an error")
     func run() throws {
-        let sh = try #require(Command.find("sh", in: Command.searchPath))
+        let sh = try #require(Subprocess.which("sh"))
         let r = try Command.runAllowingFailure([sh, "-c", "cat; echo out; echo err >&2; exit 3"], input: "in\n")
         #expect(r.status == 3)
         #expect(r.standardOutput == "in\nout\n")
         #expect(r.standardError == "err\n")
         let killed = try Command.runAllowingFailure([sh, "-c", "kill -9 $$"])
         #expect(killed.status == 128 + 9)
-        #expect(Command.find("no-such-program-\(getpid())", in: Command.searchPath) == nil)
+        #expect(Subprocess.which("no-such-program-\(getpid())") == nil)
         #expect(throws: (any Error).self) { try Command.runAllowingFailure(["/nonexistent/program"]) }
     }
 }

@@ -163,7 +163,7 @@ struct ReportTests {
 
         let missing = "/tmp/xdpwg-reporttest-\(getpid())-no-such-dir/report.json"
         let error = #expect(throws: BenchReportError.self) { try report.writeJSON(to: missing) }
-        #expect(error?.description.contains("No such file or directory (errno 2)") == true)
+        #expect(error?.description.contains("No such file or directory (ENOENT)") == true)
         #expect(error?.description.contains(missing) == true)
         let readError = #expect(throws: BenchReportError.self) { try BenchReport.read(from: missing) }
         #expect(readError?.description.contains("No such file or directory") == true)

@@ -65,7 +65,7 @@ import Glibc
     @Test func errorDescriptions() {
         let e = XDPError("xsk_socket__create", interface: "eth0", queue: 3, returned: -EBUSY)
         #expect(e.code == EBUSY)
-        #expect(e.description == "xsk_socket__create on eth0 queue 3 failed: EBUSY (Device or resource busy) — "
+        #expect(e.description == "xsk_socket__create on eth0 queue 3 failed: Device or resource busy (EBUSY) — "
                 + "this interface queue already has an AF_XDP socket (another process, or a socket not yet closed)")
         let p = XDPError("xsk_umem__create", returned: -EPERM)
         #expect(p.description.contains("EPERM") && p.description.contains("CAP_NET_ADMIN") && p.description.contains("CAP_BPF"))
@@ -74,6 +74,6 @@ import Glibc
         let z = XDPError("xsk_socket__create", interface: "eth0", queue: 0, returned: -EOPNOTSUPP)
         #expect(z.description.contains("copyMode"))
         let rule = XDPError("create UMEM", code: EINVAL, detail: "frameSize must be a power of two ≥ 2048, got 1000")
-        #expect(rule.description.hasPrefix("create UMEM failed: EINVAL (Invalid argument): frameSize must be"))
+        #expect(rule.description.hasPrefix("create UMEM failed: Invalid argument (EINVAL): frameSize must be"))
     }
 }

@@ -137,9 +137,9 @@ struct XSKSocketTests {
         // The frames we emit carry correct checksums (veth does not verify them: check here).
         for p in packets {
             let ip = Array(p[14..<34]), udp = Array(p[34...])
-            #expect(Packets.checksum(ip) == 0)
+            #expect(Wire.internetChecksum(ip) == 0)
             let pseudo = Array(ip[12..<20]) + [0, 17, UInt8(udp.count >> 8), UInt8(udp.count & 0xff)]
-            #expect(Packets.checksum(pseudo + udp) == 0)
+            #expect(Wire.internetChecksum(pseudo + udp) == 0)
         }
 
         struct Report { var done = false; var kicks = 0; var kickErrors: [Int32] = []; var poolCount = 0

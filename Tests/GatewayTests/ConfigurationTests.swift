@@ -558,7 +558,7 @@ func prefix(_ text: String) -> IPPrefix { try! IPPrefix(parsing: text) }
             _ = try GatewayConfiguration.load(path: path + ".absent")
             Issue.record("a missing file was accepted")
         } catch {
-            #expect(error.description == "\(path).absent: cannot open: No such file or directory")
+            #expect(error.description == "\(path).absent: cannot open: No such file or directory (ENOENT)")
         }
         do throws(ConfigurationError) {
             _ = try GatewayConfiguration.load(path: "/tmp")

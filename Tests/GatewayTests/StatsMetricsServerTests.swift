@@ -56,8 +56,7 @@ struct HTTPClient {
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 && errno == EINTR { continue }
+            let n = buffer.withUnsafeMutableBytes { b in SystemCall.retryingEINTR { recv(fd, b.baseAddress, b.count, 0) } }
             if n <= 0 { return out }
             out += buffer[0..<n]
         }
@@ -207,7 +206,7 @@ struct StatsMetricsServerTests {
             port = server.port
             let second = MetricsServer(endpoint: Endpoint(address: IPAddress("127.0.0.1")!, port: server.port), segment: segment)
             let message = gatewayErrorMessage { try second.start() }
-            #expect(message == "metrics: cannot listen on 127.0.0.1:\(server.port) (another program uses it): Address already in use")
+            #expect(message == "metrics: cannot listen on 127.0.0.1:\(server.port) (another program uses it): Address already in use (EADDRINUSE)")
             server.stop()
             server.stop()       // idempotent
             #expect(throws: HTTPClient.Failure.self) { _ = try HTTPClient.connect(IPAddress("127.0.0.1")!, port) }

@@ -198,7 +198,7 @@ struct UAPIProtocolTests {
         #expect(error.renderReply(to: .set) == Array("errno=-22\n\n".utf8))
         #expect(error.renderReply(to: nil) == Array("errno=-22\n\n".utf8))
         #expect(UAPIError(ENODEV, "gone").renderReply(to: .get) == Array("errno=19\n\n".utf8))
-        #expect(error.description == "x (Invalid argument)")
+        #expect(error.description == "x: Invalid argument (EINVAL)")
     }
 
     // MARK: set: every key

@@ -1,4 +1,5 @@
 import Dispatch
+import Engine
 import Foundation
 import Gateway
 import Testing
@@ -69,8 +70,8 @@ final class UAPIServerLoop: @unchecked Sendable {
         Thread { [self] in
             while !lock.withLock({ stopping }) {
                 var fds = server.pollDescriptors()
-                let n = poll(&fds, nfds_t(fds.count), 20)
-                if n < 0 && errno != EINTR { Issue.record("poll failed: \(String(cString: strerror(errno)))"); break }
+                let n = SystemCall.retryingEINTR { poll(&fds, nfds_t(fds.count), 20) }
+                if n < 0 { Issue.record("poll failed: \(String(cString: strerror(errno)))"); break }
                 server.service(n > 0 ? fds : [])
             }
             finished.signal()
@@ -118,8 +119,9 @@ final class RawUAPIClient {
     func send(_ bytes: [UInt8]) -> Bool {
         var offset = 0
         while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
-            if n < 0 && errno == EINTR { continue }
+            let n = bytes.withUnsafeBytes { b in
+                SystemCall.retryingEINTR { Glibc.send(fd, b.baseAddress! + offset, b.count - offset, Int32(MSG_NOSIGNAL)) }
+            }
             guard n > 0 else { return false }
             offset += n
         }
@@ -131,8 +133,8 @@ final class RawUAPIClient {
         var data: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while !(data.count >= 2 && data.suffix(2) == [10, 10]) {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, 1, 0) }  // one byte: never past the reply
-            if n < 0 && errno == EINTR { continue }
+            // One byte: never past the reply.
+            let n = buffer.withUnsafeMutableBytes { b in SystemCall.retryingEINTR { recv(fd, b.baseAddress, 1, 0) } }
             guard n > 0 else { break }
             data.append(buffer[0])
         }
@@ -142,11 +144,8 @@ final class RawUAPIClient {
     /// True when the server has closed the connection (EOF or reset) within the timeout.
     func isClosedByServer() -> Bool {
         var byte: UInt8 = 0
-        while true {
-            let n = recv(fd, &byte, 1, 0)
-            if n < 0 && errno == EINTR { continue }
-            return n == 0 || (n < 0 && errno == ECONNRESET)
-        }
+        let n = SystemCall.retryingEINTR { recv(fd, &byte, 1, 0) }
+        return n == 0 || (n < 0 && errno == ECONNRESET)
     }
 }
 

@@ -1,18 +1,8 @@
+import Engine
+
 /// Inner IPv4 packets the test harness writes and reads itself (it has no TUN device):
 /// ICMP echo and UDP, with real checksums, so the peer's kernel accepts and answers them.
 public enum Packets {
-    /// RFC 1071 one's-complement sum, folded.
-    public static func checksum(_ bytes: some Collection<UInt8>, initial: UInt32 = 0) -> UInt16 {
-        var sum = initial
-        var iterator = bytes.makeIterator()
-        while let hi = iterator.next() {
-            let lo = iterator.next() ?? 0
-            sum += UInt32(hi) << 8 | UInt32(lo)
-        }
-        while sum >> 16 != 0 { sum = (sum & 0xffff) + (sum >> 16) }
-        return ~UInt16(sum)
-    }
-
     static func ipv4(_ text: String) -> [UInt8] {
         text.split(separator: ".").map { UInt8($0)! }
     }
@@ -21,7 +11,7 @@ public enum Packets {
         let total = 20 + payloadLength
         var h: [UInt8] = [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0x12, 0x34, 0x40, 0, 64, proto, 0, 0]
         h += source + destination
-        let c = checksum(h)
+        let c = Wire.internetChecksum(h)
         h[10] = UInt8(c >> 8); h[11] = UInt8(c & 0xff)
         return h
     }
@@ -30,7 +20,7 @@ public enum Packets {
                          payload: [UInt8], reply: Bool = false) -> [UInt8] {
         var icmp: [UInt8] = [reply ? 0 : 8, 0, 0, 0, UInt8(identifier >> 8), UInt8(identifier & 0xff),
                              UInt8(sequence >> 8), UInt8(sequence & 0xff)] + payload
-        let c = checksum(icmp)
+        let c = Wire.internetChecksum(icmp)
         icmp[2] = UInt8(c >> 8); icmp[3] = UInt8(c & 0xff)
         return ipv4Header(source: ipv4(source), destination: ipv4(destination), protocol: 1, payloadLength: icmp.count) + icmp
     }
@@ -40,7 +30,7 @@ public enum Packets {
         var u: [UInt8] = [UInt8(sourcePort >> 8), UInt8(sourcePort & 0xff), UInt8(destinationPort >> 8),
                           UInt8(destinationPort & 0xff), UInt8(length >> 8), UInt8(length & 0xff), 0, 0] + payload
         let pseudo = ipv4(source) + ipv4(destination) + [0, 17, UInt8(length >> 8), UInt8(length & 0xff)]
-        var c = checksum(pseudo + u)
+        var c = Wire.internetChecksum(pseudo + u)
         if c == 0 { c = 0xffff }
         u[6] = UInt8(c >> 8); u[7] = UInt8(c & 0xff)
         return ipv4Header(source: ipv4(source), destination: ipv4(destination), protocol: 17, payloadLength: u.count) + u
@@ -62,6 +52,6 @@ public enum Packets {
         guard ihl >= 20, total >= ihl, total <= bytes.count else { return nil }
         let addr = { (o: Int) in bytes[o..<(o + 4)].map(String.init).joined(separator: ".") }
         return IPv4(source: addr(12), destination: addr(16), proto: bytes[9],
-                    payload: Array(bytes[ihl..<total]), headerChecksumValid: checksum(bytes[0..<ihl]) == 0)
+                    payload: Array(bytes[ihl..<total]), headerChecksumValid: Wire.internetChecksum(bytes[0..<ihl]) == 0)
     }
 }

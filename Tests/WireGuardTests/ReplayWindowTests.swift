@@ -135,18 +135,6 @@ struct ReplayModel {
     }
 }
 
-/// SplitMix64: a seeded generator, so a failing sequence can be replayed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}
-
 @Suite struct ReplayWindowModelTests {
     static let windowSize = UInt64(WireGuardProtocol.replayWindowSize)
 
@@ -175,7 +163,7 @@ struct SeededGenerator: RandomNumberGenerator {
     /// A stream around `start`: mostly forward in small steps, often a little backwards inside
     /// and just outside the window, replays of recent counters, and now and then a jump ahead.
     static func stream(from start: UInt64, count: Int, seed: UInt64, jumps: Bool) -> [UInt64] {
-        var rng = SeededGenerator(state: seed)
+        var rng = SplitMix64(seed: seed)
         var cursor = start
         var out: [UInt64] = []
         out.reserveCapacity(count)
@@ -277,7 +265,7 @@ struct SeededGenerator: RandomNumberGenerator {
     }
 
     static func worker(_ s: Shared, thread t: Int, threads n: Int, seed: UInt64) {
-        var rng = SeededGenerator(state: seed &* 1000 &+ UInt64(t))
+        var rng = SplitMix64(seed: seed &* 1000 &+ UInt64(t))
         var mine: [UInt64] = []
         var late: [UInt64] = []
         var block: [UInt64] = []

@@ -88,18 +88,8 @@ func resealMAC1(_ message: inout [UInt8], receiver: PublicKey) {
     message.replaceSubrange(offset..<offset + 16, with: mac.bytes)
 }
 
-/// splitmix64: a tiny deterministic generator, so a failing randomized test reproduces from
-/// its seed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// The core's seeded generator, so a failing randomized test reproduces from its seed.
+extension SplitMix64 {
     mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
     mutating func fill(_ buffer: UnsafeMutableRawBufferPointer) {
         for i in 0..<buffer.count { buffer[i] = UInt8(truncatingIfNeeded: next()) }

@@ -19,7 +19,7 @@ final class LookupState {
     var window = 0
 
     init(routes: Int, v6: Bool) {
-        var rng = SplitMix64(state: UInt64(routes) &* (v6 ? 6 : 4))
+        var rng = SplitMix64(seed: UInt64(routes) &* (v6 ? 6 : 4))
         var table = AllowedIPs()
         var stored: [IPAddress] = []
         var seen = Set<IPAddress>()

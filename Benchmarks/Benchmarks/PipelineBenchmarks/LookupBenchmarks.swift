@@ -21,7 +21,7 @@ final class LookupFixture: @unchecked Sendable {
     init(count: Int) {
         // 4 slots per peer, as the gateway sizes it (keypairCapacity = 4 × peer capacity).
         table = KeypairTable(capacity: 4 * count)
-        var generator = SplitMix64(state: 0x5ca1e)
+        var generator = SplitMix64(seed: 0x5ca1e)
         var indices: [UInt32] = []
         indices.reserveCapacity(count)
         for _ in 0..<count {

@@ -176,7 +176,7 @@ public final class FrameBlaster: PoolBlaster, @unchecked Sendable {
                     dropped &+= 1  // the device refused one frame; it completes all the same
                 case ENETDOWN:
                     throw LoadError("blast frames", namespace: namespace, interface: interface,
-                                    reason: "the interface is down (sendto: \(LoadError.errnoText(code)))")
+                                    reason: "the interface is down (sendto: \(Errno.text(code)))")
                 default:
                     throw LoadError("blast frames: kick the TX ring (sendto)", namespace: namespace,
                                     interface: interface, errno: code)
@@ -208,10 +208,6 @@ public final class FrameBlaster: PoolBlaster, @unchecked Sendable {
     /// EBUSY into success, but a blaster must count it: one EBUSY is one dropped frame.)
     @inline(__always)
     static func kick(_ fd: Int32) -> Int32 {
-        while true {
-            if sendto(fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0) >= 0 { return 0 }
-            let code = errno
-            if code != EINTR { return code }
-        }
+        SystemCall.retryingEINTR { sendto(fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0) } >= 0 ? 0 : errno
     }
 }

@@ -1,3 +1,4 @@
+import Engine
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -28,7 +29,7 @@ public struct LoadError: Error, CustomStringConvertible, Sendable {
         self.operation = operation
         self.namespace = namespace
         self.interface = interface
-        self.reason = LoadError.errnoText(code)
+        self.reason = Errno.text(code)
         self.errno = code
     }
 
@@ -60,10 +61,5 @@ public struct LoadError: Error, CustomStringConvertible, Sendable {
     /// "network namespace 'x'" or "the caller's network namespace".
     static func describe(namespace: String?) -> String {
         namespace.map { "network namespace '\($0)'" } ?? "the caller's network namespace"
-    }
-
-    /// "No such file or directory (errno 2)".
-    static func errnoText(_ code: Int32) -> String {
-        "\(String(cString: strerror(code))) (errno \(code))"
     }
 }

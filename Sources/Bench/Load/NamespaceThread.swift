@@ -146,18 +146,11 @@ public final class NamespaceThread<Value: Sendable>: @unchecked Sendable {
     /// Joins the namespace, pins, names the thread. Returns what went wrong, if anything.
     private static func setUp(_ context: Context) -> LoadError? {
         if let namespace = context.namespace {
-            let path = "\(netnsDirectory)/\(namespace)"
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else {
-                let code = errno
-                let hint = code == ENOENT ? " — no network namespace of that name (see `ip netns list`)" : ""
-                return LoadError("enter the network namespace", namespace: namespace,
-                                 reason: "open(\(path)): \(LoadError.errnoText(code))\(hint)")
-            }
-            defer { close(fd) }
-            guard cxdpwg_setns_net(fd) == 0 else {
-                return LoadError("enter the network namespace", namespace: namespace,
-                                 reason: "setns(\(path), CLONE_NEWNET): \(LoadError.errnoText(errno))")
+            do throws(SystemError) {
+                try ThreadNetworkNamespace.enter(path: "\(ThreadNetworkNamespace.directory)/\(namespace)")
+            } catch {
+                let hint = error.errno == ENOENT ? " — no network namespace of that name (see `ip netns list`)" : ""
+                return LoadError("enter the network namespace", namespace: namespace, reason: "\(error)\(hint)")
             }
         }
         if let cpu = context.cpu {
@@ -172,8 +165,6 @@ public final class NamespaceThread<Value: Sendable>: @unchecked Sendable {
         return nil
     }
 
-    /// Where `ip netns add` puts its namespace files.
-    static var netnsDirectory: String { "/var/run/netns" }
 
     /// A name `ip netns` could have made: not empty, no '/', not "." or "..".
     static func validate(namespace: String) throws(LoadError) {

@@ -1,3 +1,4 @@
+import Engine
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -97,8 +98,7 @@ func readProcFile(_ path: String) -> String? {
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 4096)
     while true {
-        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, 4096) }
-        if n < 0 && errno == EINTR { continue }
+        let n = chunk.withUnsafeMutableBytes { b in SystemCall.retryingEINTR { read(fd, b.baseAddress, 4096) } }
         guard n > 0 else { break }
         bytes += chunk[0..<n]
     }

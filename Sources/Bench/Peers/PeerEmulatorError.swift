@@ -1,3 +1,4 @@
+import Engine
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -10,8 +11,8 @@ public struct PeerEmulatorError: Error, CustomStringConvertible, Sendable {
         self.description = description
     }
 
-    /// `what` failed with `errno`: "what: No such file or directory (errno 2)".
+    /// `what` failed with `errno`: "what: No such file or directory (ENOENT)".
     public init(_ what: String, errno code: Int32) {
-        description = "\(what): \(String(cString: strerror(code))) (errno \(code))"
+        description = "\(what): \(Errno.text(code))"
     }
 }

@@ -111,17 +111,15 @@ public final class PeerSocket: @unchecked Sendable {
     /// Sends one datagram to `destination`. EINTR is retried; anything else throws.
     public func send(_ datagram: UnsafeRawBufferPointer, to destination: Endpoint) throws(PeerEmulatorError) {
         var sa = PeerSocket.socketAddress(destination)
-        while true {
-            let n = withUnsafePointer(to: &sa) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(fileDescriptor, datagram.baseAddress, datagram.count, 0, $0,
+        let n = withUnsafePointer(to: &sa) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                SystemCall.retryingEINTR {
+                    sendto(fileDescriptor, datagram.baseAddress, datagram.count, 0, address,
                            socklen_t(MemoryLayout<sockaddr_in>.size))
                 }
             }
-            if n >= 0 { return }
-            if errno == EINTR { continue }
-            throw PeerEmulatorError("peer socket: sendto \(destination)", errno: errno)
         }
+        guard n >= 0 else { throw PeerEmulatorError("peer socket: sendto \(destination)", errno: errno) }
     }
 
     public func send(_ datagram: [UInt8], to destination: Endpoint) throws(PeerEmulatorError) {

@@ -232,8 +232,8 @@ private struct InnerTemplate {
     let size: Int
     /// Ones'-complement sums of the IPv4 header and of the UDP pseudo-header + datagram,
     /// without the source address, the marker and the checksum fields.
-    let ipSum: UInt32
-    let udpSum: UInt32
+    let ipSum: UInt64
+    let udpSum: UInt64
 
     init(_ layout: TransportFrameLayout) {
         size = layout.innerSize
@@ -257,10 +257,10 @@ private struct InnerTemplate {
         for k in payload..<size {
             p.storeBytes(of: UInt8(truncatingIfNeeded: k - InnerPacket.headerSize), toByteOffset: k, as: UInt8.self)
         }
-        ipSum = InnerTemplate.sum(p, 0, Wire.ipv4HeaderSize)
+        ipSum = Wire.onesComplementSum(p, length: Wire.ipv4HeaderSize)
         // Pseudo-header: destination, protocol, UDP length (the source is added per frame).
-        udpSum = InnerTemplate.sum(p, 16, 4) + UInt32(Wire.protocolUDP) + UInt32(udpLength)
-            + InnerTemplate.sum(p, Wire.ipv4HeaderSize, udpLength)
+        udpSum = Wire.onesComplementSum(p + 16, length: 4) + UInt64(Wire.protocolUDP) + UInt64(udpLength)
+            + Wire.onesComplementSum(p + Wire.ipv4HeaderSize, length: udpLength)
     }
 
     func deallocate() { packet.deallocate() }
@@ -272,33 +272,13 @@ private struct InnerTemplate {
         p.storeBytes(of: source.bigEndian, toByteOffset: 12, as: UInt32.self)
         p.storeBytes(of: UInt32(truncatingIfNeeded: peer).bigEndian, toByteOffset: InnerPacket.headerSize, as: UInt32.self)
         p.storeBytes(of: counter.bigEndian, toByteOffset: InnerPacket.headerSize + 4, as: UInt64.self)
-        let sourceSum = (source >> 16) + (source & 0xffff)
-        let markerSum = (UInt32(truncatingIfNeeded: peer) >> 16) + (UInt32(truncatingIfNeeded: peer) & 0xffff)
-            + UInt32(truncatingIfNeeded: counter >> 48) + UInt32(truncatingIfNeeded: (counter >> 32) & 0xffff)
-            + UInt32(truncatingIfNeeded: (counter >> 16) & 0xffff) + UInt32(truncatingIfNeeded: counter & 0xffff)
-        p.storeBytes(of: InnerTemplate.finish(ipSum + sourceSum).bigEndian, toByteOffset: 10, as: UInt16.self)
-        var udp = InnerTemplate.finish(udpSum + sourceSum + markerSum)
+        let sourceSum = UInt64(source >> 16) + UInt64(source & 0xffff)
+        let peer32 = UInt64(UInt32(truncatingIfNeeded: peer))
+        let markerSum = (peer32 >> 16) + (peer32 & 0xffff)
+            + (counter >> 48) + ((counter >> 32) & 0xffff) + ((counter >> 16) & 0xffff) + (counter & 0xffff)
+        p.storeBytes(of: Wire.finishChecksum(ipSum + sourceSum).bigEndian, toByteOffset: 10, as: UInt16.self)
+        var udp = Wire.finishChecksum(udpSum + sourceSum + markerSum)
         if udp == 0 { udp = 0xffff }   // 0 would mean "no checksum"
         p.storeBytes(of: udp.bigEndian, toByteOffset: 26, as: UInt16.self)
-    }
-
-    /// The ones'-complement sum of big-endian 16-bit words (the checksum fields must be zero).
-    static func sum(_ p: UnsafeRawPointer, _ offset: Int, _ length: Int) -> UInt32 {
-        var s: UInt32 = 0
-        var k = offset
-        while k + 1 < offset + length {
-            s += UInt32(p.load(fromByteOffset: k, as: UInt8.self)) << 8 | UInt32(p.load(fromByteOffset: k + 1, as: UInt8.self))
-            s = (s & 0xffff) + (s >> 16)
-            k += 2
-        }
-        if k < offset + length { s += UInt32(p.load(fromByteOffset: k, as: UInt8.self)) << 8 }
-        return s
-    }
-
-    @inline(__always)
-    static func finish(_ sum: UInt32) -> UInt16 {
-        var s = sum
-        while s >> 16 != 0 { s = (s & 0xffff) + (s >> 16) }
-        return ~UInt16(s)
     }
 }

@@ -3,6 +3,7 @@
 // executed instructions, which repeat run to run (this machine has no hardware counters for
 // `perf stat`); they say nothing about cache misses or cycles per instruction.
 
+import Engine
 import Foundation
 import Lab
 
@@ -80,14 +81,14 @@ public enum CallgrindProbe {
             throw ProbeError("callgrind probe: measure decrypt and encrypt separately (the probe runs one direction)")
         }
         guard packets >= 1 else { throw ProbeError("callgrind probe: packets \(packets) must be at least 1") }
-        guard let valgrind = Command.find("valgrind", in: Command.searchPath) else {
+        guard let valgrind = Subprocess.which("valgrind") else {
             throw ToolError.notFound(program: "valgrind", package: "valgrind")
         }
-        guard let objcopy = Command.find("objcopy", in: Command.searchPath) else {
+        guard let objcopy = Subprocess.which("objcopy") else {
             throw ToolError.notFound(program: "objcopy", package: "binutils")
         }
         guard access(executable, X_OK) == 0 else {
-            throw ProbeError("callgrind probe: \(executable) is not an executable file: \(errnoText())")
+            throw ProbeError("callgrind probe: \(executable) is not an executable file: \(Errno.text(errno))")
         }
         let scratch = try ScratchDirectory()
         let stripped = scratch.path + "/xdpwg"
@@ -98,7 +99,7 @@ public enum CallgrindProbe {
         // objcopy creates its output under the process's umask, which another thread may hold
         // at 077 or 177 for a moment (a private socket or file being made): set the mode.
         guard chmod(stripped, 0o700) == 0 else {
-            throw ProbeError("chmod 700 \(stripped): \(errnoText())")
+            throw ProbeError("chmod 700 \(stripped): \(Errno.text(errno))")
         }
         let outputFile = scratch.path + "/callgrind.out"
         var arguments = command(executable: stripped, direction: direction, innerSize: innerSize, packets: packets,
@@ -178,7 +179,7 @@ public enum CallgrindProbe {
     /// Swift's mangled names made readable by swift-demangle (--simplified), when it is
     /// installed (it comes with the toolchain); otherwise as they are.
     static func demangled(_ names: [String]) -> [String] {
-        guard names.contains(where: { $0.hasPrefix("$s") }), let tool = Command.find("swift-demangle", in: Command.searchPath),
+        guard names.contains(where: { $0.hasPrefix("$s") }), let tool = Subprocess.which("swift-demangle"),
               let result = try? Command.runAllowingFailure([tool, "--simplified", "--compact"],
                                                            input: names.joined(separator: "\n") + "\n"),
               result.status == 0

@@ -10,6 +10,7 @@
 // timeout; the scratch directory (the FIFOs, perf.data) goes on every path.
 
 import Foundation
+import Engine
 import Lab
 
 #if canImport(Glibc)
@@ -58,7 +59,7 @@ public final class PerfSampler: @unchecked Sendable {
         guard !cpus.isEmpty, cpus.allSatisfy({ $0 >= 0 }) else {
             throw PerfError("perf: no CPUs to sample (\(cpus))")
         }
-        guard let perf = Command.find("perf", in: Command.searchPath) else {
+        guard let perf = Subprocess.which("perf") else {
             throw PerfError(ToolError.notFound(program: "perf", package: "linux-perf").description)
         }
         let scratch: ScratchDirectory
@@ -66,7 +67,7 @@ public final class PerfSampler: @unchecked Sendable {
         let list = cpus.map(String.init).joined(separator: ",")
         let controlPath = scratch.path + "/control", ackPath = scratch.path + "/ack"
         guard mkfifo(controlPath, 0o600) == 0, mkfifo(ackPath, 0o600) == 0 else {
-            throw PerfError("perf: cannot make its control FIFOs in \(scratch.path): \(errnoText())")
+            throw PerfError("perf: cannot make its control FIFOs in \(scratch.path): \(Errno.text(errno))")
         }
         // Read-write opens of a FIFO never block (Linux), whether or not perf has opened it yet.
         let controlFD = open(controlPath, O_RDWR | O_CLOEXEC)
@@ -74,7 +75,7 @@ public final class PerfSampler: @unchecked Sendable {
         guard controlFD >= 0, ackFD >= 0 else {
             if controlFD >= 0 { close(controlFD) }
             if ackFD >= 0 { close(ackFD) }
-            throw PerfError("perf: cannot open its control FIFOs: \(errnoText())")
+            throw PerfError("perf: cannot open its control FIFOs: \(Errno.text(errno))")
         }
         let arguments = [perf, "record", "-e", "cpu-clock", "-F", "\(options.frequency)", "-C", list]
             + (options.callGraph ? ["-g"] : [])
@@ -170,7 +171,7 @@ public final class PerfSampler: @unchecked Sendable {
     /// `PerfClassifier.staticAEADSymbols` when the device links its AEAD statically, e.g.
     /// libipsec-mb-dev's libIPSec_MB.a. Empty when the archive or nm is missing.
     public static func archiveSymbols(_ path: String) -> Set<String> {
-        guard FileManager.default.fileExists(atPath: path), let nm = Command.find("nm", in: Command.searchPath),
+        guard FileManager.default.fileExists(atPath: path), let nm = Subprocess.which("nm"),
               let result = try? Command.runAllowingFailure([nm, "--defined-only", path]), result.status == 0
         else { return [] }
         var symbols = Set<String>()
@@ -248,7 +249,7 @@ public final class PerfSampler: @unchecked Sendable {
     /// killed past the timeout.
     private static func run(_ arguments: [String], in scratch: ScratchDirectory,
                             timeout: Double) throws(PerfError) -> (standardOutput: String, standardError: String) {
-        guard let perf = Command.find("perf", in: Command.searchPath) else {
+        guard let perf = Subprocess.which("perf") else {
             throw PerfError(ToolError.notFound(program: "perf", package: "linux-perf").description)
         }
         let outPath = scratch.path + "/report.out", errPath = scratch.path + "/report.err"
@@ -302,7 +303,7 @@ private final class Child {
         var pid: pid_t = 0
         let result = posix_spawn(&pid, arguments[0], &actions, &attributes, &argv, environ)
         guard result == 0 else {
-            throw PerfError("\(arguments[0]) could not be started: \(String(cString: strerror(result)))")
+            throw PerfError("\(arguments[0]) could not be started: \(Errno.text(result))")
         }
         self.pid = pid
     }
@@ -312,7 +313,7 @@ private final class Child {
         if status == nil {
             kill(pid, SIGKILL)
             var raw: Int32 = 0
-            while waitpid(pid, &raw, 0) < 0 && errno == EINTR {}
+            _ = SystemCall.retryingEINTR { waitpid(pid, &raw, 0) }
         }
     }
 

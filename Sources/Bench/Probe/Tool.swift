@@ -1,6 +1,7 @@
 // What the perf lab's measurement side needs around the external tools it runs through
 // `Command` (valgrind, objcopy, python3, swift-demangle): their errors and a scratch directory.
 
+import Engine
 import Foundation
 
 #if canImport(Glibc)
@@ -30,7 +31,7 @@ final class ScratchDirectory {
     init() throws(ToolError) {
         var template = Array("/tmp/xdpwg-bench-\(getpid())-XXXXXX".utf8CString)
         guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw .scratch("mkdtemp in /tmp: \(errnoText())")
+            throw .scratch("mkdtemp in /tmp: \(Errno.text(errno))")
         }
         path = String(cString: made)
     }

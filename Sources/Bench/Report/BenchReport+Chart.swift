@@ -8,6 +8,7 @@
 // kept in step with the JSON it reads). The script reads only the JSON keys written by
 // BenchReport.swift, including the computed `mpps_per_core`.
 
+import Engine
 import Foundation
 import Lab
 
@@ -22,7 +23,7 @@ extension BenchReport {
         // Debian's python3-matplotlib is installed for Debian's interpreter; a python3 found
         // first on PATH (pyenv, a virtualenv) may not see it, so try /usr/bin/python3 first.
         var interpreters: [[String]] = []
-        for candidate in ["/usr/bin/python3", Command.find("python3", in: Command.searchPath)].compactMap({ $0 }) {
+        for candidate in ["/usr/bin/python3", Subprocess.which("python3")].compactMap({ $0 }) {
             let resolved = URL(fileURLWithPath: candidate).resolvingSymlinksInPath().path
             if access(candidate, X_OK) == 0,
                !interpreters.contains(where: { URL(fileURLWithPath: $0[0]).resolvingSymlinksInPath().path == resolved }) {

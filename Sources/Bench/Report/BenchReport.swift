@@ -8,6 +8,7 @@
 // result (mpps, gbps, ...) are written too, for readers of the JSON (the chart script); they
 // are recomputed, not read back.
 
+import Engine
 import Foundation
 
 #if canImport(Glibc)
@@ -418,15 +419,10 @@ public struct BenchReport: Codable, Sendable {
         try writeFileAtomically(Array(try jsonData()) + [0x0a], to: path)
     }
 
-    /// Writes `markdown()` to `path`, replacing the file.
-    public func writeMarkdown(to path: String) throws {
-        try writeFileAtomically(Array(markdown().utf8), to: path)
-    }
-
     /// Reads a report written by `writeJSON(to:)`.
     public static func read(from path: String) throws -> BenchReport {
         guard let data = FileManager.default.contents(atPath: path) else {
-            let reason = access(path, R_OK) == 0 ? "unreadable" : errnoText()
+            let reason = access(path, R_OK) == 0 ? "unreadable" : Errno.text(errno)
             throw BenchReportError.readFailed(path: path, reason: reason)
         }
         do {

@@ -1,6 +1,7 @@
 // The machine a report was measured on: without it, a rate is a number without a unit.
 
 import CSodium
+import Engine
 import Foundation
 
 #if canImport(Glibc)
@@ -141,13 +142,12 @@ func readText(_ path: String) -> String? {
 func writeFileAtomically(_ bytes: [UInt8], to path: String) throws(BenchReportError) {
     let temporary = "\(path).tmp-\(getpid())"
     let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { throw .writeFailed(path: path, reason: "open(\(temporary)): \(errnoText())") }
+    guard fd >= 0 else { throw .writeFailed(path: path, reason: "open(\(temporary)): \(Errno.text(errno))") }
     var written = 0
     while written < bytes.count {
-        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+        let n = bytes.withUnsafeBytes { b in SystemCall.retryingEINTR { write(fd, b.baseAddress! + written, b.count - written) } }
         if n < 0 {
-            if errno == EINTR { continue }
-            let reason = "write: \(errnoText())"
+            let reason = "write: \(Errno.text(errno))"
             close(fd)
             unlink(temporary)
             throw .writeFailed(path: path, reason: reason)
@@ -155,18 +155,14 @@ func writeFileAtomically(_ bytes: [UInt8], to path: String) throws(BenchReportEr
         written += n
     }
     guard close(fd) == 0 else {
-        let reason = "close: \(errnoText())"
+        let reason = "close: \(Errno.text(errno))"
         unlink(temporary)
         throw .writeFailed(path: path, reason: reason)
     }
     guard rename(temporary, path) == 0 else {
-        let reason = "rename from \(temporary): \(errnoText())"
+        let reason = "rename from \(temporary): \(Errno.text(errno))"
         unlink(temporary)
         throw .writeFailed(path: path, reason: reason)
     }
 }
 
-/// The current errno as text ("No such file or directory (errno 2)").
-func errnoText(_ code: Int32 = errno) -> String {
-    "\(String(cString: strerror(code))) (errno \(code))"
-}

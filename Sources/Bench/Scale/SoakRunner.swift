@@ -225,7 +225,7 @@ public final class SoakRunner: @unchecked Sendable {
         }
         // A full socket buffer is load shedding, not a failure of the soak.
         guard n == payload.count || errno == EAGAIN || errno == ENOBUFS else {
-            throw ScaleFailure("soak: sendto \(address) from the tenant: \(String(cString: strerror(errno)))")
+            throw ScaleFailure("soak: sendto \(address) from the tenant: \(Errno.text(errno))")
         }
     }
 }

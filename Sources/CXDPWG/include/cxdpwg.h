@@ -1,9 +1,24 @@
 #pragma once
+#include <spawn.h>
 // Thin C shims for what Swift cannot import from glibc: functions declared only under
 // _GNU_SOURCE. Every function is prefixed cxdpwg_ and does nothing but forward.
 
 /// setns(2) for a network namespace file descriptor (CLONE_NEWNET).
 int cxdpwg_setns_net(int fd);
+
+/// posix_spawn_file_actions_addclosefrom_np(3): the child closes every descriptor from `from`
+/// up. Returns 0 or an errno value.
+int cxdpwg_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
+
+/// pipe2(fds, O_CLOEXEC). Returns 0, or -1 with errno set.
+int cxdpwg_pipe_cloexec(int fds[2]);
+
+/// memfd_create(name, MFD_CLOEXEC): an anonymous in-memory file. Returns it, or -1 with errno set.
+int cxdpwg_memfd_cloexec(const char *name);
+
+/// strerrorname_np(3): the symbolic name of an errno ("ENODEV"), or NULL for a number
+/// glibc has no name for.
+const char *cxdpwg_errno_name(int code);
 
 /// pthread_setaffinity_np(pthread_self()) to the one CPU `cpu` (CPU_SET is a macro Swift
 /// cannot call). Returns 0 or an errno value (EINVAL for a CPU outside CPU_SETSIZE).

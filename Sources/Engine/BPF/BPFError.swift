@@ -49,9 +49,9 @@ public struct BPFError: Error, CustomStringConvertible, Sendable {
         let target = interface.map { " on \($0)" } ?? ""
         switch reason {
         case .system(let code):
-            return "BPF: \(operation)\(target) failed: \(BPFError.errnoText(code))"
+            return "BPF: \(operation)\(target) failed: \(Errno.text(code))"
         case .verifierRejected(let code, let logTail):
-            return "BPF: \(operation)\(target) failed: the verifier rejected the program (\(BPFError.errnoText(code))); "
+            return "BPF: \(operation)\(target) failed: the verifier rejected the program (\(Errno.text(code))); "
                 + "end of the verifier log:\n\(logTail)"
         case .foreignProgram(let name, let id, let mode):
             let device = interface ?? "the interface"
@@ -64,12 +64,6 @@ public struct BPFError: Error, CustomStringConvertible, Sendable {
         case .invalidArgument(let text):
             return "BPF: \(operation)\(target) failed: \(text)"
         }
-    }
-
-    /// "Operation not supported (errno 95)": strerror's text and the number to search for.
-    static func errnoText(_ code: Int32) -> String {
-        let text = strerror(code).map { String(cString: $0) } ?? "unknown error"
-        return "\(text) (errno \(code))"
     }
 }
 

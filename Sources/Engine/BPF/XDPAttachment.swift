@@ -128,7 +128,7 @@ public struct XDPLinkAttacher {
             case .success(let fd):
                 return Outcome(linkFD: fd, mode: .generic, nativeError: nativeError, replacedProgramID: replaced)
             case .failure(let genericError):
-                let nativeText = nativeError.errno.map(BPFError.errnoText) ?? "\(nativeError.reason)"
+                let nativeText = nativeError.errno.map(Errno.text) ?? "\(nativeError.reason)"
                 throw BPFError("\(operation) (generic, after native failed: \(nativeText))",
                                interface: interfaceName, reason: genericError.reason)
             }

@@ -105,7 +105,7 @@ public final class ControlQueue: @unchecked Sendable {
         indices = .allocate(capacity: 16)
         for i in 0..<16 { (indices + i).initialize(to: Atomic(0)) }
         eventFD = cxdpwg_eventfd_nonblocking()
-        precondition(eventFD >= 0, "eventfd failed: \(String(cString: strerror(errno)))")
+        precondition(eventFD >= 0, "eventfd failed: \(Errno.text(errno))")
         producer = Producer(memory: memory, head: indices, tail: indices + 8, capacity: c, eventFD: eventFD)
     }
 

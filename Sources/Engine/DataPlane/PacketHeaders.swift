@@ -25,10 +25,13 @@ public enum Wire {
         p.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt16.self)
     }
 
+    // The Internet checksum (RFC 1071), the one implementation: the data path, the perf
+    // lab's generators and the tests all compute it here.
+
     /// The ones'-complement sum of `length` bytes (RFC 1071), not yet folded or inverted.
     /// Eight bytes per step: the UDP checksum of an outer IPv6 datagram covers the whole payload.
-    @inline(__always)
-    static func onesComplementSum(_ p: UnsafeRawPointer, length: Int, initial: UInt64 = 0) -> UInt64 {
+    @inlinable @inline(__always)
+    public static func onesComplementSum(_ p: UnsafeRawPointer, length: Int, initial: UInt64 = 0) -> UInt64 {
         var sum = initial
         var i = 0
         // Summing native-order 64-bit words and byte-swapping the folded result gives the
@@ -56,8 +59,8 @@ public enum Wire {
     }
 
     /// Folds a 64-bit ones'-complement accumulator and inverts it: the checksum field value.
-    @inline(__always)
-    static func finishChecksum(_ sum: UInt64) -> UInt16 {
+    @inlinable @inline(__always)
+    public static func finishChecksum(_ sum: UInt64) -> UInt16 {
         var s = sum
         while s >> 16 != 0 { s = (s & 0xffff) &+ (s >> 16) }
         return ~UInt16(truncatingIfNeeded: s)
@@ -67,6 +70,15 @@ public enum Wire {
     @inline(__always)
     public static func ipv4HeaderChecksum(_ p: UnsafeRawPointer, headerLength: Int = ipv4HeaderSize) -> UInt16 {
         finishChecksum(onesComplementSum(p, length: headerLength))
+    }
+
+    /// The Internet checksum of `bytes`: 0 when they include a correct checksum field.
+    /// For building and checking packets off the data path (it copies the bytes).
+    public static func internetChecksum(_ bytes: some Collection<UInt8>) -> UInt16 {
+        Array(bytes).withUnsafeBytes { b in
+            guard let base = b.baseAddress else { return finishChecksum(0) }
+            return finishChecksum(onesComplementSum(base, length: b.count))
+        }
     }
 }
 

@@ -46,8 +46,7 @@ enum SystemFiles {
         var data: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
+            let n = chunk.withUnsafeMutableBytes { b in SystemCall.retryingEINTR { Glibc.read(fd, b.baseAddress, b.count) } }
             if n < 0 { return nil }
             if n == 0 { break }
             data += chunk[..<n]
@@ -61,13 +60,9 @@ enum SystemFiles {
         guard fd >= 0 else { throw .syscall(operation: "open(\(path)) for writing", errno: errno) }
         defer { close(fd) }
         let bytes = Array(text.utf8)
-        while true {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n == bytes.count else {
-                throw .syscall(operation: "write(\(path), \"\(text)\")", errno: n < 0 ? errno : EIO)
-            }
-            return
+        let n = bytes.withUnsafeBytes { b in SystemCall.retryingEINTR { Glibc.write(fd, b.baseAddress, b.count) } }
+        guard n == bytes.count else {
+            throw .syscall(operation: "write(\(path), \"\(text)\")", errno: n < 0 ? errno : EIO)
         }
     }
 

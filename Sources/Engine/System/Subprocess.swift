@@ -1,22 +1,34 @@
+import CXDPWG
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Runs a short-lived external program (iproute2's `ip`) to completion with posix_spawn and
-/// captures its output. Control-plane setup only: the output is expected to be small.
-enum Subprocess {
-    struct Result {
+/// The one process runner: runs a program to completion with posix_spawn and captures its
+/// output (which is expected to fit in memory). The gateway runs iproute2's `ip` with it; the
+/// lab and the tests run everything through it (Lab's `Command` adds their error policy).
+///
+/// The child starts clean, whoever spawns it: in a process group of its own (a Ctrl-C at the
+/// terminal goes to the caller, which decides what to stop), with every signal unblocked and
+/// at its default action (the caller's threads may block SIGINT and SIGTERM to take them
+/// with sigwait, and a child must not inherit that), and with no descriptor but 0, 1 and 2.
+public enum Subprocess {
+    public struct Result: Sendable {
         /// The exit code, or 128 + the signal number if the program was killed.
-        var status: Int32
-        var standardOutput: String
-        var standardError: String
+        public var status: Int32
+        public var standardOutput: String
+        public var standardError: String
     }
 
-    /// The absolute path of `program` on PATH, then in the sbin directories where root tools
-    /// live (a service's PATH often lacks them); nil if none is executable.
-    static func which(_ program: String) -> String? {
+    /// Where programs are looked for: PATH, then the sbin directories where root tools live
+    /// (a service's PATH often lacks them).
+    public static var searchPath: String {
+        (getenv("PATH").map { String(cString: $0) } ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
+    }
+
+    /// The absolute path of `program` in the colon-separated `path` (default `searchPath`),
+    /// or `program` itself when it is absolute; nil if none is executable.
+    public static func which(_ program: String, in path: String = searchPath) -> String? {
         if program.hasPrefix("/") { return access(program, X_OK) == 0 ? program : nil }
-        let path = (getenv("PATH").map { String(cString: $0) } ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
         for directory in path.split(separator: ":") where directory.hasPrefix("/") {
             let candidate = "\(directory)/\(program)"
             if access(candidate, X_OK) == 0 { return candidate }
@@ -25,21 +37,23 @@ enum Subprocess {
     }
 
     /// Runs `arguments[0]` (an absolute path) with the rest as its arguments, `input` on its
-    /// standard input (none: /dev/null), and waits for it. Throws only if it cannot be
-    /// started or waited for.
-    static func run(_ arguments: [String], input: [UInt8] = []) throws(SystemError) -> Result {
-        // Socket pairs rather than pipes: they can be created close-on-exec atomically
-        // (pipe2 is not imported), so a program another thread spawns at the same moment
-        // cannot inherit our ends and hold them open.
-        let out = try socketPair(for: arguments[0])
+    /// standard input (none: /dev/null), and waits for it. `environment` replaces the
+    /// caller's environment when given. Throws only if it cannot be started or waited for.
+    public static func run(_ arguments: [String], input: [UInt8] = [],
+                           environment: [String: String]? = nil) throws(SystemError) -> Result {
+        guard let program = arguments.first else { throw .invalidArgument("no program to run") }
+        // Pipes, as a shell gives: a program may open /dev/stdout by name, which a socket
+        // refuses. Made close-on-exec atomically (pipe2), so a program another thread spawns
+        // at the same moment cannot inherit our ends and hold them open.
+        let out = try pipe(for: program)
         let err: (Int32, Int32)
-        do { err = try socketPair(for: arguments[0]) } catch {
+        do { err = try pipe(for: program) } catch {
             close(out.0); close(out.1)
             throw error
         }
-        var inp: (Int32, Int32) = (-1, -1)
+        var inputFD: Int32 = -1
         if !input.isEmpty {
-            do { inp = try socketPair(for: arguments[0]) } catch {
+            do { inputFD = try inputFile(input, for: program) } catch {
                 close(out.0); close(out.1); close(err.0); close(err.1)
                 throw error
             }
@@ -51,35 +65,46 @@ enum Subprocess {
         if input.isEmpty {
             posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         } else {
-            posix_spawn_file_actions_adddup2(&actions, inp.1, 0)
+            posix_spawn_file_actions_adddup2(&actions, inputFD, 0)
         }
         posix_spawn_file_actions_adddup2(&actions, out.1, 1)
         posix_spawn_file_actions_adddup2(&actions, err.1, 2)
+        // Descriptors the caller opened without close-on-exec stay with the caller.
+        cxdpwg_spawn_close_from(&actions, 3)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t(), all = sigset_t()
+        sigemptyset(&none)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
 
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
+        var envp: [UnsafeMutablePointer<CChar>?] = (environment ?? [:]).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for p in envp { free(p) } }
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ)
+        let spawned = environment == nil
+            ? posix_spawn(&pid, program, &actions, &attributes, &argv, environ)
+            : posix_spawn(&pid, program, &actions, &attributes, &argv, &envp)
         close(out.1)
         close(err.1)
-        if !input.isEmpty { close(inp.1) }
+        if inputFD >= 0 { close(inputFD) }
         guard spawned == 0 else {
             close(out.0); close(err.0)
-            if !input.isEmpty { close(inp.0) }
-            throw .syscall(operation: "posix_spawn(\(arguments[0]))", errno: spawned)
+            throw .syscall(operation: "posix_spawn(\(program))", errno: spawned)
         }
-        // Write the input while reading both streams until both close, so neither side ever
-        // blocks on a full buffer.
-        let (stdout, stderr) = drain(out.0, err.0, input: input, to: inp.0)
+        // Read both streams until both close, so the program never blocks on a full pipe.
+        let (stdout, stderr) = drain(out.0, err.0)
         close(out.0)
         close(err.0)
 
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            guard errno == EINTR else {
-                throw .syscall(operation: "waitpid(\(arguments[0]))", errno: errno)
-            }
-        }
+        try SystemCall.checked("waitpid(\(program))") { waitpid(pid, &status, 0) }
         // WIFEXITED / WEXITSTATUS / WTERMSIG are macros: the status word is
         // (code << 8) for an exit, the signal number in the low 7 bits for a kill.
         let signal = status & 0x7f
@@ -88,50 +113,57 @@ enum Subprocess {
                       standardError: String(decoding: stderr, as: UTF8.self))
     }
 
-    private static func socketPair(for program: String) throws(SystemError) -> (Int32, Int32) {
+    private static func pipe(for program: String) throws(SystemError) -> (Int32, Int32) {
         var fds: [Int32] = [-1, -1]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
-            throw .syscall(operation: "socketpair() for the output of \(program)", errno: errno)
+        guard cxdpwg_pipe_cloexec(&fds) == 0 else {
+            throw .syscall(operation: "pipe2() for the output of \(program)", errno: errno)
         }
         return (fds[0], fds[1])
     }
 
-    /// Reads `a` and `b` until both close; meanwhile writes `input` to `inputFD` (if any)
-    /// and closes it when all is written, or when the program stops reading.
-    private static func drain(_ a: Int32, _ b: Int32, input: [UInt8], to inputFD: Int32) -> ([UInt8], [UInt8]) {
+    /// `input` in an anonymous in-memory file, read from its start: the program's standard
+    /// input. A file rather than a pipe: a program may open /dev/stdin by name (`wg set …
+    /// private-key /dev/stdin`), and writing it can neither block nor raise SIGPIPE.
+    private static func inputFile(_ input: [UInt8], for program: String) throws(SystemError) -> Int32 {
+        let fd = cxdpwg_memfd_cloexec("stdin")
+        guard fd >= 0 else { throw .syscall(operation: "memfd_create() for the input of \(program)", errno: errno) }
+        var written = 0
+        while written < input.count {
+            let n = input.withUnsafeBytes { b in SystemCall.retryingEINTR { write(fd, b.baseAddress! + written, b.count - written) } }
+            guard n > 0 else {
+                let e = n < 0 ? errno : EIO
+                close(fd)
+                throw .syscall(operation: "write() of the input of \(program)", errno: e)
+            }
+            written += n
+        }
+        guard lseek(fd, 0, SEEK_SET) == 0 else {
+            let e = errno
+            close(fd)
+            throw .syscall(operation: "lseek() of the input of \(program)", errno: e)
+        }
+        return fd
+    }
+
+    /// Reads `a` and `b` until both close.
+    private static func drain(_ a: Int32, _ b: Int32) -> ([UInt8], [UInt8]) {
         var outputs: [[UInt8]] = [[], []]
         var open = [true, true]
         var chunk = [UInt8](repeating: 0, count: 16 * 1024)
-        var written = 0
-        var writing = inputFD >= 0
         while open[0] || open[1] {
             var fds = [pollfd(fd: open[0] ? a : -1, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: open[1] ? b : -1, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: writing ? inputFD : -1, events: Int16(POLLOUT), revents: 0)]
-            let ready = poll(&fds, 3, -1)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                break
-            }
-            if writing && fds[2].revents != 0 {
-                let n = input.withUnsafeBytes { send(inputFD, $0.baseAddress! + written, $0.count - written,
-                                                               Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
-                if n > 0 { written += n }
-                if written == input.count || (n < 0 && errno != EINTR && errno != EAGAIN) {
-                    close(inputFD)
-                    writing = false
-                }
-            }
+                       pollfd(fd: open[1] ? b : -1, events: Int16(POLLIN), revents: 0)]
+            guard SystemCall.retryingEINTR({ poll(&fds, 2, -1) }) >= 0 else { break }
             for i in 0..<2 where open[i] && fds[i].revents != 0 {
-                let n = chunk.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
+                let fd = fds[i].fd
+                let n = chunk.withUnsafeMutableBytes { b in SystemCall.retryingEINTR { read(fd, b.baseAddress, b.count) } }
                 if n > 0 {
                     outputs[i] += chunk[..<n]
-                } else if n == 0 || errno != EINTR {
+                } else {
                     open[i] = false
                 }
             }
         }
-        if writing { close(inputFD) }
         return (outputs[0], outputs[1])
     }
 }

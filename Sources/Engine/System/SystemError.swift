@@ -34,32 +34,16 @@ public enum SystemError: Error, Equatable, Sendable, CustomStringConvertible {
         case .noSuchInterface(let name, let role):
             return "\(role) '\(name)' does not exist in this network namespace"
         case .syscall(let operation, let e):
-            return "\(operation) failed: \(SystemError.errnoText(e))"
+            return "\(operation) failed: \(Errno.text(e))"
         case .netlink(let request, let e, let message):
             let detail = message.map { " (\($0))" } ?? ""
-            return "\(request): \(SystemError.errnoText(e))\(detail)"
+            return "\(request): \(Errno.text(e))\(detail)"
         case .timedOut(let request):
             return "\(request): the kernel did not answer within the netlink receive timeout"
         case .malformed(let what):
             return "malformed netlink reply: \(what)"
         }
     }
-
-    /// "No such device (ENODEV)": strerror's text plus the symbolic name people search for.
-    static func errnoText(_ e: Int32) -> String {
-        let text = String(cString: strerror(e))
-        return errnoNames[e].map { "\(text) (\($0))" } ?? "\(text) (errno \(e))"
-    }
-
-    private static let errnoNames: [Int32: String] = [
-        EPERM: "EPERM", ENOENT: "ENOENT", ESRCH: "ESRCH", EINTR: "EINTR", EIO: "EIO",
-        EBADF: "EBADF", EAGAIN: "EAGAIN", ENOMEM: "ENOMEM", EACCES: "EACCES", EBUSY: "EBUSY",
-        EEXIST: "EEXIST", ENODEV: "ENODEV", EINVAL: "EINVAL", ENOSPC: "ENOSPC", ERANGE: "ERANGE",
-        ENOBUFS: "ENOBUFS", EOPNOTSUPP: "EOPNOTSUPP", EAFNOSUPPORT: "EAFNOSUPPORT",
-        ENETDOWN: "ENETDOWN", ENETUNREACH: "ENETUNREACH", EHOSTUNREACH: "EHOSTUNREACH",
-        ETIMEDOUT: "ETIMEDOUT", EMSGSIZE: "EMSGSIZE", EPROTONOSUPPORT: "EPROTONOSUPPORT",
-        EADDRNOTAVAIL: "EADDRNOTAVAIL", ENXIO: "ENXIO",
-    ]
 }
 
 extension String {

@@ -27,14 +27,20 @@ import CLibXDP
 // their frames back to work (fill or TX), submit, release. Peek and release on one ring must
 // alternate: release exactly the count peek returned, before peeking again.
 
-/// The RX ring: the kernel produces descriptors of frames it received into; we consume them.
-public struct RxRing: @unchecked Sendable {
-    public let ring: UnsafeMutablePointer<xsk_ring_cons>
+// The two consumer rings (RX, completion) and the two producer rings (TX, fill) share their
+// index handling through a protocol each, whose methods live in protocol extensions: called
+// on the concrete ring structs they are dispatched statically and inlined (no existential,
+// no witness table on the per-packet path). Only the slot accessors differ.
 
-    @inlinable public init(_ ring: UnsafeMutablePointer<xsk_ring_cons>) { self.ring = ring }
+/// A ring the kernel produces and we consume (RX, completion).
+public protocol XskConsumerRing {
+    var ring: UnsafeMutablePointer<xsk_ring_cons> { get }
+}
 
-    /// Up to `maximum` received descriptors: how many, and the ring index of the first.
-    /// ACQUIRE (inside xsk_ring_cons__peek): descriptors and frame data are visible after this.
+extension XskConsumerRing {
+    /// Up to `maximum` entries the kernel produced: how many, and the ring index of the first.
+    /// ACQUIRE (inside xsk_ring_cons__peek): the entries (and for RX the frame data) are
+    /// visible after this.
     @inlinable @inline(__always)
     public func peek(maximum: UInt32) -> (count: UInt32, index: UInt32) {
         var index: UInt32 = 0
@@ -42,18 +48,63 @@ public struct RxRing: @unchecked Sendable {
         return (count, index)
     }
 
+    /// Hands `count` slots back to the kernel. RELEASE (inside xsk_ring_cons__release): our
+    /// reads of those entries happen before.
+    @inlinable @inline(__always)
+    public func release(_ count: UInt32) {
+        xsk_ring_cons__release(ring, count)
+    }
+}
+
+/// A ring we produce and the kernel consumes (TX, fill).
+public protocol XskProducerRing {
+    var ring: UnsafeMutablePointer<xsk_ring_prod> { get }
+}
+
+extension XskProducerRing {
+    /// Reserves exactly `count` slots and returns the ring index of the first, or nil when
+    /// fewer are free (nothing is reserved then). ACQUIRE on the kernel's consumer index when
+    /// the cached view is short (inside xsk_ring_prod__reserve).
+    @inlinable @inline(__always)
+    public func reserve(_ count: UInt32) -> UInt32? {
+        var index: UInt32 = 0
+        return xsk_ring_prod__reserve(ring, count, &index) == count ? index : nil
+    }
+
+    /// Publishes `count` reserved slots. RELEASE (inside xsk_ring_prod__submit): slot and
+    /// frame writes happen before the kernel can see the new producer index.
+    @inlinable @inline(__always)
+    public func submit(_ count: UInt32) {
+        xsk_ring_prod__submit(ring, count)
+    }
+
+    /// The kernel asks to be woken (TX: a `sendto` kick, which in copy mode it always asks
+    /// for and which sends at most 32 descriptors; fill: `XskSocket.wakeFill`, which
+    /// zero-copy drivers ask for when they ran dry).
+    @inlinable @inline(__always)
+    public var needsWakeup: Bool { xsk_ring_prod__needs_wakeup(ring) != 0 }
+
+    /// Entries submitted (or reserved) that the kernel has not consumed yet (ACQUIRE on its
+    /// consumer index). For TX, non-zero after a kick means: kick again.
+    @inlinable @inline(__always)
+    public var outstanding: UInt32 {
+        ring.pointee.size &- xsk_prod_nb_free(ring, ring.pointee.size)
+    }
+}
+
+/// The RX ring: the kernel produces descriptors of frames it received into; we consume them
+/// (`peek`, then `release` exactly the count peeked; the frames stay ours until put on fill
+/// or TX).
+public struct RxRing: XskConsumerRing, @unchecked Sendable {
+    public let ring: UnsafeMutablePointer<xsk_ring_cons>
+
+    @inlinable public init(_ ring: UnsafeMutablePointer<xsk_ring_cons>) { self.ring = ring }
+
     /// The descriptor at ring index `index` (as returned by `peek`, plus 0..<count):
     /// `addr` (UMEM address of the first byte of the packet), `len`, `options`.
     @inlinable @inline(__always)
     public func descriptor(_ index: UInt32) -> xdp_desc {
         xsk_ring_cons__rx_desc(ring, index).unsafelyUnwrapped.pointee
-    }
-
-    /// Hands `count` slots back to the kernel. RELEASE (inside xsk_ring_cons__release): our
-    /// reads of those descriptors happen before. The frames stay ours until put on fill or TX.
-    @inlinable @inline(__always)
-    public func release(_ count: UInt32) {
-        xsk_ring_cons__release(ring, count)
     }
 
     /// Descriptors the kernel has produced that we have not peeked yet (refreshes with ACQUIRE
@@ -64,19 +115,10 @@ public struct RxRing: @unchecked Sendable {
 
 /// The TX ring: we produce descriptors of frames to send; the kernel consumes them and later
 /// returns each frame's address on the completion ring.
-public struct TxRing: @unchecked Sendable {
+public struct TxRing: XskProducerRing, @unchecked Sendable {
     public let ring: UnsafeMutablePointer<xsk_ring_prod>
 
     @inlinable public init(_ ring: UnsafeMutablePointer<xsk_ring_prod>) { self.ring = ring }
-
-    /// Reserves exactly `count` slots and returns the ring index of the first, or nil when
-    /// fewer are free (nothing is reserved then). ACQUIRE on the kernel's consumer index when
-    /// the cached view is short (inside xsk_ring_prod__reserve).
-    @inlinable @inline(__always)
-    public func reserve(_ count: UInt32) -> UInt32? {
-        var index: UInt32 = 0
-        return xsk_ring_prod__reserve(ring, count, &index) == count ? index : nil
-    }
 
     /// Free slots, refreshed from the kernel's consumer index (ACQUIRE) if fewer than
     /// `wanted` are free in the cached view.
@@ -95,52 +137,13 @@ public struct TxRing: @unchecked Sendable {
         d.pointee.len = length
         d.pointee.options = 0
     }
-
-    /// Publishes `count` reserved slots. RELEASE (inside xsk_ring_prod__submit): descriptor and
-    /// frame writes happen before the kernel can see the new producer index. Then kick
-    /// (`XskSocket.kickTransmit`) if `needsWakeup`.
-    @inlinable @inline(__always)
-    public func submit(_ count: UInt32) {
-        xsk_ring_prod__submit(ring, count)
-    }
-
-    /// The kernel asks for a `sendto` kick to process the ring. In copy mode it always does,
-    /// and each kick sends at most 32 descriptors.
-    @inlinable @inline(__always)
-    public var needsWakeup: Bool { xsk_ring_prod__needs_wakeup(ring) != 0 }
-
-    /// Descriptors submitted (or reserved) that the kernel has not consumed yet. Non-zero
-    /// after a kick means: kick again (copy mode sends ≤ 32 per kick). ACQUIRE on the
-    /// kernel's consumer index.
-    @inlinable @inline(__always)
-    public var outstanding: UInt32 {
-        ring.pointee.size &- xsk_prod_nb_free(ring, ring.pointee.size)
-    }
 }
 
 /// The fill ring: we produce free frames; the kernel consumes them to receive into.
-public struct FillRing: @unchecked Sendable {
+public struct FillRing: XskProducerRing, @unchecked Sendable {
     public let ring: UnsafeMutablePointer<xsk_ring_prod>
 
     @inlinable public init(_ ring: UnsafeMutablePointer<xsk_ring_prod>) { self.ring = ring }
-
-    /// Reserves exactly `count` slots (see `TxRing.reserve`).
-    @inlinable @inline(__always)
-    public func reserve(_ count: UInt32) -> UInt32? {
-        var index: UInt32 = 0
-        return xsk_ring_prod__reserve(ring, count, &index) == count ? index : nil
-    }
-
-    @inlinable @inline(__always)
-    public func setAddress(_ index: UInt32, _ address: UInt64) {
-        xsk_ring_prod__fill_addr(ring, index).unsafelyUnwrapped.pointee = address
-    }
-
-    /// RELEASE (inside xsk_ring_prod__submit): the addresses are written before the kernel sees them.
-    @inlinable @inline(__always)
-    public func submit(_ count: UInt32) {
-        xsk_ring_prod__submit(ring, count)
-    }
 
     /// Moves as many frames as fit (at most `maximum`) from `pool` to the ring and submits
     /// them (the pool counts them as receiving); returns how many. Call every batch: an empty fill ring makes the kernel drop
@@ -167,44 +170,19 @@ public struct FillRing: @unchecked Sendable {
         xsk_ring_prod__submit(ring, n)
         return n
     }
-
-    /// The kernel asks for a wakeup (`XskSocket.wakeFill`) to start receiving into new
-    /// frames. Zero-copy drivers set it when they ran dry; copy mode never sets it.
-    @inlinable @inline(__always)
-    public var needsWakeup: Bool { xsk_ring_prod__needs_wakeup(ring) != 0 }
-
-    /// Frames on the ring that the kernel has not taken yet (ACQUIRE on its consumer index).
-    @inlinable @inline(__always)
-    public var outstanding: UInt32 {
-        ring.pointee.size &- xsk_prod_nb_free(ring, ring.pointee.size)
-    }
 }
 
 /// The completion ring: the kernel produces the addresses of frames it has transmitted;
 /// we consume them and the frames are free again.
-public struct CompletionRing: @unchecked Sendable {
+public struct CompletionRing: XskConsumerRing, @unchecked Sendable {
     public let ring: UnsafeMutablePointer<xsk_ring_cons>
 
     @inlinable public init(_ ring: UnsafeMutablePointer<xsk_ring_cons>) { self.ring = ring }
-
-    /// ACQUIRE (inside xsk_ring_cons__peek), as for RX.
-    @inlinable @inline(__always)
-    public func peek(maximum: UInt32) -> (count: UInt32, index: UInt32) {
-        var index: UInt32 = 0
-        let count = xsk_ring_cons__peek(ring, maximum, &index)
-        return (count, index)
-    }
 
     /// The address at ring index `index`: exactly the `address` of the TX descriptor.
     @inlinable @inline(__always)
     public func address(_ index: UInt32) -> UInt64 {
         xsk_ring_cons__comp_addr(ring, index).unsafelyUnwrapped.pointee
-    }
-
-    /// RELEASE (inside xsk_ring_cons__release).
-    @inlinable @inline(__always)
-    public func release(_ count: UInt32) {
-        xsk_ring_cons__release(ring, count)
     }
 
     /// Moves up to `maximum` completed frames into `pool` (as frame starts; the pool counts

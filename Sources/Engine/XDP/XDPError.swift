@@ -28,12 +28,6 @@ public struct XDPError: Error, CustomStringConvertible, Sendable {
         self.init(operation, interface: interface, queue: queue, code: value < 0 ? -value : value)
     }
 
-    /// The symbolic name and text of the errno, e.g. "EPERM (Operation not permitted)".
-    public var errnoText: String {
-        guard code != 0 else { return "" }
-        return "\(XDPError.name(of: code)) (\(String(cString: strerror(code))))"
-    }
-
     /// What usually causes this errno for this step, and what to do about it. Failures of
     /// our own rules (`detail` set) say what is wrong in `detail` and carry no hint.
     public var hint: String? {
@@ -64,34 +58,9 @@ public struct XDPError: Error, CustomStringConvertible, Sendable {
         if let interface { where_ += " on \(interface)" }
         if let queue { where_ += " queue \(queue)" }
         var text = "\(operation)\(where_) failed"
-        if code != 0 { text += ": \(errnoText)" }
+        if code != 0 { text += ": \(Errno.text(code))" }
         if let detail { text += ": \(detail)" }
         if let hint { text += " — \(hint)" }
         return text
-    }
-
-    /// Symbolic names of the errnos AF_XDP setup reports; others print as their number.
-    static func name(of code: Int32) -> String {
-        switch code {
-        case EPERM: return "EPERM"
-        case ENOENT: return "ENOENT"
-        case EINTR: return "EINTR"
-        case ENXIO: return "ENXIO"
-        case EBADF: return "EBADF"
-        case EAGAIN: return "EAGAIN"
-        case ENOMEM: return "ENOMEM"
-        case EACCES: return "EACCES"
-        case EFAULT: return "EFAULT"
-        case EBUSY: return "EBUSY"
-        case EEXIST: return "EEXIST"
-        case ENODEV: return "ENODEV"
-        case EINVAL: return "EINVAL"
-        case ENOSPC: return "ENOSPC"
-        case ENOBUFS: return "ENOBUFS"
-        case EOPNOTSUPP: return "EOPNOTSUPP"
-        case ENETDOWN: return "ENETDOWN"
-        case EAFNOSUPPORT: return "EAFNOSUPPORT"
-        default: return "errno \(code)"
-        }
     }
 }

@@ -262,15 +262,8 @@ public final class XskSocket: @unchecked Sendable {
     /// reference to the socket object, to avoid reference counting per batch).
     @discardableResult
     public static func kickTransmit(fd: Int32) -> Int32 {
-        while true {
-            if sendto(fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0) >= 0 { return 0 }
-            let e = errno
-            switch e {
-            case EINTR: continue
-            case EAGAIN, EBUSY, ENOBUFS, ENETDOWN: return 0
-            default: return e
-            }
-        }
+        if SystemCall.retryingEINTR({ sendto(fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0) }) >= 0 { return 0 }
+        return tolerated(errno)
     }
 
     /// Wakes the kernel to receive into the fill ring: recvfrom(fd, NULL, 0, MSG_DONTWAIT).
@@ -281,14 +274,16 @@ public final class XskSocket: @unchecked Sendable {
     /// ENETDOWN are tolerated, EINTR is retried.
     @discardableResult
     public func wakeFill() -> Int32 {
-        while true {
-            if recvfrom(fd, nil, 0, Int32(MSG_DONTWAIT), nil, nil) >= 0 { return 0 }
-            let e = errno
-            switch e {
-            case EINTR: continue
-            case EAGAIN, EBUSY, ENOBUFS, ENETDOWN: return 0
-            default: return e
-            }
+        if SystemCall.retryingEINTR({ recvfrom(fd, nil, 0, Int32(MSG_DONTWAIT), nil, nil) }) >= 0 { return 0 }
+        return XskSocket.tolerated(errno)
+    }
+
+    /// 0 for the errnos a kick or wake-up tolerates (see `kickTransmit`), else the errno.
+    @inline(__always)
+    private static func tolerated(_ e: Int32) -> Int32 {
+        switch e {
+        case EAGAIN, EBUSY, ENOBUFS, ENETDOWN: return 0
+        default: return e
         }
     }
 

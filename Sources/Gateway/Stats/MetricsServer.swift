@@ -128,8 +128,8 @@ public final class MetricsServer: @unchecked Sendable {
         var fds = [pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
         while !stopping.load(ordering: .acquiring) {
-            let n = poll(&fds, nfds_t(fds.count), -1)
-            if n < 0 && errno != EINTR { Log.error("metrics: poll failed: \(String(cString: strerror(errno)))"); return }
+            let n = SystemCall.retryingEINTR { poll(&fds, nfds_t(fds.count), -1) }
+            if n < 0 { Log.error("metrics: poll failed: \(Errno.text(errno))"); return }
             if fds[1].revents != 0 { return }
             guard fds[0].revents & Int16(POLLIN) != 0 else { continue }
             // (accept4 with SOCK_CLOEXEC is not in Glibc's Swift module.)
@@ -159,10 +159,10 @@ public final class MetricsServer: @unchecked Sendable {
             guard now < deadline else { return }       // too slow: just close
             var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let waited = poll(&ready, 1, Int32((deadline - now) / 1_000_000) + 1)
-            if waited < 0 && errno == EINTR { continue }
+            if waited < 0 && errno == EINTR { continue }     // again, with what is left of the deadline
             guard waited > 0 else { return }
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
+            let n = chunk.withUnsafeMutableBytes { b in SystemCall.retryingEINTR { recv(fd, b.baseAddress, b.count, Int32(MSG_DONTWAIT)) } }
+            if n < 0 && errno == EAGAIN { continue }
             guard n > 0 else { return }     // closed, or an error
             request += chunk[0..<n]
         }
@@ -186,8 +186,8 @@ public final class MetricsServer: @unchecked Sendable {
         while discarded < 65536 {
             var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             guard poll(&ready, 1, 200) > 0 else { return }
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
+            let n = chunk.withUnsafeMutableBytes { b in SystemCall.retryingEINTR { recv(fd, b.baseAddress, b.count, Int32(MSG_DONTWAIT)) } }
+            if n < 0 && errno == EAGAIN { continue }
             guard n > 0 else { return }
             discarded += n
         }
@@ -228,8 +228,9 @@ public final class MetricsServer: @unchecked Sendable {
         var bytes = Array(head.utf8) + Array(body.utf8)
         var sent = 0
         while sent < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-            if n < 0 && errno == EINTR { continue }
+            let n = bytes.withUnsafeMutableBytes { b in
+                SystemCall.retryingEINTR { send(fd, b.baseAddress! + sent, b.count - sent, Int32(MSG_NOSIGNAL)) }
+            }
             guard n > 0 else { return }     // the client went away or stalled past the timeout
             sent += n
         }

@@ -323,8 +323,8 @@ public final class StatsSegment: @unchecked Sendable {
             // stale one: try for a while before calling the name taken.
             var locked = false
             for _ in 0..<50 {
-                if flock(fd, LOCK_EX | LOCK_NB) == 0 { locked = true; break }
-                guard errno == EWOULDBLOCK || errno == EINTR else {
+                if SystemCall.retryingEINTR({ flock(fd, LOCK_EX | LOCK_NB) }) == 0 { locked = true; break }
+                guard errno == EWOULDBLOCK else {
                     let e = errno
                     Glibc.close(fd)
                     throw GatewayError("cannot lock the stats segment \(path)", errno: e)

@@ -1,3 +1,4 @@
+import Engine
 import WireGuard
 
 #if canImport(Glibc)
@@ -40,8 +41,8 @@ public struct UAPIError: Error, Sendable, Equatable, CustomStringConvertible {
         self.message = message
     }
 
-    /// "MESSAGE (Invalid argument)".
-    public var description: String { "\(message) (\(String(cString: strerror(errno))))" }
+    /// "MESSAGE: Invalid argument (EINVAL)".
+    public var description: String { "\(message): \(Errno.text(errno))" }
 
     static func invalid(_ message: String) -> UAPIError { UAPIError(EINVAL, message) }
 }

@@ -216,18 +216,18 @@ public final class UAPIServer {
         }
         // A bounded number per call; the listener stays readable for the rest.
         for _ in 0..<limits.maxConnections {
-            let fd = Glibc.accept(listener.fd, nil, nil)
+            let fd = SystemCall.retryingEINTR { Glibc.accept(listener.fd, nil, nil) }
             if fd < 0 {
                 let e = errno
-                if e == EINTR || e == ECONNABORTED { continue }
+                if e == ECONNABORTED { continue }
                 if e != EAGAIN && e != EWOULDBLOCK {
-                    Log.warning("UAPI \(listener.interface): accept failed: \(String(cString: strerror(e)))")
+                    Log.warning("UAPI \(listener.interface): accept failed: \(Errno.text(e))")
                 }
                 return
             }
             let flags = fcntl(fd, F_GETFL)
             guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0, fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 else {
-                Log.warning("UAPI \(listener.interface): cannot make a connection non-blocking: \(String(cString: strerror(errno)))")
+                Log.warning("UAPI \(listener.interface): cannot make a connection non-blocking: \(Errno.text(errno))")
                 close(fd)
                 continue
             }
@@ -280,7 +280,7 @@ public final class UAPIServer {
         while budget > 0 {
             let n: Int
             if c.state == .discarding {
-                n = Glibc.read(c.fd, discardBuffer.baseAddress, min(discardBuffer.count, budget))
+                n = SystemCall.retryingEINTR { Glibc.read(c.fd, discardBuffer.baseAddress, min(discardBuffer.count, budget)) }
                 if n > 0 {
                     // Whatever the refused request still sends, until its blank line.
                     for i in 0..<n {
@@ -294,15 +294,14 @@ public final class UAPIServer {
                 // Grows the buffer as data comes (doubling), up to one byte past the limit, to
                 // notice a request that is longer.
                 let room = min(budget, limits.maxRequestBytes + 1 - c.input.count, max(4096, c.input.spareCapacity))
-                n = c.input.appending(upTo: room) { Glibc.read(c.fd, $0.baseAddress, $0.count) }
+                n = c.input.appending(upTo: room) { b in SystemCall.retryingEINTR { Glibc.read(c.fd, b.baseAddress, b.count) } }
                 if n > 0 && c.input.count > limits.maxRequestBytes { return true }
             }
             if n > 0 { budget -= n; continue }
             if n == 0 { c.sawEOF = true; return true }
             let e = errno
-            if e == EINTR { continue }
             if e == EAGAIN || e == EWOULDBLOCK { return true }
-            if e != ECONNRESET { Log.warning("UAPI \(c.interface): read failed: \(String(cString: strerror(e)))") }
+            if e != ECONNRESET { Log.warning("UAPI \(c.interface): read failed: \(Errno.text(e))") }
             closeConnection(c.fd)
             return false
         }
@@ -314,13 +313,12 @@ public final class UAPIServer {
         guard c.hasOutput else { return true }
         while c.hasOutput {
             let pending = c.output.bytes
-            let n = send(c.fd, pending.baseAddress, pending.count, Int32(MSG_NOSIGNAL))
+            let n = SystemCall.retryingEINTR { send(c.fd, pending.baseAddress, pending.count, Int32(MSG_NOSIGNAL)) }
             if n > 0 { c.output.removeFirst(n); continue }
             let e = errno
-            if n < 0 && e == EINTR { continue }
             if n < 0 && (e == EAGAIN || e == EWOULDBLOCK) { return true }
             if n < 0 && e != EPIPE && e != ECONNRESET {
-                Log.warning("UAPI \(c.interface): write failed: \(String(cString: strerror(e)))")
+                Log.warning("UAPI \(c.interface): write failed: \(Errno.text(e))")
             }
             closeConnection(c.fd)
             return false

@@ -1,3 +1,4 @@
+import Engine
 import CLibBPF
 import CXDPWG
 import Foundation
@@ -97,15 +98,7 @@ extension NetworkNamespace {
     /// calling thread), so interface indexes and bpf_xdp_* calls refer to this namespace's
     /// links. The body must not suspend: it stays on this thread, which returns home after.
     func entered<T>(_ body: () throws -> T) throws -> T {
-        let target = open("/var/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
-        guard target >= 0 else { throw TestFailure("open /var/run/netns/\(name): \(String(cString: strerror(errno)))") }
-        defer { Glibc.close(target) }
-        let home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
-        guard home >= 0 else { throw TestFailure("open our own network namespace: \(String(cString: strerror(errno)))") }
-        defer { Glibc.close(home) }
-        guard cxdpwg_setns_net(target) == 0 else { throw TestFailure("setns \(name): \(String(cString: strerror(errno)))") }
-        defer { precondition(cxdpwg_setns_net(home) == 0, "cannot return the test thread to its own network namespace") }
-        return try body()
+        try ThreadNetworkNamespace.run(path: "\(ThreadNetworkNamespace.directory)/\(name)", body).get()
     }
 
     /// The interface's index; call inside `entered`.

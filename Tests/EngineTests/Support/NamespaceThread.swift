@@ -1,3 +1,4 @@
+import Engine
 import CXDPWG
 import Foundation
 import TestSupport
@@ -6,31 +7,15 @@ import Glibc
 #endif
 
 extension NetworkNamespace {
-    struct EnterFailed: Error, CustomStringConvertible {
-        var what: String
-        var errno: Int32
-        var description: String { "\(what): \(String(cString: strerror(errno)))" }
-    }
-
     /// Runs `body` on a dedicated thread that has moved into this namespace with
     /// setns(CLONE_NEWNET), so that everything it does (netlink sockets, `ip` commands it
     /// spawns, /proc/sys/net) happens here, while the test's own threads stay home. The thread
     /// returns to its original namespace before it ends.
     func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
         let box = ResultBox<T>()
-        let path = "/var/run/netns/\(name)"
+        let path = "\(ThreadNetworkNamespace.directory)/\(name)"
         let thread = Thread {
-            box.set(Result {
-                let target = open(path, O_RDONLY | O_CLOEXEC)
-                guard target >= 0 else { throw EnterFailed(what: "open(\(path))", errno: errno) }
-                defer { Glibc.close(target) }
-                let home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
-                guard home >= 0 else { throw EnterFailed(what: "open(/proc/thread-self/ns/net)", errno: errno) }
-                defer { Glibc.close(home) }
-                guard cxdpwg_setns_net(target) == 0 else { throw EnterFailed(what: "setns(\(path))", errno: errno) }
-                defer { precondition(cxdpwg_setns_net(home) == 0, "cannot return the test thread to its namespace") }
-                return try body()
-            })
+            box.set(Result { try ThreadNetworkNamespace.run(path: path) { try body() }.get() })
         }
         thread.start()
         return try box.wait().get()

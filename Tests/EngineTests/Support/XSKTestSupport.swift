@@ -1,3 +1,4 @@
+import Engine
 import CLibBPF
 import CXDPWG
 import Foundation
@@ -11,12 +12,6 @@ import Glibc
 /// of the thread that makes them; the thread ends afterwards, so no other code ever runs in
 /// the wrong namespace.
 enum NamespaceThread {
-    struct SetnsFailed: Error, CustomStringConvertible {
-        var namespace: String
-        var code: Int32
-        var description: String { "cannot enter network namespace \(namespace): \(String(cString: strerror(code)))" }
-    }
-
     private final class Box<T>: @unchecked Sendable {
         var result: Result<T, any Error>?
     }
@@ -28,11 +23,10 @@ enum NamespaceThread {
         nonisolated(unsafe) let work = body
         let thread = Thread {
             defer { done.signal() }
-            let fd = open("/var/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { box.result = .failure(SetnsFailed(namespace: name, code: errno)); return }
-            defer { close(fd) }
-            guard cxdpwg_setns_net(fd) == 0 else {
-                box.result = .failure(SetnsFailed(namespace: name, code: errno))
+            do throws(SystemError) {
+                try ThreadNetworkNamespace.enter(path: "\(ThreadNetworkNamespace.directory)/\(name)")
+            } catch {
+                box.result = .failure(error)
                 return
             }
             box.result = Result { try work() }
