@@ -17,7 +17,7 @@ extension Gateway {
     public func apply(_ new: GatewayConfiguration, fileName: String, source: String = "reload") throws(GatewayError) -> [String] {
         let diff: ConfigurationDiff
         do throws(ConfigurationError) { diff = try configuration.diff(to: new, fileName: fileName) } catch {
-            throw GatewayError("\(error)")
+            throw GatewayError(error)
         }
         var failures: [String] = []
         for name in diff.removedTenants { removeTenant(name) }
@@ -56,7 +56,7 @@ extension Gateway {
         guard let path = configurationPath else { throw GatewayError("no configuration file to reload") }
         let new: GatewayConfiguration
         do throws(ConfigurationError) { new = try GatewayConfiguration.load(path: path) } catch {
-            throw GatewayError("\(error)\nthe running configuration stays")
+            throw GatewayError("\(error)\nthe running configuration stays", underlying: error)
         }
         return try apply(new, fileName: path)
     }

@@ -47,7 +47,7 @@ extension Gateway {
                 do throws(SystemError) { try r.link.destroy() } catch { Log.error("tenant \(tenant.name): \(error)") }
                 freeSlots.append(slot)
             }
-            throw GatewayError("tenant \(tenant.name): \(error.description)")
+            throw GatewayError("tenant \(tenant.name)", error)
         }
     }
 
@@ -68,7 +68,7 @@ extension Gateway {
                                   routes: tenant.peers.flatMap { $0.allowedIPs }, mtu: sizing.tunnelMTU)
         let link: TenantLink
         do throws(SystemError) { link = try TenantLink.create(spec) } catch {
-            throw GatewayError("tenant \(tenant.name): \(error)")
+            throw GatewayError("tenant \(tenant.name)", error)
         }
         for note in link.reclaimed { Log.info("tenant \(tenant.name): \(note)") }
         var program: TenantProgram?
@@ -77,7 +77,7 @@ extension Gateway {
             let p: TenantProgram
             do throws(BPFError) {
                 p = try TenantProgram(interfaceIndex: link.hostIndex, interfaceName: spec.hostName, mode: .native)
-            } catch { throw GatewayError("\(error)") }
+            } catch { throw GatewayError(error) }
             program = p
             if let stale = p.replacedStaleProgramID {
                 Log.warning("tenant \(tenant.name): found a stale xdpwg XDP program (id \(stale)) on \(spec.hostName); "
@@ -96,14 +96,14 @@ extension Gateway {
                         throw XDPError("registering AF_XDP sockets in xsks_map", code: EINVAL, detail: "\(error)")
                     }
                     lanes.append(TenantLane(tenant: slot, socket: socket))
-                } catch { throw GatewayError("queue \(w): \(error)") }
+                } catch { throw GatewayError("queue \(w)", error) }
             }
             return InnerSide(link: link, program: p, lanes: lanes)
         } catch {
             lanes.removeAll()
             program?.detach()
             do throws(SystemError) { try link.destroy() } catch { Log.error("tenant \(tenant.name): \(error)") }
-            throw GatewayError("tenant \(tenant.name): \(error.description)")
+            throw GatewayError("tenant \(tenant.name)", error)
         }
     }
 
@@ -228,7 +228,7 @@ extension Gateway {
     private func updateUplinkPorts() throws(GatewayError) {
         do throws(BPFError) {
             try uplinkProgram?.setPorts(tenants.values.map { $0.configuration.listenPort }.sorted())
-        } catch { throw GatewayError("uplink XDP port map: \(error)") }
+        } catch { throw GatewayError("uplink XDP port map", error) }
     }
 
     /// Changes a running tenant in place: key, port, peers. Peers that keep their public key
@@ -268,7 +268,7 @@ extension Gateway {
         if r.down == nil {
             do throws(SystemError) {
                 try r.link.updateRoutes(from: oldPrefixes, to: r.configuration.peers.flatMap(\.allowedIPs))
-            } catch { failure = failure ?? GatewayError("tenant \(d.name): routes in namespace \(d.new.namespace): \(error)") }
+            } catch { failure = failure ?? GatewayError("tenant \(d.name): routes in namespace \(d.new.namespace)", error) }
         }
         if let failure { throw failure }
     }

@@ -150,7 +150,7 @@ public final class Gateway {
         onTeardown("control socket") { [unowned self] in self.controlSocket = nil }
         let uplink: NetworkInterface
         do throws(SystemError) { uplink = try NetworkInterface.named(config.gateway.uplink, role: "uplink") } catch {
-            throw GatewayError("\(error)")
+            throw GatewayError(error)
         }
         self.uplink = uplink
         let queues = config.gateway.queues ?? (0..<UInt32(uplink.rxQueueCount)).map { $0 }
@@ -194,7 +194,7 @@ public final class Gateway {
             // its redirect the kernel would drop it uncounted (a jumbo-MTU uplink, an attacker).
             uplinkProgram = try UplinkProgram(interfaceIndex: uplink.index, interfaceName: uplink.name, mode: mode,
                                               ports: [], maxFrameLength: sizing.frameSize - UplinkProgram.receiveHeadroom)
-        } catch { throw GatewayError("\(error)") }
+        } catch { throw GatewayError(error) }
         self.uplinkProgram = uplinkProgram
         onTeardown("uplink XDP program") { uplinkProgram.detach() }
         if uplinkProgram.fellBackToGeneric {
@@ -227,7 +227,7 @@ public final class Gateway {
                                           state: state, control: controlQueue, counters: stats.workerCounters(w),
                                           crypto: transportCrypto, cipher: cipher))
             } catch {
-                throw GatewayError("queue \(queue): \(error)")
+                throw GatewayError("queue \(queue)", error)
             }
         }
 
@@ -242,7 +242,7 @@ public final class Gateway {
             onTeardown("metrics server") { server.stop() }
         }
         for worker in workers {
-            do throws(XDPError) { try worker.start() } catch { throw GatewayError("\(error)") }
+            do throws(XDPError) { try worker.start() } catch { throw GatewayError(error) }
             onTeardown("worker \(worker.index)") { worker.stop() }
         }
         // Tenants go before the workers stop (they are torn down first, each on its own).
@@ -288,7 +288,7 @@ public final class Gateway {
     /// A self-tested cipher of `backend` for one thread (a worker, the control thread).
     static func cipher(_ backend: AEADBackend) throws(GatewayError) -> TransportCipher {
         do throws(TransportCipherError) { return try AEADSelection.verifiedCipher(backend) } catch {
-            throw GatewayError("crypto: \(error)")
+            throw GatewayError("crypto", error)
         }
     }
 

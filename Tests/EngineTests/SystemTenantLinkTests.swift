@@ -228,7 +228,7 @@ import WireGuard
             .map { $0.split(separator: " ").map(String.init) }
         let places = { (path: String) in [path, path.replacingOccurrences(of: "/var/run/", with: "/run/")] }
         #expect(mounts.contains { places(tenant.path).contains($0[4]) }, "no mount at \(tenant.path)")
-        let directory = mounts.filter { places(NamespaceSwitch.directory).contains($0[4]) }
+        let directory = mounts.filter { places(ThreadNetworkNamespace.directory).contains($0[4]) }
         #expect(directory.contains { $0.contains { $0.hasPrefix("shared:") } }, "\(directory)")
         // A namespace of its own: only lo, down.
         let links = try IPJSON.objects(["ip", "-n", tenant.name, "-j", "link", "show"])

@@ -8,7 +8,7 @@ import Glibc
 /// process in it and every tool that knows the convention (`ip netns exec`, nsenter) finds
 /// it by name.
 enum NetworkNamespaceFile {
-    static func path(of name: String) -> String { "\(NamespaceSwitch.directory)/\(name)" }
+    static func path(of name: String) -> String { "\(ThreadNetworkNamespace.directory)/\(name)" }
 
     /// Creates a new, empty network namespace under `name`, as `ip netns add` does. Throws
     /// `.syscall` with EEXIST when the name is taken. The namespace is made by a thread of its
@@ -55,7 +55,7 @@ enum NetworkNamespaceFile {
     /// or unmounted there then shows in every mount namespace that shares it, so one that is
     /// deleted in one place is freed everywhere.
     private static func prepareDirectory() throws(SystemError) {
-        let directory = NamespaceSwitch.directory
+        let directory = ThreadNetworkNamespace.directory
         if mkdir(directory, 0o755) != 0 && errno != EEXIST {
             throw .syscall(operation: "mkdir(\(directory))", errno: errno)
         }

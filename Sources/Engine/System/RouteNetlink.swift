@@ -115,9 +115,9 @@ public final class RouteNetlink: Sendable {
     /// A socket in the named namespace (`ip netns` name, under /var/run/netns): the calling
     /// thread enters the namespace only for the socket() call and returns to its own.
     public convenience init(namespace: String, receiveTimeout: Duration = .seconds(2)) throws(SystemError) {
-        let fd = try NamespaceSwitch.run(inNamespace: namespace) { () throws(SystemError) -> Int32 in
-            try RouteNetlink.openSocket(receiveTimeout: receiveTimeout)
-        }
+        let fd = try ThreadNetworkNamespace.run(path: ThreadNetworkNamespace.path(named: namespace)) {
+            () throws(SystemError) -> Int32 in try RouteNetlink.openSocket(receiveTimeout: receiveTimeout)
+        }.get()
         self.init(fd: fd)
     }
 
@@ -326,76 +326,44 @@ public final class RouteNetlink: Sendable {
     private static let receiveBufferSize = 64 * 1024
 
     private static func send(fd: Int32, _ message: [UInt8], what: String) throws(SystemError) {
-        while true {
-            // No address: an unconnected netlink socket sends to the kernel (port 0).
-            let sent = message.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) }
-            if sent == message.count { return }
-            if sent < 0 && errno == EINTR { continue }
-            if sent < 0 { throw .syscall(operation: "send(NETLINK_ROUTE) for the \(what)", errno: errno) }
-            throw .malformed("short send (\(sent) of \(message.count) bytes) for the \(what)")
-        }
+        // No address: an unconnected netlink socket sends to the kernel (port 0).
+        let sent = message.withUnsafeBytes { b in SystemCall.retryingEINTR { Glibc.send(fd, b.baseAddress, b.count, 0) } }
+        if sent == message.count { return }
+        if sent < 0 { throw .syscall(operation: "send(NETLINK_ROUTE) for the \(what)", errno: errno) }
+        throw .malformed("short send (\(sent) of \(message.count) bytes) for the \(what)")
     }
 
     /// One datagram into `buffer`; nil when it came from another process (only the kernel,
     /// port 0, answers our requests). EAGAIN means the receive timeout passed.
     private static func receive(fd: Int32, into buffer: inout [UInt8], what: String) throws(SystemError) -> Int? {
         var source = sockaddr_storage()
-        while true {
-            var sourceLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            var flags: Int32 = 0
-            let received = buffer.withUnsafeMutableBytes { bytes in
-                withUnsafeMutablePointer(to: &source) { sourcePointer in
-                    var iov = iovec(iov_base: bytes.baseAddress, iov_len: bytes.count)
-                    return withUnsafeMutablePointer(to: &iov) { iovPointer in
-                        var header = msghdr()
-                        header.msg_name = UnsafeMutableRawPointer(sourcePointer)
-                        header.msg_namelen = sourceLength
-                        header.msg_iov = iovPointer
-                        header.msg_iovlen = 1
-                        let n = recvmsg(fd, &header, 0)
-                        flags = header.msg_flags
-                        sourceLength = header.msg_namelen
-                        return n
-                    }
+        let sourceLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        var flags: Int32 = 0
+        let received = buffer.withUnsafeMutableBytes { bytes in
+            withUnsafeMutablePointer(to: &source) { sourcePointer in
+                var iov = iovec(iov_base: bytes.baseAddress, iov_len: bytes.count)
+                return withUnsafeMutablePointer(to: &iov) { iovPointer in
+                    var header = msghdr()
+                    header.msg_name = UnsafeMutableRawPointer(sourcePointer)
+                    header.msg_namelen = sourceLength
+                    header.msg_iov = iovPointer
+                    header.msg_iovlen = 1
+                    let n = SystemCall.retryingEINTR { recvmsg(fd, &header, 0) }
+                    flags = header.msg_flags
+                    return n
                 }
             }
-            if received < 0 {
-                let e = errno
-                if e == EINTR { continue }
-                if e == EAGAIN || e == EWOULDBLOCK { throw .timedOut(request: what) }
-                throw .syscall(operation: "recvmsg(NETLINK_ROUTE) for the \(what)", errno: e)
-            }
-            if flags & Int32(MSG_TRUNC) != 0 {
-                throw .malformed("a reply to the \(what) was larger than \(buffer.count) bytes")
-            }
-            // struct sockaddr_nl: family (u16), pad (u16), pid (u32), groups (u32).
-            let sourcePort = withUnsafeBytes(of: &source) { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) }
-            return sourcePort == 0 ? received : nil
         }
-    }
-}
-
-/// Moves the calling thread into a named network namespace for the duration of `body`, then
-/// back. Used only to create sockets (which keep their namespace) and in tests.
-enum NamespaceSwitch {
-    static let directory = "/var/run/netns"
-
-    static func run<T>(inNamespace name: String,
-                       _ body: () throws(SystemError) -> T) throws(SystemError) -> T {
-        try Names.validateNamespace(name)
-        let path = "\(directory)/\(name)"
-        let target = open(path, O_RDONLY | O_CLOEXEC)
-        guard target >= 0 else { throw .syscall(operation: "open(\(path))", errno: errno) }
-        defer { close(target) }
-        let home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
-        guard home >= 0 else { throw .syscall(operation: "open(/proc/thread-self/ns/net)", errno: errno) }
-        defer { close(home) }
-        guard cxdpwg_setns_net(target) == 0 else {
-            throw .syscall(operation: "setns(\(path), CLONE_NEWNET)", errno: errno)
+        if received < 0 {
+            let e = errno
+            if e == EAGAIN || e == EWOULDBLOCK { throw .timedOut(request: what) }
+            throw .syscall(operation: "recvmsg(NETLINK_ROUTE) for the \(what)", errno: e)
         }
-        // Returning must succeed: a thread left in a tenant's namespace would quietly do
-        // everything after this in the wrong place.
-        defer { precondition(cxdpwg_setns_net(home) == 0, "cannot return to this thread's own network namespace") }
-        return try body()
+        if flags & Int32(MSG_TRUNC) != 0 {
+            throw .malformed("a reply to the \(what) was larger than \(buffer.count) bytes")
+        }
+        // struct sockaddr_nl: family (u16), pad (u16), pid (u32), groups (u32).
+        let sourcePort = withUnsafeBytes(of: &source) { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) }
+        return sourcePort == 0 ? received : nil
     }
 }

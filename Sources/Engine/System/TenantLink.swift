@@ -265,10 +265,10 @@ public final class TenantLink: Sendable {
         // veth leaves TCP/UDP checksums partial (for a receiver on this host to trust), but
         // the gateway encrypts the frame exactly as the XDP program sees it and the peer's
         // kernel would drop it. Off, the kernel computes them in software.
-        try NamespaceSwitch.run(inNamespace: spec.namespace) { () throws(SystemError) in
+        try ThreadNetworkNamespace.run(path: ThreadNetworkNamespace.path(named: spec.namespace)) { () throws(SystemError) in
             let rc = cxdpwg_set_transmit_checksumming(spec.innerName, 0)
             if rc != 0 { throw .syscall(operation: "ethtool: tx checksumming off on \(spec.innerName)", errno: rc) }
-        }
+        }.get()
         try netlink.setUp(name: spec.innerName, place: place)
         try netlink.setUp(name: "lo", place: place)
         // The kernel refuses a prefix with host bits set (masked there); "replace" tolerates
