@@ -59,12 +59,12 @@ public final class BenchRunner: @unchecked Sendable {
     static let maximumPoolFrames = 1 << 20
     static let generatorCPU = 0
 
-    private let options: Options
-    private let say: (String) -> Void
+    let options: Options
+    let say: (String) -> Void
     /// Frames a sealed-frame pool holds (`poolCapacity`).
-    private var poolFrames = 65_536
+    var poolFrames = 65_536
     /// The generators' ceilings, measured first.
-    private var generatorCeilings: [GeneratorCeiling] = []
+    var generatorCeilings: [GeneratorCeiling] = []
 
     public init(options: Options, output: @escaping (String) -> Void) {
         self.options = options
@@ -141,109 +141,6 @@ public final class BenchRunner: @unchecked Sendable {
             }
         }
         return report
-    }
-
-    // MARK: Baselines
-
-    /// Every AEAD backend's ChaCha20-Poly1305 on one pinned core, at every size, both ways,
-    /// out of place as the data path runs it. A backend that fails its self-test here is
-    /// left out with a note.
-    private func measureAEAD(cpu: Int, notes: inout [String]) -> [AEADRate] {
-        var rates: [AEADRate] = []
-        for backend in AEADBackend.allCases {
-            do {
-                for size in options.sizes {
-                    for operation in AEADOperation.allCases {
-                        let rate = try AEADBaseline.measure(backend: backend, operation: operation, size: size,
-                                                            inPlace: false, seconds: 0.3, cpu: cpu)
-                        rates.append(rate)
-                        say("\(backend.name) \(operation.rawValue) \(size) B on one core: \(String(format: "%.3f", rate.mpps)) Mpps")
-                    }
-                }
-            } catch {
-                notes.append("AEAD backend \(backend.name) not measured: \(error)")
-            }
-        }
-        return rates
-    }
-
-    /// Frames in a sealed-frame pool: 2 KiB each, at most a million (2 GiB of kernel memory),
-    /// at most a quarter of the memory available now.
-    static func poolCapacity() -> Int {
-        let available = Int(sysconf(Int32(_SC_AVPHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
-        return max(65_536, min(BenchRunner.maximumPoolFrames, available / 4 / BlastPool.frameSize))
-    }
-
-    // MARK: Generator ceilings
-
-    /// Each generator alone, by the method and on the kind of path the scenarios use it on,
-    /// into a sink that only counts, per size.
-    private func measureCeilings() throws -> [GeneratorCeiling] {
-        let topology = try GatewayTopology(peers: [], maker: .lab)
-        defer { topology.close() }
-        let seconds = min(1, options.seconds)
-        var ceilings: [GeneratorCeiling] = []
-        func note(_ direction: Direction, _ size: Int, _ method: String, _ m: CeilingMeasurement) {
-            ceilings.append(GeneratorCeiling(direction: direction, innerSize: size, mpps: m.receivedPerSecond / 1e6,
-                                             method: method))
-            say("generator ceiling, \(direction.rawValue) \(size) B, \(method): \(String(format: "%.3f", m.receivedPerSecond / 1e6)) Mpps")
-        }
-        let live = LiveFrameBlaster.isSupported
-        if !live { say("generators: \(LiveFrameBlaster.unsupportedReason)") }
-        // Which generator feeds which path (see runDevice): wireguard-go's uplink has no XDP
-        // program, so it always gets the AF_XDP sender; the engines' links get live frames
-        // where the kernel runs them.
-        var decryptPaths = Set<String>(), encryptPaths = Set<String>()
-        for device in options.devices {
-            if device == .wireguardGo {
-                decryptPaths.insert(Generator.afxdpUplink)
-                encryptPaths.insert(Generator.datagrams)
-            } else {
-                decryptPaths.insert(live ? Generator.liveUplink : Generator.afxdpUplink)
-                encryptPaths.insert(live ? Generator.liveTenant : Generator.afxdpTenant)
-            }
-        }
-        for size in options.sizes {
-            func measure(_ payload: CeilingPayload, live: Bool) throws -> CeilingMeasurement {
-                live ? try LiveFrameBlaster.measureCeiling(
-                    senderNamespace: topology.internet.name, senderInterface: topology.internetLinkName,
-                    cpu: BenchRunner.generatorCPU, receiverNamespace: topology.gateway.name,
-                    receiverInterface: topology.uplinkName, innerSize: size, payload: payload, seconds: seconds)
-                : try FrameBlaster.measureCeiling(
-                    senderNamespace: topology.internet.name, senderInterface: topology.internetLinkName,
-                    cpu: BenchRunner.generatorCPU, receiverNamespace: topology.gateway.name,
-                    receiverInterface: topology.uplinkName, innerSize: size, payload: payload, seconds: seconds)
-            }
-            if options.directions.contains(where: { $0 != .encrypt }) {
-                for path in decryptPaths.sorted() {
-                    note(.decrypt, size, path, try measure(.wireGuardTransport, live: path == Generator.liveUplink))
-                }
-            }
-            if options.directions.contains(where: { $0 != .decrypt }) {
-                // The tenant link's kind of path: a veth into an XDP program at the gateway's
-                // end. The uplink pair is one.
-                for path in encryptPaths.sorted() where path != Generator.datagrams {
-                    note(.encrypt, size, path, try measure(.plainIP, live: path == Generator.liveTenant))
-                }
-                if encryptPaths.contains(Generator.datagrams) {
-                    note(.encrypt, size, Generator.datagrams, try DatagramBlaster.measureCeiling(
-                        senderNamespace: topology.internet.name, cpu: BenchRunner.generatorCPU,
-                        destination: .init(IPAddress(GatewayTopology.gatewayAddress)!, port: BenchRunner.sinkPort),
-                        receiverNamespace: topology.gateway.name, receiverInterface: topology.uplinkName,
-                        innerSize: size, seconds: seconds))
-                }
-            }
-        }
-        return ceilings
-    }
-
-    /// The generators and paths the scenarios use (as the report names them).
-    enum Generator {
-        static let liveUplink = "XDP live frames → uplink XDP"
-        static let afxdpUplink = "AF_XDP TX (copy mode) → uplink"
-        static let liveTenant = "XDP live frames → tenant link XDP"
-        static let afxdpTenant = "AF_XDP TX (copy mode) → tenant link XDP"
-        static let datagrams = "UDP sendmmsg → kernel"
     }
 
     // MARK: One device
@@ -644,52 +541,4 @@ public final class BenchRunner: @unchecked Sendable {
         }
         return last
     }
-}
-
-/// A load running on its own thread: how much it sent so far (when its generator can tell
-/// mid-blast), and how to stop it.
-struct RunningLoad {
-    let thread: NamespaceThread<BlastResult>
-    /// Frames sent so far; nil when the generator counts only at the end.
-    let sent: () throws -> UInt64?
-
-    init(_ thread: NamespaceThread<BlastResult>, sent: @escaping () throws -> UInt64? = { nil }) {
-        self.thread = thread
-        self.sent = sent
-    }
-
-    /// Asks the generator to stop and waits for its result.
-    func stop() throws -> BlastResult {
-        thread.requestStop()
-        return try thread.join()
-    }
-}
-
-extension PoolBlaster {
-    /// A blast that can be read mid-way (see `start(_:frames:rate:)`).
-    func startLoad(_ mode: BlastMode, rate: Double?) throws -> RunningLoad {
-        RunningLoad(try start(mode, frames: nil, rate: rate)) { try self.framesSent() }
-    }
-}
-
-/// What the encrypt direction's generators have in common.
-protocol PlainGenerator {
-    func run(_ mode: BlastMode) throws -> BlastResult
-    func start(_ mode: BlastMode) throws(LoadError) -> NamespaceThread<BlastResult>
-    /// A load of `seconds` at most (stopped earlier by the runner).
-    func startLoad(seconds: Double) throws -> RunningLoad
-}
-
-extension DatagramBlaster: PlainGenerator {
-    func startLoad(seconds: Double) throws -> RunningLoad { RunningLoad(try start(.duration(seconds: seconds))) }
-}
-
-/// A pool blaster of plain packets, cycled.
-struct PlainFrames: PlainGenerator {
-    let blaster: any PoolBlaster
-    func run(_ mode: BlastMode) throws -> BlastResult { try blaster.run(mode, frames: nil) }
-    func start(_ mode: BlastMode) throws(LoadError) -> NamespaceThread<BlastResult> {
-        try blaster.start(mode, frames: nil, rate: nil)
-    }
-    func startLoad(seconds: Double) throws -> RunningLoad { try blaster.startLoad(.duration(seconds: seconds), rate: nil) }
 }
