@@ -46,7 +46,7 @@ public final class PerfSampler: @unchecked Sendable {
     public let cpus: String
     private let options: Options
     private var scratch: ScratchDirectory?
-    private let process: Child
+    private let process: Subprocess.Child
     private var control: FileHandle?
     private var acknowledgements: Int32 = -1
     private var started: Double
@@ -83,13 +83,14 @@ public final class PerfSampler: @unchecked Sendable {
             // cache (~/.debug) would keep a copy of every binary profiled.
             + ["--no-buildid", "--no-buildid-cache", "--delay", "-1",
                "--control", "fifo:\(controlPath),\(ackPath)", "-o", scratch.path + "/perf.data"]
-        let process: Child
+        let process: Subprocess.Child
         do {
-            process = try Child(arguments, standardOutput: "/dev/null", standardError: scratch.path + "/record.log")
+            process = try Subprocess.Child(arguments, standardOutput: "/dev/null",
+                                           standardError: scratch.path + "/record.log")
         } catch {
             close(controlFD)
             close(ackFD)
-            throw error
+            throw PerfError("perf could not be started: \(error)")
         }
         let sampler = PerfSampler(cpus: list, options: options, scratch: scratch, process: process,
                                   control: FileHandle(fileDescriptor: controlFD, closeOnDealloc: true),
@@ -104,7 +105,7 @@ public final class PerfSampler: @unchecked Sendable {
         return sampler
     }
 
-    private init(cpus: String, options: Options, scratch: ScratchDirectory, process: Child, control: FileHandle,
+    private init(cpus: String, options: Options, scratch: ScratchDirectory, process: Subprocess.Child, control: FileHandle,
                  acknowledgements: Int32) {
         self.cpus = cpus
         self.options = options
@@ -253,7 +254,12 @@ public final class PerfSampler: @unchecked Sendable {
             throw PerfError(ToolError.notFound(program: "perf", package: "linux-perf").description)
         }
         let outPath = scratch.path + "/report.out", errPath = scratch.path + "/report.err"
-        let process = try Child([perf] + arguments, standardOutput: outPath, standardError: errPath)
+        let process: Subprocess.Child
+        do {
+            process = try Subprocess.Child([perf] + arguments, standardOutput: outPath, standardError: errPath)
+        } catch {
+            throw PerfError("perf could not be started: \(error)")
+        }
         guard let status = process.wait(timeout: timeout) else {
             process.signal(SIGKILL)
             _ = process.wait(timeout: 5)
@@ -270,82 +276,5 @@ public final class PerfSampler: @unchecked Sendable {
     private static func tail(_ text: String) -> String {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         return trimmed.count > 1000 ? "…" + String(trimmed.suffix(1000)) : trimmed
-    }
-}
-
-/// A child process started with posix_spawn, every signal unblocked and at its default
-/// action. Not Foundation's Process: its child inherits the spawning thread's signal mask,
-/// and where that blocks SIGINT (the test runner's threads do) perf never sees it. Its output
-/// goes to files (a report can be large; nothing can block on a full pipe).
-private final class Child {
-    let pid: pid_t
-    /// The exit code, or 128 + the signal that killed it; nil while it runs.
-    private(set) var status: Int32?
-
-    init(_ arguments: [String], standardOutput: String, standardError: String) throws(PerfError) {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, standardOutput, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, standardError, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t(), all = sigset_t()
-        sigemptyset(&none)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { for p in argv { free(p) } }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, arguments[0], &actions, &attributes, &argv, environ)
-        guard result == 0 else {
-            throw PerfError("\(arguments[0]) could not be started: \(Errno.text(result))")
-        }
-        self.pid = pid
-    }
-
-    /// Kills and reaps a child nobody waited for: no orphan perf, no zombie.
-    deinit {
-        if status == nil {
-            kill(pid, SIGKILL)
-            var raw: Int32 = 0
-            _ = SystemCall.retryingEINTR { waitpid(pid, &raw, 0) }
-        }
-    }
-
-    /// Waits up to `timeout` seconds for the child to exit: its status, or nil if it still runs.
-    func wait(timeout: Double) -> Int32? {
-        let deadline = monotonicSeconds() + timeout
-        while true {
-            if let status = reap() { return status }
-            if monotonicSeconds() >= deadline { return nil }
-            usleep(10_000)
-        }
-    }
-
-    /// Sends `signal` to the child (by its PID), unless it has been reaped.
-    func signal(_ signal: Int32) {
-        if reap() == nil { kill(pid, signal) }
-    }
-
-    /// The status if the child has exited (reaping it once), else nil.
-    @discardableResult
-    func reap() -> Int32? {
-        if let status { return status }
-        var raw: Int32 = 0
-        let result = waitpid(pid, &raw, WNOHANG)
-        if result == pid {
-            // WIFEXITED / WEXITSTATUS / WTERMSIG are macros: an exit is code << 8, a kill the
-            // signal in the low 7 bits.
-            let signal = raw & 0x7f
-            status = signal == 0 ? (raw >> 8) & 0xff : 128 + signal
-        } else if result < 0 && errno == ECHILD {
-            status = 128 + SIGKILL     // reaped by someone else: gone, whatever it was
-        }
-        return status
     }
 }

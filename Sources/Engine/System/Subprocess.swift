@@ -3,9 +3,10 @@ import CXDPWG
 import Glibc
 #endif
 
-/// The one process runner: runs a program to completion with posix_spawn and captures its
-/// output (which is expected to fit in memory). The gateway runs iproute2's `ip` with it; the
-/// lab and the tests run everything through it (Lab's `Command` adds their error policy).
+/// The one process runner, with posix_spawn: `run` runs a program to completion and captures
+/// its output (which is expected to fit in memory); `Child` starts one that runs beside the
+/// caller (its output to files) until it exits or is signalled. The lab, the perf lab and the
+/// tests run everything through it (Lab's `Command` adds their error policy).
 ///
 /// The child starts clean, whoever spawns it: in a process group of its own (a Ctrl-C at the
 /// terminal goes to the caller, which decides what to stop), with every signal unblocked and
@@ -58,17 +59,46 @@ public enum Subprocess {
                 throw error
             }
         }
+        let spawned = spawn(arguments, environment: environment) { actions in
+            // dup2 onto 0, 1 and 2 clears close-on-exec on the copies; the originals close at exec.
+            if input.isEmpty {
+                posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            } else {
+                posix_spawn_file_actions_adddup2(&actions, inputFD, 0)
+            }
+            posix_spawn_file_actions_adddup2(&actions, out.1, 1)
+            posix_spawn_file_actions_adddup2(&actions, err.1, 2)
+        }
+        close(out.1)
+        close(err.1)
+        if inputFD >= 0 { close(inputFD) }
+        let pid: pid_t
+        switch spawned {
+        case .success(let started): pid = started
+        case .failure(let error):
+            close(out.0); close(err.0)
+            throw error
+        }
+        // Read both streams until both close, so the program never blocks on a full pipe.
+        let (stdout, stderr) = drain(out.0, err.0)
+        close(out.0)
+        close(err.0)
+
+        var status: Int32 = 0
+        try SystemCall.checked("waitpid(\(program))") { waitpid(pid, &status, 0) }
+        return Result(status: exitCode(status), standardOutput: String(decoding: stdout, as: UTF8.self),
+                      standardError: String(decoding: stderr, as: UTF8.self))
+    }
+
+    /// Starts `arguments[0]` clean (see the type's comment) with `files` arranging its
+    /// descriptors 0, 1 and 2; its PID.
+    static func spawn(_ arguments: [String], environment: [String: String]?,
+                      files: (inout posix_spawn_file_actions_t) -> Void) -> Swift.Result<pid_t, SystemError> {
+        guard let program = arguments.first else { return .failure(.invalidArgument("no program to run")) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        // dup2 onto 0, 1 and 2 clears close-on-exec on the copies; the originals close at exec.
-        if input.isEmpty {
-            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        } else {
-            posix_spawn_file_actions_adddup2(&actions, inputFD, 0)
-        }
-        posix_spawn_file_actions_adddup2(&actions, out.1, 1)
-        posix_spawn_file_actions_adddup2(&actions, err.1, 2)
+        files(&actions)
         // Descriptors the caller opened without close-on-exec stay with the caller.
         cxdpwg_spawn_close_from(&actions, 3)
 
@@ -88,29 +118,19 @@ public enum Subprocess {
         var envp: [UnsafeMutablePointer<CChar>?] = (environment ?? [:]).map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { for p in envp { free(p) } }
         var pid: pid_t = 0
-        let spawned = environment == nil
+        let result = environment == nil
             ? posix_spawn(&pid, program, &actions, &attributes, &argv, environ)
             : posix_spawn(&pid, program, &actions, &attributes, &argv, &envp)
-        close(out.1)
-        close(err.1)
-        if inputFD >= 0 { close(inputFD) }
-        guard spawned == 0 else {
-            close(out.0); close(err.0)
-            throw .syscall(operation: "posix_spawn(\(program))", errno: spawned)
-        }
-        // Read both streams until both close, so the program never blocks on a full pipe.
-        let (stdout, stderr) = drain(out.0, err.0)
-        close(out.0)
-        close(err.0)
+        guard result == 0 else { return .failure(.syscall(operation: "posix_spawn(\(program))", errno: result)) }
+        return .success(pid)
+    }
 
-        var status: Int32 = 0
-        try SystemCall.checked("waitpid(\(program))") { waitpid(pid, &status, 0) }
-        // WIFEXITED / WEXITSTATUS / WTERMSIG are macros: the status word is
-        // (code << 8) for an exit, the signal number in the low 7 bits for a kill.
+    /// The exit code in a wait status, or 128 + the signal number if the program was killed.
+    /// (WIFEXITED / WEXITSTATUS / WTERMSIG are macros: an exit is code << 8, a kill the
+    /// signal in the low 7 bits.)
+    static func exitCode(_ status: Int32) -> Int32 {
         let signal = status & 0x7f
-        let code = signal == 0 ? (status >> 8) & 0xff : 128 + signal
-        return Result(status: code, standardOutput: String(decoding: stdout, as: UTF8.self),
-                      standardError: String(decoding: stderr, as: UTF8.self))
+        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
     }
 
     private static func pipe(for program: String) throws(SystemError) -> (Int32, Int32) {
@@ -165,5 +185,66 @@ public enum Subprocess {
             }
         }
         return (outputs[0], outputs[1])
+    }
+}
+
+extension Subprocess {
+    /// A program running beside the caller, its output going to files (it may be large, and
+    /// nothing can block on a full pipe). Killed and reaped when dropped while it still runs:
+    /// no orphan, no zombie.
+    public final class Child {
+        public let pid: pid_t
+        /// The exit code, or 128 + the signal that killed it; nil while it runs.
+        public private(set) var status: Int32?
+
+        /// Starts `arguments[0]` (an absolute path) with standard input from /dev/null and
+        /// standard output and error written to the files at those paths (created 0600).
+        public init(_ arguments: [String], standardOutput: String, standardError: String) throws(SystemError) {
+            pid = try Subprocess.spawn(arguments, environment: nil) { actions in
+                posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+                posix_spawn_file_actions_addopen(&actions, 1, standardOutput, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+                posix_spawn_file_actions_addopen(&actions, 2, standardError, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            }.get()
+        }
+
+        deinit {
+            if status == nil {
+                kill(pid, SIGKILL)
+                var raw: Int32 = 0
+                _ = SystemCall.retryingEINTR { waitpid(pid, &raw, 0) }
+            }
+        }
+
+        /// Waits up to `timeout` seconds for the child to exit: its status, or nil if it still runs.
+        public func wait(timeout: Double) -> Int32? {
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            let deadline = Double(now.tv_sec) + Double(now.tv_nsec) / 1e9 + timeout
+            while true {
+                if let status = reap() { return status }
+                clock_gettime(CLOCK_MONOTONIC, &now)
+                if Double(now.tv_sec) + Double(now.tv_nsec) / 1e9 >= deadline { return nil }
+                usleep(10_000)
+            }
+        }
+
+        /// Sends `signal` to the child (by its PID), unless it has been reaped.
+        public func signal(_ signal: Int32) {
+            if reap() == nil { kill(pid, signal) }
+        }
+
+        /// The status if the child has exited (reaping it once), else nil.
+        @discardableResult
+        public func reap() -> Int32? {
+            if let status { return status }
+            var raw: Int32 = 0
+            let result = waitpid(pid, &raw, WNOHANG)
+            if result == pid {
+                status = Subprocess.exitCode(raw)
+            } else if result < 0 && errno == ECHILD {
+                status = 128 + SIGKILL     // reaped by someone else: gone, whatever it was
+            }
+            return status
+        }
     }
 }
