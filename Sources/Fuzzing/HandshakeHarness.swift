@@ -188,7 +188,7 @@ final class InitiationHarness {
         // authenticated: an accepted initiation with its ephemeral gives its session keys.
         if session.handshake.remoteStatic == FuzzKeys.initiator.publicKey
             && message.ephemeral == FuzzKeys.initiatorEphemeral.publicKey {
-            guard holdsTranscriptKeys(keypair) else {
+            guard holdsTranscriptKeys(keypair, now: now) else {
                 finding("the transcript's initiation accepted with different session keys")
             }
             return .accepted("response to the transcript's initiation, same session keys")
@@ -198,23 +198,28 @@ final class InitiationHarness {
 
     /// Whether the responder's `keypair` has the transcript's session keys: it opens the
     /// initiator's first transport message (its receive key), and the initiator's keys open a
-    /// keepalive it seals (its send key).
-    private func holdsTranscriptKeys(_ keypair: Keypair) -> Bool {
+    /// keepalive it seals (its send key). `now`: when the keypair was made (a constructed run
+    /// accepts a second initiation up to 65 s after the first; its keypair is that young).
+    private func holdsTranscriptKeys(_ keypair: Keypair, now: Instant) -> Bool {
         let cipher = TransportCipher()
         let first = transcript.transport[0]
         let received: Int? = first.withUnsafeBytes { m in
             try? keypair.open(m.baseAddress!, length: m.count, into: opened.buffer.baseAddress!,
-                              capacity: opened.buffer.count, now: FuzzClock.now, cipher: cipher)
+                              capacity: opened.buffer.count, now: now, cipher: cipher)
         }
         guard received != nil else { return false }
         guard let message = try? keypair.seal(sealed.buffer.baseAddress!, length: 0, into: sealed.buffer.baseAddress!,
-                                              capacity: sealed.buffer.count, now: FuzzClock.now, cipher: cipher)
+                                              capacity: sealed.buffer.count, now: now, cipher: cipher)
         else { return false }
+        // The keepalive is addressed to the sender index the initiation carried, which is not
+        // authenticated (a constructed run picks its own); the initiator's keypair answers to
+        // the transcript's. The header is outside the AEAD: readdress it.
+        sealed.buffer.storeBytes(of: Transcript.initiatorIndex.littleEndian, toByteOffset: 4, as: UInt32.self)
         var keys = transcript.initiatorKeys
         let initiator = Keypair(consuming: &keys)
         let back = try? initiator.open(sealed.buffer.baseAddress!, length: message.length,
                                        into: opened.buffer.baseAddress!, capacity: opened.buffer.count,
-                                       now: FuzzClock.now, cipher: cipher)
+                                       now: now, cipher: cipher)
         return back != nil
     }
 
