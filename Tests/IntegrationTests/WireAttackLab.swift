@@ -150,6 +150,11 @@ final class WireAttackLab: @unchecked Sendable {
         lock.lock(); corePeers[tenant.name] = peer; lock.unlock()
         if wait {
             try expectEcho(from: peer, to: tenant, identifier: 1, "the core peer's first ping")
+            // Peer records reach the stats segment a sweep (250 ms) behind: wait until it shows
+            // this session, so that a test's later snapshot compares against it.
+            _ = try waitForCounts("the core peer's session in the stats segment") {
+                $0.peer(tenant.corePeerKey.publicKey.description)?.handshakes == 1
+            }
         } else {
             WireAttackLab.sendEcho(from: peer, to: tenant, identifier: 1)
         }
